@@ -1,0 +1,5 @@
+import sys
+
+from retentiond.cli import main
+
+sys.exit(main())

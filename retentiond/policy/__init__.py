@@ -1,0 +1,1 @@
+"""The policy language: model, selectors, YAML loading with positions, validation."""
