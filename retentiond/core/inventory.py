@@ -96,6 +96,10 @@ class Repository:
     revisions: Mapping[str, datetime]
     listed_by_gc: bool = True
     last_activity: datetime | None = None
+    #: blobs linked under ``_layers`` (read only for ``verify``; None when not read)
+    layers: frozenset[str] | None = None
+    #: path of the repository directory relative to ``repositories/`` has nested repositories
+    has_nested: bool = False
 
 
 @dataclass(frozen=True, slots=True)

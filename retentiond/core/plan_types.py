@@ -21,7 +21,7 @@ class TagDeletion:
 
 @dataclass(frozen=True, slots=True)
 class ManifestUnlink:
-    """A revision link to remove: ``repositories/<repository>/_manifests/revisions/sha256/<hex>``."""
+    """A revision link to remove: ``<repository>/_manifests/revisions/sha256/<hex>``."""
 
     repository: str
     digest: str

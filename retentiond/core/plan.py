@@ -1,0 +1,264 @@
+"""``make_plan``: what a maintenance run deletes now, and why. Pure: no I/O, no clock.
+
+Per repository (contract, "Evaluation"):
+
+1. The policies whose ``repositories`` match apply; with none, nothing is deleted.
+2. A tag is deleted when an applying policy has it in scope and keeps it by none of its rules,
+   and no applying policy keeps it: keep wins.
+3. Unless every applying policy says ``allow_empty``, the most recently pushed tag survives.
+4. A manifest is unlinked when nothing that remains (tags, and untagged manifests that stay)
+   reaches it through lists/indexes, and a deleted tag reached it, or it was untagged already,
+   an applying policy says ``untagged: delete`` and it is older than ``untagged_min_age``.
+   Untagged manifests whose ``subject`` remains (signatures, SBOMs) stay with it, and fallback
+   referrer tags (``sha256-<hex>.sig``) go when the manifest they belong to goes.
+5. Deleting a tag removes only that tag; aliases on the same digest are untouched.
+6. A repository left with no tag and no manifest is removed when ``allow_empty`` allows it and
+   nothing was pushed to it for ``untagged_min_age``.
+
+A repository with anything unreadable is refused, as is one that would lose more than
+``max_delete_ratio`` of its tags. The reclaimable blobs are those the registry's GC mark phase
+leaves unmarked once the plan's removals are made: global across repositories, so exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from retentiond.core.inventory import Inventory, ProblemKind, Repository, Tag
+from retentiond.core.mark import gc_mark, reachable, unmarked
+from retentiond.core.plan_types import (
+    ManifestUnlink,
+    Plan,
+    Refusal,
+    RepositorySummary,
+    TagDeletion,
+)
+from retentiond.core.selection import format_age, judge_tags, referrer_subject
+from retentiond.policy.model import Policy, Safety, Untagged
+
+_TRUSTWORTHY = (ProblemKind.INCOMPLETE, ProblemKind.GC_HAZARD)
+
+
+@dataclass
+class _RepoPlan:
+    tags: list[TagDeletion] = field(default_factory=list)
+    unlinks: list[ManifestUnlink] = field(default_factory=list)
+    removed: bool = False
+    refusal: str | None = None
+
+
+def _created_lookup(inventory: Inventory, tag: Tag) -> datetime | None:
+    """An image's config ``created`` time; for an index, its newest child's."""
+    manifest = inventory.manifests.get(tag.digest)
+    if manifest is None:
+        return None
+    if manifest.config:
+        return inventory.created.get(manifest.config)
+    times = [
+        inventory.created.get(child.config)
+        for d in manifest.children
+        if (child := inventory.manifests.get(d)) is not None and child.config
+    ]
+    present = [t for t in times if t is not None]
+    return max(present) if present else None
+
+
+def _plan_repository(
+    inventory: Inventory,
+    repo: Repository,
+    policies: Sequence[Policy],
+    safety: Safety,
+    now: datetime,
+) -> _RepoPlan:
+    result = _RepoPlan()
+    if not policies:
+        return result
+
+    # 1-2: each policy's verdicts; keep wins over delete
+    kept_by: dict[str, str] = {}
+    deleted_by: dict[str, tuple[str, str]] = {}
+    for policy in policies:
+        verdicts = judge_tags(policy, repo.tags, now, lambda t: _created_lookup(inventory, t))
+        for name, verdict in verdicts.items():
+            if verdict.keep:
+                kept_by.setdefault(name, f"{policy.name}: {verdict.reason}")
+            else:
+                deleted_by.setdefault(name, (policy.name, verdict.reason))
+    doomed = {name: why for name, why in deleted_by.items() if name not in kept_by}
+
+    # 3: the newest tag survives unless every applying policy allows an empty repository
+    allow_empty = all(p.allow_empty for p in policies)
+    ordinary = [t for t in repo.tags if referrer_subject(t.name) is None]
+    if not allow_empty and ordinary:
+        newest = max(ordinary, key=lambda t: (t.pushed_at, t.name))
+        doomed.pop(newest.name, None)
+
+    # 4: reachability, starting from the original tags to know what is untagged already
+    linked = repo.revisions.keys()
+    originally = reachable((t.digest for t in repo.tags), inventory.manifests, linked)
+    untagged_delete = [p for p in policies if p.untagged is Untagged.DELETE]
+    untagged_roots: list[str] = []
+    for digest, pushed in repo.revisions.items():
+        if digest in originally:
+            continue
+        if not untagged_delete or now - pushed < safety.untagged_min_age:
+            untagged_roots.append(digest)
+
+    def surviving(extra_doomed: set[str]) -> set[str]:
+        roots = [t.digest for t in repo.tags if t.name not in doomed and t.name not in extra_doomed]
+        return reachable(roots + untagged_roots, inventory.manifests, linked)
+
+    alive = surviving(set())
+    # fallback referrer tags follow the manifest they belong to
+    referrers = {
+        t.name
+        for t in repo.tags
+        if (s := referrer_subject(t.name)) is not None and s in repo.revisions and s not in alive
+    }
+    if referrers:
+        alive = surviving(referrers)
+    tag_policy = {name: why[0] for name, why in doomed.items()}
+
+    for tag in repo.tags:
+        if tag.name in doomed:
+            policy_name, reason = doomed[tag.name]
+        elif tag.name in referrers:
+            subject = referrer_subject(tag.name)
+            policy_name = next(
+                (
+                    tag_policy[t.name]
+                    for t in repo.tags
+                    if t.digest == subject and t.name in tag_policy
+                ),
+                untagged_delete[0].name if untagged_delete else policies[0].name,
+            )
+            reason = f"belongs to {subject}, which is deleted"
+        else:
+            continue
+        result.tags.append(
+            TagDeletion(repo.name, tag.name, tag.digest, tag.pushed_at, policy_name, reason)
+        )
+
+    deleted_digests = {d.digest for d in result.tags}
+    by_deleted = reachable(deleted_digests, inventory.manifests, linked)
+    for digest in sorted(repo.revisions):
+        if digest in alive:
+            continue
+        unlinked_by: str | None
+        if digest in by_deleted:
+            unlinked_by = next((d.policy for d in result.tags if d.digest == digest), None)
+            reason = "unreachable after tag deletions"
+        else:
+            unlinked_by = untagged_delete[0].name if untagged_delete else None
+            reason = (
+                f"untagged for more than {format_age(safety.untagged_min_age)} (untagged: delete)"
+            )
+        result.unlinks.append(ManifestUnlink(repo.name, digest, reason, unlinked_by))
+
+    # 6: remove a repository left with nothing, when allowed and quiet
+    tags_left = len(repo.tags) - len(result.tags)
+    revisions_left = len(repo.revisions) - len(result.unlinks)
+    quiet = repo.last_activity is None or now - repo.last_activity >= safety.untagged_min_age
+    result.removed = allow_empty and tags_left == 0 and revisions_left == 0 and quiet
+
+    # safety.max_delete_ratio
+    total = len(repo.tags)
+    deleting = [p for p in policies if p.name in {d.policy for d in result.tags}]
+    exempt = bool(deleting) and all(p.allow_mass_delete for p in deleting)
+    if (
+        total >= safety.mass_delete_min_tags
+        and not exempt
+        and len(result.tags) / total > safety.max_delete_ratio
+    ):
+        names = ", ".join(sorted(p.name for p in deleting))
+        result.refusal = (
+            f"would delete {len(result.tags) * 100 // total}% of {total} tags "
+            f"(max_delete_ratio {safety.max_delete_ratio:g}); if that is intended, set "
+            f"allow_mass_delete: true in policy {names}"
+        )
+    return result
+
+
+def make_plan(
+    inventory: Inventory,
+    policies: Sequence[Policy],
+    safety: Safety,
+    now: datetime,
+) -> Plan:
+    """Decide what to delete from ``inventory`` under ``policies`` at time ``now``."""
+    distrust: dict[str, str] = {}
+    for problem in inventory.problems:
+        if problem.repository and problem.kind not in _TRUSTWORTHY:
+            distrust.setdefault(
+                problem.repository, f"cannot trust {problem.path}: {problem.message}"
+            )
+
+    tags: list[TagDeletion] = []
+    unlinks: list[ManifestUnlink] = []
+    removed: list[str] = []
+    refused: list[Refusal] = []
+    per_repo: dict[str, _RepoPlan] = {}
+    for repo in inventory.repositories:
+        applying = [p for p in policies if p.repositories.matches(repo.name)]
+        if repo.name in distrust:
+            if applying:
+                refused.append(Refusal(repo.name, distrust[repo.name]))
+            per_repo[repo.name] = _RepoPlan(refusal=distrust[repo.name])
+            continue
+        decided = _plan_repository(inventory, repo, applying, safety, now)
+        if decided.refusal:
+            refused.append(Refusal(repo.name, decided.refusal))
+            per_repo[repo.name] = _RepoPlan(refusal=decided.refusal)
+            continue
+        per_repo[repo.name] = decided
+        tags.extend(decided.tags)
+        unlinks.extend(decided.unlinks)
+        if decided.removed:
+            removed.append(repo.name)
+
+    gone: dict[str, set[str]] = {}
+    for unlink in unlinks:
+        gone.setdefault(unlink.repository, set()).add(unlink.digest)
+    before = unmarked(inventory, gc_mark(inventory, {}))
+    reclaimable = unmarked(inventory, gc_mark(inventory, gone, removed))
+
+    # attribute each newly freed blob to the first repository whose removals referenced it
+    owner: dict[str, str] = {}
+    for unlink in sorted(unlinks, key=lambda u: u.repository):
+        manifest = inventory.manifests.get(unlink.digest)
+        refs = (unlink.digest, *(manifest.references if manifest else ()))
+        for digest in refs:
+            if digest in reclaimable and digest not in before:
+                owner.setdefault(digest, unlink.repository)
+    freed: dict[str, int] = {}
+    for digest, repo_name in owner.items():
+        freed[repo_name] = freed.get(repo_name, 0) + reclaimable[digest]
+
+    summaries = tuple(
+        RepositorySummary(
+            name=repo.name,
+            tags=len(repo.tags),
+            tags_deleted=len(per_repo[repo.name].tags),
+            manifests_unlinked=len(per_repo[repo.name].unlinks),
+            bytes_reclaimed=freed.get(repo.name, 0),
+            removed=per_repo[repo.name].removed,
+            refused=per_repo[repo.name].refusal is not None,
+        )
+        for repo in inventory.repositories
+    )
+    return Plan(
+        generated_at=now,
+        root=inventory.root,
+        repositories=len(inventory.repositories),
+        tags=sum(len(r.tags) for r in inventory.repositories),
+        tags_deleted=tuple(tags),
+        manifests_unlinked=tuple(unlinks),
+        repositories_removed=tuple(removed),
+        refused=tuple(refused),
+        reclaimable=reclaimable,
+        per_repository=summaries,
+        problems=inventory.problems,
+        already_unreferenced=before,
+    )

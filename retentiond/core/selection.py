@@ -1,0 +1,89 @@
+"""One policy's verdict on the tags of one repository: which its keep rules keep, and why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from retentiond.core.inventory import Tag
+from retentiond.core.semver import parse_version
+from retentiond.policy.model import OrderBy, Policy
+
+#: tags under which registries without the referrers API store signatures, SBOMs and
+#: attestations of the manifest ``sha256:<hex>`` (cosign adds ``.sig``, ``.att``, ``.sbom``)
+REFERRER_TAG = re.compile(r"sha256-([0-9a-f]{64})(?:\..*)?")
+
+
+def referrer_subject(tag_name: str) -> str | None:
+    """The digest a fallback referrer tag belongs to, or None for an ordinary tag."""
+    m = REFERRER_TAG.fullmatch(tag_name)
+    return f"sha256:{m.group(1)}" if m else None
+
+
+def format_age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    keep: bool
+    reason: str
+
+
+def judge_tags(
+    policy: Policy,
+    tags: Sequence[Tag],
+    now: datetime,
+    created: Callable[[Tag], datetime | None] | None = None,
+) -> Mapping[str, Verdict]:
+    """Verdicts for the tags in the policy's scope (tags out of scope are absent)."""
+    scope = [t for t in tags if policy.tags.matches(t.name) and referrer_subject(t.name) is None]
+    keep = policy.keep
+
+    def order_key(tag: Tag) -> tuple[datetime, str]:
+        when = created(tag) if created and policy.order_by is OrderBy.CREATED else None
+        return (when or tag.pushed_at, tag.name)
+
+    by_recency = sorted(scope, key=order_key, reverse=True)
+    last = {t.name for t in by_recency[: keep.last]} if keep.last else set()
+    highest: set[str] = set()
+    if keep.semver:
+        versioned = [(v, t.name) for t in scope if (v := parse_version(t.name)) is not None]
+        versioned.sort(reverse=True)
+        highest = {name for _, name in versioned[: keep.semver]}
+
+    order_word = "created" if policy.order_by is OrderBy.CREATED else "pushed"
+    verdicts: dict[str, Verdict] = {}
+    for tag in scope:
+        kept: list[str] = []
+        missed: list[str] = []
+        if keep.last:
+            (kept if tag.name in last else missed).append(
+                f"{'' if tag.name in last else 'not '}among the last {keep.last} {order_word}"
+            )
+        if keep.within is not None:
+            age = format_age(keep.within)
+            if now - tag.pushed_at <= keep.within:
+                kept.append(f"pushed within {age}")
+            else:
+                missed.append(f"pushed more than {age} ago")
+        if keep.tags is not None and keep.tags.matches(tag.name):
+            kept.append("matches keep.tags")
+        if keep.semver:
+            if tag.name in highest:
+                kept.append(f"among the {keep.semver} highest versions")
+            else:
+                missed.append(f"not among the {keep.semver} highest versions")
+        if kept:
+            verdicts[tag.name] = Verdict(True, ", ".join(kept))
+        else:
+            verdicts[tag.name] = Verdict(
+                False, ", ".join(missed) if missed else "the policy keeps no tag (keep: {})"
+            )
+    return verdicts

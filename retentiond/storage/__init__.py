@@ -1,0 +1,1 @@
+"""The storage tree: read it into an inventory, and (later) change it safely."""
