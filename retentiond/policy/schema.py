@@ -107,7 +107,12 @@ class Checker:
             for member in choices:
                 if member.value == value.value:
                     return member
-        self.problem(value, f"{what} must be one of {', '.join(names)}, got {describe(value)}")
+        hint = ""
+        if isinstance(value, YamlScalar) and isinstance(value.value, bool):
+            hint = " (YAML reads yes, no, on and off as true or false)"
+        self.problem(
+            value, f"{what} must be one of {', '.join(names)}, got {describe(value)}{hint}"
+        )
         return None
 
     def read_duration(
@@ -135,15 +140,20 @@ class Checker:
 
     def read_string_list(self, value: YamlValue, what: str) -> list[tuple[str, YamlScalar]] | None:
         """A string or a list of strings, each with its node (for positions)."""
-        items: tuple[YamlValue, ...] = value.items if isinstance(value, YamlList) else (value,)
+        before = len(self.problems)
+        items = self._strings(value, what)
+        return items if len(self.problems) == before else None
+
+    def _strings(self, value: YamlValue, what: str) -> list[tuple[str, YamlScalar]]:
+        """The string entries of a string or list; every other entry is recorded as a problem."""
         if isinstance(value, YamlMap) or is_null(value):
             self.problem(
                 value, f"{what} must be a string or a list of strings, got {describe(value)}"
             )
-            return None
+            return []
+        items: tuple[YamlValue, ...] = value.items if isinstance(value, YamlList) else (value,)
         if not items:
             self.problem(value, f"{what} is an empty list; give at least one entry")
-            return None
         result: list[tuple[str, YamlScalar]] = []
         for item in items:
             if isinstance(item, YamlScalar) and isinstance(item.value, str):
@@ -155,22 +165,20 @@ class Checker:
                 self.problem(
                     item, f"{what}: each entry must be a string, got {describe(item)}{hint}"
                 )
-        return result if len(result) == len(items) else None
+        return result
 
     def read_selector(self, value: YamlValue, what: str) -> Selector | None:
         """Globs, ``re:`` regexes and ``!`` exclusions; each bad pattern is reported where it is."""
-        patterns = self.read_string_list(value, what)
-        if patterns is None:
-            return None
-        ok = True
+        before = len(self.problems)
+        patterns = self._strings(value, what)
         for pattern, node in patterns:
             if not pattern.removeprefix("!").strip():
                 self.problem(node, f"{what}: empty pattern; remove it or write a glob like 'ci/**'")
-                ok = False
                 continue
             try:
                 compile_pattern(pattern.removeprefix("!"))
             except SelectorSyntaxError as exc:
                 self.problem(node, f"{what}: {exc}")
-                ok = False
-        return Selector.parse([pattern for pattern, _ in patterns]) if ok else None
+        if len(self.problems) > before:
+            return None
+        return Selector.parse([pattern for pattern, _ in patterns])
