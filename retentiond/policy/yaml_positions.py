@@ -149,6 +149,8 @@ def load_yaml(text: str, file: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = ", ".join(str(part) for part in (exc.context, exc.problem) if part)
+        if exc.context == "while scanning an alias":
+            reason += '; quote a value that starts with * or &, e.g. "* 3 * * SUN"'
         problem = SourceProblem(file, line, column, f"invalid YAML: {reason}")
         return YamlDocument(file, None, (problem,))
     except yaml.YAMLError as exc:

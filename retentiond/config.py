@@ -1,0 +1,505 @@
+"""The daemon's configuration file: find it, read it, validate every field, build a frozen value.
+
+:func:`check_config` never raises: it returns the :class:`Config` (None when there are problems),
+every problem, the warnings (valid but risky settings) and the policy paths it names.
+:func:`load_config` raises one :class:`~retentiond.errors.ConfigError` with every problem.
+Relative paths in the file (policies, registry.root, registry.password_file, state_dir) are
+relative to the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import zoneinfo
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from apscheduler.triggers.cron import CronTrigger
+
+from retentiond.errors import ConfigError, SourceProblem, UsageError
+from retentiond.policy.model import Safety
+from retentiond.policy.schema import Checker, is_null
+from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+
+T = TypeVar("T")
+
+ENV_VAR = "RETENTIOND_CONFIG"
+PASSWORD_ENV_VAR = "RETENTIOND_REGISTRY_PASSWORD"
+LOCAL_CONFIG = Path("retentiond.yaml")
+SYSTEM_CONFIG = Path("/etc/retentiond/retentiond.yaml")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+CONFIG_KEYS = (
+    "registry",
+    "runtime",
+    "policies",
+    "schedule",
+    "safety",
+    "metrics",
+    "state_dir",
+    "log",
+)
+
+
+class CacheKind(enum.StrEnum):
+    INMEMORY = "inmemory"
+    REDIS = "redis"
+    NONE = "none"
+
+
+class RuntimeKind(enum.StrEnum):
+    DOCKER = "docker"
+    COMMAND = "command"
+    NONE = "none"  # delete and report, never GC
+
+
+class GcMode(enum.StrEnum):
+    READONLY = "readonly"
+    STOP = "stop"
+    ONLINE = "online"
+
+
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+    AUTO = "auto"  # console on a TTY, else JSON
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    root: Path = Path("/var/lib/registry")
+    url: str = "http://127.0.0.1:5000"
+    username: str | None = None
+    password_file: Path | None = None
+    tls_verify: bool = True
+    cache: CacheKind = CacheKind.INMEMORY
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeCommands:
+    """Shell commands for ``runtime.kind: command``."""
+
+    readonly: str | None = None
+    stop: str | None = None
+    start: str | None = None
+    gc: str | None = None
+
+
+COMMAND_KEYS = ("readonly", "stop", "start", "gc")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    kind: RuntimeKind = RuntimeKind.DOCKER
+    container: str = "registry"
+    registry_config: str = "/etc/docker/registry/config.yml"  # as the registry process sees it
+    gc_mode: GcMode = GcMode.READONLY
+    commands: RuntimeCommands = field(default_factory=RuntimeCommands)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    plan_every: timedelta = timedelta(minutes=15)
+    window: str = "0 3 * * SUN"  # crontab; weekdays by name (see _read_cron)
+    window_length: timedelta = timedelta(hours=2)
+    timezone: str = "UTC"  # an IANA name, valid for zoneinfo.ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9480"
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: LogFormat = LogFormat.AUTO
+    level: str = "info"  # one of LOG_LEVELS
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    policies: tuple[Path, ...] = (Path("policies"),)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    safety: Safety = field(default_factory=Safety)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    state_dir: Path = Path("/var/lib/retentiond")
+    log: LogConfig = field(default_factory=LogConfig)
+    source: Path | None = None  # the file this was read from
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigCheck:
+    """What checking a config file found; ``config`` is None when there are problems."""
+
+    config: Config | None
+    problems: tuple[SourceProblem, ...]
+    warnings: tuple[SourceProblem, ...]
+    policy_paths: tuple[Path, ...]  # resolved, even when other sections have problems
+
+
+# ---------------------------------------------------------------- finding and loading
+
+
+def find_config_path(
+    explicit: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    system_config: Path = SYSTEM_CONFIG,
+) -> Path:
+    """``--config``, else ``$RETENTIOND_CONFIG``, else ``./retentiond.yaml``, else the system file.
+
+    A path given explicitly (option or variable) must exist; UsageError says which one does not.
+    """
+    env = os.environ if environ is None else environ
+    if explicit:
+        return _existing(Path(explicit), f"--config {explicit}")
+    if env.get(ENV_VAR):
+        return _existing(Path(env[ENV_VAR]), f"${ENV_VAR}={env[ENV_VAR]}")
+    local = LOCAL_CONFIG if cwd is None else cwd / LOCAL_CONFIG
+    for candidate in (local, system_config):
+        if candidate.is_file():
+            return candidate
+    raise UsageError(
+        f"no config file found: --config not given, ${ENV_VAR} not set, no {local},"
+        f" no {system_config}; pass --config FILE or set ${ENV_VAR}"
+    )
+
+
+def _existing(path: Path, origin: str) -> Path:
+    if not path.is_file():
+        raise UsageError(f"{origin}: no such file; check the path")
+    return path
+
+
+def load_config(path: Path) -> Config:
+    """The validated configuration in ``path``, or ConfigError listing every problem."""
+    result = check_config(path)
+    if result.config is None:
+        raise ConfigError(list(result.problems))
+    return result.config
+
+
+def check_config(path: Path) -> ConfigCheck:
+    """Read and validate ``path``; nothing is raised, every problem is in the result."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return ConfigCheck(None, (SourceProblem(str(path), 1, 1, "not UTF-8 text"),), (), ())
+    except OSError as exc:
+        problem = SourceProblem(str(path), 1, 1, f"cannot read config file: {exc.strerror or exc}")
+        return ConfigCheck(None, (problem,), (), ())
+    return check_config_text(text, str(path), base=path.absolute().parent)
+
+
+def check_config_text(text: str, filename: str, *, base: Path) -> ConfigCheck:
+    """Validate config text; relative paths are resolved against ``base``."""
+    document = load_yaml(text, filename)
+    if document.problems:
+        return ConfigCheck(None, document.problems, (), ())
+    checker = Checker(filename)
+    root: YamlValue = document.root or YamlMap({}, Position(1, 1))
+    config = _read_config(checker, root, base, source=base / Path(filename).name)
+    return ConfigCheck(
+        config if not checker.problems else None,
+        tuple(sorted(checker.problems, key=_place)),
+        tuple(sorted(checker.warnings, key=_place)),
+        config.policies,
+    )
+
+
+def _place(problem: SourceProblem) -> tuple[int, int]:
+    return (problem.line, problem.column)
+
+
+def registry_password(
+    registry: RegistryConfig, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The registry password: from ``registry.password_file`` if set, else from
+    ``$RETENTIOND_REGISTRY_PASSWORD``; None when neither gives one."""
+    if registry.password_file is not None:
+        try:
+            return registry.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(
+                f"registry.password_file {registry.password_file}: {exc.strerror or exc};"
+                " fix the path or its permissions"
+            ) from exc
+    return (os.environ if environ is None else environ).get(PASSWORD_ENV_VAR) or None
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9480`` for IPv6) as ``(host, port)``; ValueError when malformed."""
+    host, colon, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{listen!r} is not host:port; write e.g. 127.0.0.1:9480 or 0.0.0.0:9480")
+    return host, int(port)
+
+
+# ---------------------------------------------------------------- sections
+
+
+class _Section:
+    """The fields of one config section, read with defaults; problems go to the checker."""
+
+    def __init__(
+        self, checker: Checker, value: YamlValue | None, name: str, keys: Collection[str]
+    ) -> None:
+        self.checker = checker
+        self.name = name
+        self.position = value.position if value is not None else Position(1, 1)
+        mapping = None
+        if value is not None:
+            mapping = checker.read_mapping(value, name, keys, null_is_empty=True)
+        entries = mapping.entries if mapping else {}
+        self.values = {key: entry.value for key, entry in entries.items()}
+        self.key_positions = {key: entry.key_position for key, entry in entries.items()}
+
+    def get(self, key: str, read: Callable[[YamlValue, str], T | None], default: T) -> T:
+        value = self.values.get(key)
+        result = None if value is None else read(value, f"{self.name}.{key}")
+        return default if result is None else result
+
+    def optional(self, key: str, read: Callable[[YamlValue, str], T | None]) -> T | None:
+        value = self.values.get(key)
+        return None if value is None or is_null(value) else read(value, f"{self.name}.{key}")
+
+    def at(self, *keys: str) -> Position:
+        """Where the first of ``keys`` present is written, else where the section starts."""
+        for key in keys:
+            if key in self.key_positions:
+                return self.key_positions[key]
+        return self.position
+
+
+_DEFAULT = Config()
+
+
+def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Config:
+    top = c.read_mapping(root, "the config file", CONFIG_KEYS)
+    values = {k: e.value for k, e in top.entries.items()} if top else {}
+    policies = _DEFAULT.policies
+    if "policies" in values:
+        items = c.read_string_list(values["policies"], "policies")
+        policies = tuple(Path(p) for p, _ in items) if items else ()
+    state_dir = _DEFAULT.state_dir
+    if "state_dir" in values:
+        state_dir = Path(c.read_string(values["state_dir"], "state_dir") or state_dir)
+    log = _Section(c, values.get("log"), "log", LogConfig.__dataclass_fields__)
+    return Config(
+        registry=_read_registry(c, values.get("registry"), base),
+        runtime=_read_runtime(c, values.get("runtime")),
+        policies=tuple(base / p for p in policies),
+        schedule=_read_schedule(c, values.get("schedule")),
+        safety=_read_safety(c, values.get("safety")),
+        metrics=MetricsConfig(
+            _Section(c, values.get("metrics"), "metrics", ("listen",)).get(
+                "listen", lambda v, w: _read_listen(c, v, w), _DEFAULT.metrics.listen
+            )
+        ),
+        state_dir=base / state_dir,
+        log=LogConfig(
+            format=log.get("format", lambda v, w: c.read_choice(v, w, LogFormat), LogFormat.AUTO),
+            level=log.get("level", lambda v, w: _read_level(c, v, w), "info"),
+        ),
+        source=source,
+    )
+
+
+def _read_registry(c: Checker, value: YamlValue | None, base: Path) -> RegistryConfig:
+    s = _Section(c, value, "registry", RegistryConfig.__dataclass_fields__)
+    password_file = s.optional("password_file", c.read_string)
+    default = _DEFAULT.registry
+    registry = RegistryConfig(
+        root=base / s.get("root", c.read_string, str(default.root)),
+        url=s.get("url", lambda v, w: _read_url(c, v, w, ("http", "https")), default.url),
+        username=s.optional("username", c.read_string),
+        password_file=base / password_file if password_file else None,
+        tls_verify=s.get("tls_verify", c.read_bool, True),
+        cache=s.get("cache", lambda v, w: c.read_choice(v, w, CacheKind), CacheKind.INMEMORY),
+        redis_url=s.optional(
+            "redis_url", lambda v, w: _read_url(c, v, w, ("redis", "rediss", "unix"))
+        ),
+    )
+    if registry.cache is CacheKind.REDIS and is_null(s.values.get("redis_url")):
+        c.problem(
+            s.at("cache"),
+            "registry.redis_url is required with cache: redis, e.g. redis_url: redis://redis:6379/0",
+        )
+    if registry.redis_url is not None and registry.cache is not CacheKind.REDIS:
+        c.warning(s.at("redis_url"), "registry.redis_url is ignored unless cache: redis")
+    if registry.password_file is not None and registry.username is None:
+        c.warning(s.at("password_file"), "registry.password_file is ignored without a username")
+    return registry
+
+
+def _read_runtime(c: Checker, value: YamlValue | None) -> RuntimeConfig:
+    s = _Section(c, value, "runtime", RuntimeConfig.__dataclass_fields__)
+    cmd = _Section(c, s.values.get("commands"), "runtime.commands", COMMAND_KEYS)
+    commands = RuntimeCommands(*(cmd.optional(key, c.read_string) for key in COMMAND_KEYS))
+    default = _DEFAULT.runtime
+    runtime = RuntimeConfig(
+        kind=s.get("kind", lambda v, w: c.read_choice(v, w, RuntimeKind), RuntimeKind.DOCKER),
+        container=s.get("container", c.read_string, default.container),
+        registry_config=s.get("registry_config", c.read_string, default.registry_config),
+        gc_mode=s.get("gc_mode", lambda v, w: c.read_choice(v, w, GcMode), GcMode.READONLY),
+        commands=commands,
+    )
+    if runtime.kind is RuntimeKind.COMMAND:
+        needed = {GcMode.READONLY: "readonly", GcMode.STOP: "stop", GcMode.ONLINE: None}
+        names = [n for n in (needed[runtime.gc_mode], "start", "gc") if n is not None]
+        missing = [n for n in names if getattr(commands, n) is None]
+        if missing:
+            c.problem(
+                s.at("commands", "kind"),
+                f"runtime.kind: command with gc_mode: {runtime.gc_mode} needs these"
+                f" runtime.commands: {', '.join(names)}; missing: {', '.join(missing)}",
+            )
+    elif any(not is_null(v) for v in cmd.values.values()):
+        c.warning(s.at("commands"), "runtime.commands is ignored unless kind: command")
+    if runtime.gc_mode is GcMode.ONLINE and runtime.kind is not RuntimeKind.NONE:
+        c.warning(
+            s.at("gc_mode"),
+            "gc_mode: online runs GC while the registry accepts pushes; pushes during GC can lose"
+            " data; use readonly",
+        )
+    return runtime
+
+
+def _read_schedule(c: Checker, value: YamlValue | None) -> ScheduleConfig:
+    s = _Section(c, value, "schedule", ScheduleConfig.__dataclass_fields__)
+    timezone = s.get("timezone", lambda v, w: _read_timezone(c, v, w), "UTC")
+
+    def duration(v: YamlValue, w: str) -> timedelta | None:
+        return c.read_duration(v, w, allow_zero=False)
+
+    default = _DEFAULT.schedule
+    return ScheduleConfig(
+        plan_every=s.get("plan_every", duration, default.plan_every),
+        window=s.get("window", lambda v, w: _read_cron(c, v, w, timezone), default.window),
+        window_length=s.get("window_length", duration, default.window_length),
+        timezone=timezone,
+    )
+
+
+def _read_safety(c: Checker, value: YamlValue | None) -> Safety:
+    s = _Section(c, value, "safety", Safety.__dataclass_fields__)
+    default = _DEFAULT.safety
+    return Safety(
+        max_delete_ratio=s.get("max_delete_ratio", lambda v, w: _read_ratio(c, v, w), 0.8),
+        untagged_min_age=s.get("untagged_min_age", c.read_duration, default.untagged_min_age),
+        grace=s.get("grace", c.read_duration, default.grace),
+        mass_delete_min_tags=s.get(
+            "mass_delete_min_tags", c.read_positive_int, default.mass_delete_min_tags
+        ),
+    )
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def _read_url(c: Checker, value: YamlValue, what: str, schemes: tuple[str, ...]) -> str | None:
+    text = c.read_string(value, what)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+        example = f"{schemes[0]}://host:port"
+        expected = " or ".join(schemes)
+        c.problem(
+            value, f"{what} must be a URL with scheme {expected}, like {example}; got {text!r}"
+        )
+        return None
+    return text.rstrip("/")
+
+
+def _read_listen(c: Checker, value: YamlValue, what: str) -> str | None:
+    raw = value.value if isinstance(value, YamlScalar) else None
+    if not isinstance(raw, str):
+        c.problem(value, f"{what} must be host:port, e.g. 127.0.0.1:9480")
+        return None
+    try:
+        split_listen(raw)
+    except ValueError as exc:
+        c.problem(value, f"{what}: {exc}")
+        return None
+    return raw
+
+
+def _read_level(c: Checker, value: YamlValue, what: str) -> str | None:
+    raw = value.value if isinstance(value, YamlScalar) else None
+    if isinstance(raw, str) and raw.lower() in LOG_LEVELS:
+        return raw.lower()
+    c.problem(value, f"{what} must be one of {', '.join(LOG_LEVELS)}")
+    return None
+
+
+def _read_ratio(c: Checker, value: YamlValue, what: str) -> float | None:
+    raw = value.value if isinstance(value, YamlScalar) else None
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and 0 < raw <= 1:
+        return float(raw)
+    c.problem(value, f"{what} must be a number greater than 0 and at most 1, e.g. 0.8")
+    return None
+
+
+def _read_timezone(c: Checker, value: YamlValue, what: str) -> str | None:
+    name = c.read_string(value, what)
+    if name is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        c.problem(
+            value, f"{what}: unknown time zone {name!r}; use an IANA name like UTC or Europe/Berlin"
+        )
+        return None
+    return name
+
+
+_NUMERIC_WEEKDAY = re.compile(r"\d")
+
+
+def _read_cron(c: Checker, value: YamlValue, what: str, timezone: str) -> str | None:
+    """A 5-field crontab with weekdays by name: cron counts 0 as Sunday, APScheduler 3 as Monday."""
+    expression = c.read_string(value, what)
+    if expression is None:
+        return None
+    fields = expression.split()
+    if len(fields) != 5:
+        c.problem(
+            value,
+            f"{what} must be a cron expression with 5 fields (minute hour day month weekday),"
+            f' e.g. "0 3 * * SUN"; got {len(fields)} fields',
+        )
+        return None
+    if _NUMERIC_WEEKDAY.search(fields[4]):
+        c.problem(
+            value,
+            f"{what}: write the weekday by name (SUN, MON-FRI), not {fields[4]!r}:"
+            " weekday numbers differ between cron and the scheduler",
+        )
+        return None
+    try:
+        CronTrigger.from_crontab(expression, timezone=timezone)
+    except ValueError as exc:
+        c.problem(value, f"{what}: invalid cron expression {expression!r}: {exc}")
+        return None
+    return expression
