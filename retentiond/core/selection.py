@@ -24,7 +24,7 @@ def referrer_subject(tag_name: str) -> str | None:
 
 def format_age(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"

@@ -1,4 +1,4 @@
-"""Policies and safety settings as frozen values, the input of :func:`retentiond.core.plan.make_plan`."""
+"""Policies and safety settings as frozen values: the input of ``core.plan.make_plan``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class KeepRules:
 
     @property
     def empty(self) -> bool:
-        return self.last is None and self.within is None and self.tags is None and self.semver is None
+        return (self.last, self.within, self.tags, self.semver) == (None, None, None, None)
 
 
 @dataclass(frozen=True, slots=True)
