@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Make this machine ready for the integration tests: install the Debian packages they use,
+# start dockerd if it is not running, and build the registry test image.
+#
+#   bash scripts/start-docker.sh
+#
+# Idempotent: installs only what is missing, leaves a working dockerd alone, and the image
+# build is a cache hit the second time. Needs root (apt-get, dockerd).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PACKAGES=(docker.io docker-registry skopeo prometheus docker-compose python3-venv ca-certificates)
+DOCKERD_LOG="${DOCKERD_LOG:-/tmp/retentiond-dockerd.log}"
+
+log() { echo "start-docker: $*" >&2; }
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  installed "$pkg" || missing+=("$pkg")
+done
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing packages ${missing[*]} and not root: run as root"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  # Packages must not start their services here (no init system; we start dockerd below).
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" >/tmp/retentiond-apt.log 2>&1 || { cat /tmp/retentiond-apt.log >&2; exit 1; }
+fi
+
+if docker info >/dev/null 2>&1; then
+  log "dockerd is running"
+else
+  if [[ $(id -u) -ne 0 ]]; then
+    log "docker info fails and not root: cannot start dockerd"
+    exit 1
+  fi
+  log "starting dockerd (log: $DOCKERD_LOG)"
+  # Its own session, so it outlives this script and the shell that ran it.
+  setsid nohup dockerd --iptables=false --ip6tables=false >>"$DOCKERD_LOG" 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do
+    if docker info >/dev/null 2>&1; then break; fi
+    sleep 0.5
+  done
+  if ! docker info >/dev/null 2>&1; then
+    log "dockerd did not come up within 60 s; last lines of $DOCKERD_LOG:"
+    tail -n 40 "$DOCKERD_LOG" >&2 || true
+    exit 1
+  fi
+  log "dockerd is up"
+fi
+
+bash "$here/build-registry-image.sh" "$@"
