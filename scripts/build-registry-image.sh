@@ -37,6 +37,8 @@ cat > "$ctx/rootfs/etc/docker/registry/config.yml" <<'YAML'
 version: 0.1
 log:
   level: info
+  accesslog:
+    disabled: true
   fields:
     service: registry
 storage:

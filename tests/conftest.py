@@ -65,7 +65,7 @@ def registry(docker_ready: None, tmp_path: Path) -> Iterator[RunningRegistry]:
     try:
         yield reg
     finally:
-        logs = docker("logs", "--tail", "30", reg.name, check=False)
+        logs = docker("logs", "--tail", "20", reg.name, check=False)
         print(f"--- last log lines of {reg.name} ({reg.url}, root {reg.root}) ---")
         print((logs.stdout + logs.stderr).strip())
         stop_registry(reg)
