@@ -36,11 +36,11 @@ def main(root: str, port: int) -> None:
                        seed=version, config_created=created)
     # a multi-arch base image with dated rebuilds
     for i in range(8):
-        tag = f"2026{i + 1:02d}01"
+        tag = f"bookworm-2026{i + 1:02d}01"
         push_oci_index(reg, "base/debian", tag, seed=f"debian-{tag}")
         set_pushed_at(reg.root, "base/debian", tag, now - timedelta(days=240 - 30 * i))
-    tag_alias(reg, "base/debian", "20260801", "12")
-    tag_alias(reg, "base/debian", "20260801", "latest")
+    for moving in ("12", "bookworm", "latest"):
+        tag_alias(reg, "base/debian", "bookworm-20260801", moving)
     # a repository no policy names: never touched
     push_oci_image(reg, "sandbox/tool", "old", layers=[b"sandbox"], seed="sandbox")
     set_pushed_at(reg.root, "sandbox/tool", "old", now - timedelta(days=400))

@@ -103,7 +103,7 @@ def test_shared_digest_aliases(registry: RunningRegistry, tmp_path: Path) -> Non
     push_oci_image(registry, "app", "v2", layers=[b"app v2"], seed="v2")
     shared = push_oci_image(registry, "app", "v3", layers=[b"app v3"], seed="v3")
     tag_alias(registry, "app", "v3", "latest")
-    for tag, days in (("v1", 30), ("v2", 20), ("v3", 10), ("latest", 10)):
+    for tag, days in (("v1", 30), ("v2", 20), ("v3", 10), ("latest", 5)):
         set_pushed_at(registry.root, "app", tag, ago(days))
     plan = plan_and_compare(registry, tmp_path, policies("""
         policies:
