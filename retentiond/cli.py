@@ -15,11 +15,7 @@ from pathlib import Path
 from retentiond import __version__
 from retentiond.errors import RetentiondError, UsageError
 
-NOT_YET = {
-    "apply": "one maintenance run (delete, GC, restart, verify)",
-    "serve": "the daemon (schedule, windows, metrics)",
-    "undo": "putting back what a run removed",
-}
+NOT_YET = {"serve": "the daemon (schedule, windows, metrics)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,12 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check every tag resolves to a complete image on disk")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    apply = sub.add_parser("apply", help="run one maintenance now (not available yet)")
-    apply.add_argument("--yes", action="store_true")
-    apply.add_argument("--dry-run", action="store_true")
-    apply.add_argument("--no-gc", action="store_true")
+    apply = sub.add_parser(
+        "apply", help="run one maintenance now: freeze, delete, one GC, restart, verify"
+    )
+    apply.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check and plan, change nothing in the tree or the registry",
+    )
+    apply.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="remove tags and manifests but do not run the GC (undo stays possible)",
+    )
     sub.add_parser("serve", help="run the daemon (not available yet)")
-    undo = sub.add_parser("undo", help="put back what a run removed (not available yet)")
+    undo = sub.add_parser("undo", help="put back what a run removed, until the next GC")
     undo.add_argument("run_id", metavar="RUN_ID")
     return parser
 
@@ -86,6 +92,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from retentiond.commands.verify import run_verify
 
         return run_verify(config_arg, as_json=args.json)
+    if args.command == "apply":
+        from retentiond.commands.apply import run_apply
+
+        return run_apply(config_arg, yes=args.yes, dry_run=args.dry_run, no_gc=args.no_gc)
+    if args.command == "undo":
+        from retentiond.commands.undo import run_undo
+
+        return run_undo(config_arg, args.run_id)
     raise UsageError(
         f"retentiond {args.command} ({NOT_YET[args.command]}) is not available in this version "
         f"({__version__}); use `retentiond plan` to see what it would do"

@@ -386,6 +386,11 @@ def _read_created(
         return {d: t for d, t in pool.map(one, configs) if t is not None}
 
 
+def read_blob_sizes(root: Path) -> dict[str, int]:
+    """Every blob with data and its size (what the GC's sweep enumerates)."""
+    return _read_blobs(_Reading(storage_v2(Path(root))))
+
+
 def read_inventory(
     root: Path,
     *,
