@@ -1,0 +1,1 @@
+"""How retentiond controls the registry process: docker (SDK) or the operator's commands."""
