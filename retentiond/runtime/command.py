@@ -1,0 +1,256 @@
+"""The registry controlled by the operator's own shell commands (systemd, Kubernetes, scripts),
+and the ``none`` runtime that never runs a GC.
+
+``runtime.commands`` (each run with ``/bin/sh -c``):
+
+- ``readonly``: restart the registry read-only (``REGISTRY_STORAGE_MAINTENANCE_READONLY``).
+  Used for maintenance when set, else ``stop`` is.
+- ``stop``: stop the registry.
+- ``start``: start it read-write again; this also empties its blob descriptor cache. It must be
+  safe to call when the registry is already running (restart it, or do nothing): retentiond
+  calls it to recover after an interrupted run without knowing how far that run got.
+- ``gc``: run the GC, e.g. ``docker-registry garbage-collect /etc/docker/registry/config.yml``;
+  for a dry run retentiond inserts ``--dry-run`` after ``garbage-collect``.
+
+A command that fails (non-zero exit, or longer than its timeout) raises RuntimeControlError with
+the command, its exit code and the last lines of its output. A command that leaves a background
+process behind must redirect that process's output (``>>log 2>&1``): retentiond waits for the
+command itself, not for the processes it starts, and reads the command's output from a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from retentiond.config import RuntimeConfig
+from retentiond.errors import RuntimeControlError
+from retentiond.logs import get_logger
+from retentiond.runtime.base import GcOutcome, MaintenanceState
+
+#: Lines of a failed command's output quoted in the error.
+TAIL_LINES = 15
+_GC_WORD = re.compile(r"(?<![\w-])garbage-collect(?![\w-])")
+_DELETE_UNTAGGED = re.compile(r"(?<![\w-])(--delete-untagged|-m)(?![\w-])")
+
+
+class CommandRuntime:
+    """Runs ``config.commands``. ``timeout`` bounds readonly/stop/start (seconds);
+    ``gc_timeout`` bounds the GC (None: no limit, a GC of a large tree runs for hours).
+
+    Recovery is explicit: the caller, who knows from its journal that a run was interrupted,
+    calls :meth:`mark_interrupted`; :meth:`recover` then runs ``start``. Without that mark
+    ``recover`` does nothing, since commands cannot tell whether the registry was left read-only.
+    """
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        timeout: float = 300.0,
+        gc_timeout: float | None = None,
+    ) -> None:
+        self.config = config
+        self.commands = config.commands
+        self.timeout = timeout
+        self.gc_timeout = gc_timeout
+        self.interrupted = False
+        self._log = get_logger(component="runtime", runtime="command")
+
+    def mark_interrupted(self) -> None:
+        """A previous run stopped half-way: the next :meth:`recover` runs ``start``."""
+        self.interrupted = True
+
+    # ---------------------------------------------------------------------------------------
+    # Runtime protocol
+
+    def describe(self) -> str:
+        how = "readonly" if self.commands.readonly else "stop"
+        return f"command runtime (maintenance via commands.{how})"
+
+    def check(self) -> list[str]:
+        problems = []
+        if not (self.commands.readonly or self.commands.stop):
+            problems.append(
+                "runtime.commands: set readonly (the registry stays readable during GC) or stop, "
+                "so retentiond can freeze the registry before the GC"
+            )
+        if not self.commands.start:
+            problems.append(
+                "runtime.commands.start is not set: retentiond could not bring the registry "
+                "back after the GC; set it, e.g. `systemctl restart docker-registry`"
+            )
+        if not self.commands.gc:
+            problems.append(
+                "runtime.commands.gc is not set; set it, e.g. `docker-registry garbage-collect "
+                "/etc/docker/registry/config.yml`"
+            )
+        elif _DELETE_UNTAGGED.search(self.commands.gc):
+            problems.append(_DELETE_UNTAGGED_MESSAGE)
+        return problems
+
+    def registry_config_text(self) -> str | None:
+        """``registry_config`` read from this machine (the registry runs here)."""
+        try:
+            return Path(self.config.registry_config).read_text(errors="replace")
+        except OSError as exc:
+            self._log.warning(
+                "registry config unreadable", path=self.config.registry_config, error=str(exc)
+            )
+            return None
+
+    def recover(self) -> bool:
+        """Run ``start`` when :meth:`mark_interrupted` was called; else do nothing."""
+        if not self.interrupted:
+            return False
+        self._log.warning("a previous run was interrupted: starting the registry read-write")
+        self._run("start", self._required("start"))
+        self.interrupted = False
+        return True
+
+    def enter_maintenance(self) -> MaintenanceState:
+        if self.commands.readonly:
+            self._run("readonly", self.commands.readonly)
+            return MaintenanceState.READ_ONLY
+        self._run("stop", self._required("stop"))
+        return MaintenanceState.STOPPED
+
+    def run_gc(self, *, dry_run: bool = False) -> GcOutcome:
+        """The GC command; its failure (non-zero exit) is returned, not raised."""
+        command = gc_command(self._required("gc"), dry_run=dry_run)
+        started = time.monotonic()
+        code, output = self._execute(command, self.gc_timeout, "gc")
+        seconds = time.monotonic() - started
+        self._log.info(
+            "garbage collection finished", dry_run=dry_run, returncode=code,
+            seconds=round(seconds, 3),
+        )
+        return GcOutcome(returncode=code, output=output, seconds=seconds)
+
+    def leave_maintenance(self) -> None:
+        self._run("start", self._required("start"))
+
+    # ---------------------------------------------------------------------------------------
+
+    def _required(self, key: str) -> str:
+        command: str | None = getattr(self.commands, key)
+        if not command:
+            raise RuntimeControlError(
+                f"runtime.commands.{key} is not set: retentiond needs it to control the registry"
+            )
+        return command
+
+    def _run(self, key: str, command: str) -> str:
+        code, output = self._execute(command, self.timeout, key)
+        if code != 0:
+            raise RuntimeControlError(
+                f"runtime.commands.{key} failed with exit code {code}: {command}\n"
+                f"{_tail(output)}"
+            )
+        return output
+
+    def _execute(self, command: str, timeout: float | None, key: str) -> tuple[int, str]:
+        """Run ``command`` with /bin/sh in its own process group; stdout and stderr go to one
+        temporary file, so background processes it starts cannot make us wait for them."""
+        self._log.info("running command", key=key, command=command)
+        started = time.monotonic()
+        with tempfile.TemporaryFile() as out:
+            try:
+                proc = subprocess.Popen(
+                    command, shell=True, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as exc:
+                raise RuntimeControlError(
+                    f"cannot run runtime.commands.{key} ({command}): {exc}"
+                ) from exc
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                _kill_group(proc)
+                out.seek(0)
+                output = out.read().decode("utf-8", errors="replace")
+                raise RuntimeControlError(
+                    f"runtime.commands.{key} did not finish within {timeout:g}s and was "
+                    f"killed: {command}\n{_tail(output)}"
+                ) from exc
+            out.seek(0)
+            output = out.read().decode("utf-8", errors="replace")
+        self._log.info(
+            "command finished", key=key, returncode=code,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return code, output
+
+
+class NoRuntime:
+    """``runtime.kind: none``: retentiond deletes tags and manifests and reports what the GC
+    would reclaim, but never touches the registry process and never runs the GC."""
+
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+
+    def describe(self) -> str:
+        return "no runtime (runtime.kind none: deletions only, the GC is left to the operator)"
+
+    def check(self) -> list[str]:
+        return []
+
+    def registry_config_text(self) -> str | None:
+        return None
+
+    def recover(self) -> bool:
+        return False
+
+    def enter_maintenance(self) -> MaintenanceState:
+        return MaintenanceState.ONLINE
+
+    def run_gc(self, *, dry_run: bool = False) -> GcOutcome:
+        raise RuntimeControlError(
+            "runtime.kind is none: retentiond deletes but never runs the GC; run "
+            "`registry garbage-collect CONFIG` yourself with the registry read-only or stopped, "
+            "or set runtime.kind to docker or command"
+        )
+
+    def leave_maintenance(self) -> None:
+        return None
+
+
+_DELETE_UNTAGGED_MESSAGE = (
+    "runtime.commands.gc uses --delete-untagged (-m): on registry 2.8 it deletes the children "
+    "of every tagged multi-arch image; remove it (retentiond unlinks untagged manifests itself)"
+)
+
+
+def gc_command(command: str, *, dry_run: bool) -> str:
+    """The GC command to run: refused with ``--delete-untagged``; for a dry run, with
+    ``--dry-run`` inserted after ``garbage-collect``."""
+    if _DELETE_UNTAGGED.search(command):
+        raise RuntimeControlError(_DELETE_UNTAGGED_MESSAGE)
+    if not dry_run or re.search(r"(?<![\w-])--dry-run(?![\w-])", command):
+        return command
+    if not _GC_WORD.search(command):
+        raise RuntimeControlError(
+            f"cannot make a dry run of runtime.commands.gc ({command}): it has no "
+            "`garbage-collect` word after which to add --dry-run; write the registry's "
+            "command line in it (e.g. `docker-registry garbage-collect CONFIG`)"
+        )
+    return _GC_WORD.sub("garbage-collect --dry-run", command, count=1)
+
+
+def _tail(output: str, lines: int = TAIL_LINES) -> str:
+    kept = output.rstrip().splitlines()[-lines:]
+    return "\n".join(kept) if kept else "(no output)"
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
+    proc.wait()
