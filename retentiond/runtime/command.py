@@ -3,9 +3,10 @@ and the ``none`` runtime that never runs a GC.
 
 ``runtime.commands`` (each run with ``/bin/sh -c``):
 
-- ``readonly``: restart the registry read-only (``REGISTRY_STORAGE_MAINTENANCE_READONLY``).
-  Used for maintenance when set, else ``stop`` is.
-- ``stop``: stop the registry.
+- ``readonly``: restart the registry read-only (``REGISTRY_STORAGE_MAINTENANCE_READONLY``);
+  used with ``gc_mode: readonly`` (the default; without it, ``stop`` is used instead).
+- ``stop``: stop the registry; used with ``gc_mode: stop``.
+  With ``gc_mode: online`` neither is run: the GC runs on the live registry.
 - ``start``: start it read-write again; this also empties its blob descriptor cache. It must be
   safe to call when the registry is already running (restart it, or do nothing): retentiond
   calls it to recover after an interrupted run without knowing how far that run got.
@@ -28,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from retentiond.config import RuntimeConfig
+from retentiond.config import GcMode, RuntimeConfig
 from retentiond.errors import RuntimeControlError
 from retentiond.logs import get_logger
 from retentiond.runtime.base import GcOutcome, MaintenanceState
@@ -70,15 +71,17 @@ class CommandRuntime:
     # Runtime protocol
 
     def describe(self) -> str:
-        how = "readonly" if self.commands.readonly else "stop"
-        return f"command runtime (maintenance via commands.{how})"
+        key = self._freeze_key()
+        how = f"commands.{key}" if key else "none, gc_mode online"
+        return f"command runtime (maintenance via {how})"
 
     def check(self) -> list[str]:
         problems = []
-        if not (self.commands.readonly or self.commands.stop):
+        if self._freeze_key() is not None and not (self.commands.readonly or self.commands.stop):
             problems.append(
-                "runtime.commands: set readonly (the registry stays readable during GC) or stop, "
-                "so retentiond can freeze the registry before the GC"
+                f"runtime.commands: gc_mode {self.config.gc_mode.value} needs "
+                f"{'readonly' if self.config.gc_mode is GcMode.READONLY else 'stop'}, so "
+                "retentiond can freeze the registry before the GC (readonly keeps pulls working)"
             )
         if not self.commands.start:
             problems.append(
@@ -114,11 +117,12 @@ class CommandRuntime:
         return True
 
     def enter_maintenance(self) -> MaintenanceState:
-        if self.commands.readonly:
-            self._run("readonly", self.commands.readonly)
-            return MaintenanceState.READ_ONLY
-        self._run("stop", self._required("stop"))
-        return MaintenanceState.STOPPED
+        key = self._freeze_key()
+        if key is None:
+            self._log.warning("gc_mode online: the registry keeps accepting writes during GC")
+            return MaintenanceState.ONLINE
+        self._run(key, self._required(key))
+        return MaintenanceState.READ_ONLY if key == "readonly" else MaintenanceState.STOPPED
 
     def run_gc(self, *, dry_run: bool = False) -> GcOutcome:
         """The GC command; its failure (non-zero exit) is returned, not raised."""
@@ -133,9 +137,20 @@ class CommandRuntime:
         return GcOutcome(returncode=code, output=output, seconds=seconds)
 
     def leave_maintenance(self) -> None:
+        """``start``: read-write again with an empty cache (also after gc_mode online)."""
         self._run("start", self._required("start"))
 
     # ---------------------------------------------------------------------------------------
+
+    def _freeze_key(self) -> str | None:
+        """The command that freezes the registry: ``readonly`` for gc_mode readonly (``stop``
+        when only that is set), ``stop`` for gc_mode stop, none for gc_mode online."""
+        mode = self.config.gc_mode
+        if mode is GcMode.ONLINE:
+            return None
+        if mode is GcMode.READONLY and (self.commands.readonly or not self.commands.stop):
+            return "readonly"
+        return "stop"
 
     def _required(self, key: str) -> str:
         command: str | None = getattr(self.commands, key)

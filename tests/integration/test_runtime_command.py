@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from retentiond.config import RuntimeCommands, RuntimeConfig, RuntimeKind
+from retentiond.config import GcMode, RuntimeCommands, RuntimeConfig, RuntimeKind
 from retentiond.errors import RuntimeControlError
 from retentiond.runtime.base import MaintenanceState
 from retentiond.runtime.command import CommandRuntime, NoRuntime, gc_command
@@ -36,9 +36,11 @@ def plain(docker_ready: None, tmp_path: Path) -> Iterator[PlainRegistry]:
         stop_plain_registry(reg)
 
 
-def runtime(reg: PlainRegistry, **commands: str | None) -> CommandRuntime:
+def runtime(reg: PlainRegistry, mode: GcMode = GcMode.READONLY,
+            **commands: str | None) -> CommandRuntime:
     config = RuntimeConfig(
         kind=RuntimeKind.COMMAND,
+        gc_mode=mode,
         registry_config=str(reg.config),
         commands=dataclasses.replace(reg.commands, **commands),
     )
@@ -94,7 +96,7 @@ def test_readonly_cycle_with_the_registry_process(plain: PlainRegistry) -> None:
 
 def test_stop_cycle_with_the_registry_process(plain: PlainRegistry) -> None:
     push(plain, "cmd/stop", "v1")
-    rt = runtime(plain, readonly=None)
+    rt = runtime(plain, GcMode.STOP)
     assert rt.describe() == "command runtime (maintenance via commands.stop)"
     assert rt.enter_maintenance() is MaintenanceState.STOPPED
     assert plain.pid() is None and not registry_answers(plain.url, timeout=0.5)
@@ -103,6 +105,25 @@ def test_stop_cycle_with_the_registry_process(plain: PlainRegistry) -> None:
     rt.leave_maintenance()
     push(plain, "cmd/stop", "after")
     assert pull_error(plain, "cmd/stop", "v1") is None
+    # gc_mode readonly without a readonly command falls back to stop
+    rt = runtime(plain, readonly=None)
+    assert rt.enter_maintenance() is MaintenanceState.STOPPED
+    rt.leave_maintenance()
+    assert registry_answers(plain.url)
+
+
+def test_online_cycle_with_the_registry_process(plain: PlainRegistry) -> None:
+    push(plain, "cmd/online", "v1")
+    pid = plain.pid()
+    rt = runtime(plain, GcMode.ONLINE)
+    assert rt.describe() == "command runtime (maintenance via none, gc_mode online)"
+    assert rt.enter_maintenance() is MaintenanceState.ONLINE
+    assert plain.pid() == pid and upload_status(plain) == 202
+    gc = rt.run_gc(dry_run=True)
+    assert gc.ok and "blobs marked" in gc.output, gc.output
+    rt.leave_maintenance()
+    assert plain.pid() not in (None, pid), "restarted by start"
+    assert pull_error(plain, "cmd/online", "v1") is None
 
 
 def test_failed_gc_is_returned_with_its_message(plain: PlainRegistry) -> None:
@@ -185,10 +206,10 @@ def test_check_lists_missing_commands() -> None:
         gc="registry garbage-collect -m /etc/docker/registry/config.yml")))
     problems = rt.check()
     assert len(problems) == 3, problems
-    assert "readonly" in problems[0] and "stop" in problems[0]
+    assert "gc_mode readonly needs readonly" in problems[0]
     assert "commands.start is not set" in problems[1]
     assert "--delete-untagged" in problems[2]
-    with pytest.raises(RuntimeControlError, match=r"runtime\.commands\.stop is not set"):
+    with pytest.raises(RuntimeControlError, match=r"runtime\.commands\.readonly is not set"):
         rt.enter_maintenance()
 
 
