@@ -15,8 +15,6 @@ from pathlib import Path
 from retentiond import __version__
 from retentiond.errors import RetentiondError, UsageError
 
-NOT_YET = {"serve": "the daemon (schedule, windows, metrics)"}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -70,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove tags and manifests but do not run the GC (undo stays possible)",
     )
-    sub.add_parser("serve", help="run the daemon (not available yet)")
+    sub.add_parser("serve", help="the daemon: plan on a schedule, maintain inside windows, "
+                   "serve /metrics, /healthz, /readyz, /status")
     undo = sub.add_parser("undo", help="put back what a run removed, until the next GC")
     undo.add_argument("run_id", metavar="RUN_ID")
     return parser
@@ -96,14 +95,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from retentiond.commands.apply import run_apply
 
         return run_apply(config_arg, yes=args.yes, dry_run=args.dry_run, no_gc=args.no_gc)
+    if args.command == "serve":
+        from retentiond.commands.serve import run_serve
+
+        return run_serve(config_arg)
     if args.command == "undo":
         from retentiond.commands.undo import run_undo
 
         return run_undo(config_arg, args.run_id)
-    raise UsageError(
-        f"retentiond {args.command} ({NOT_YET[args.command]}) is not available in this version "
-        f"({__version__}); use `retentiond plan` to see what it would do"
-    )
+    raise UsageError(f"unknown command {args.command}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,6 +72,11 @@ class MaintenanceFailed(RetentiondError):
     """The run finished its cleanup but something went wrong; the message says what."""
 
 
+class Cancelled(RetentiondError):
+    """Asked to stop (SIGTERM): the registry is back read-write; the journal, if kept, is
+    finished by the next start."""
+
+
 @dataclass
 class Deps:
     """What a run needs from outside; built by the CLI or the daemon."""
@@ -82,6 +87,8 @@ class Deps:
     registry: RegistryClient
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     confirm: Callable[[Plan], bool] | None = None
+    #: polled at every phase boundary; True stops the run at the next safe point
+    cancelled: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -157,6 +164,8 @@ class MaintenanceRun:
         self.journal.save(self.entry)
         self.log.debug("phase", phase=phase)
         fault_point(phase)
+        if self.deps.cancelled() and not _after(phase, "left"):
+            raise Cancelled(f"stopped at phase {phase} on request")
 
     def timed(self, phase: str, seconds: float) -> None:
         self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 3)
@@ -389,6 +398,7 @@ def _finish_record(run: MaintenanceRun, status: str) -> dict[str, Any]:
         "held_until": entry.get("held_until"),
         "resumed": bool(entry.get("resumed")),
         "cleaned": entry.get("cleaned", {}),
+        "blob_count_before": entry.get("blob_count_before", 0),
     }
     append_history(run.deps.config.state_dir, record)
     run.journal.clear()
@@ -450,6 +460,14 @@ def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
                 _purge_expired(deps)
         if not _after(run.entry["phase"], "cleaned"):
             run.clean()
+    except Cancelled:
+        # keep the journal: the next start freezes the registry again and finishes the run
+        if not _after(run.entry["phase"], "left"):
+            deps.runtime.leave_maintenance()
+            deps.registry.wait_answering(timeout=120)
+        run.log.warning("maintenance interrupted; the next start finishes it",
+                        phase=run.entry["phase"])
+        raise
     except BaseException as exc:  # the registry must come back whatever happened
         failure = exc
     if not _after(run.entry["phase"], "left"):
@@ -602,7 +620,7 @@ def run_maintenance(deps: Deps, *, dry_run: bool = False, no_gc: bool = False) -
                 deps.registry.wait_answering(timeout=120)
         finally:
             run.errors.append(str(exc))
-            _finish_record(run, "failed")
+            _finish_record(run, "cancelled" if isinstance(exc, Cancelled) else "failed")
         if isinstance(exc, RetentiondError | KeyboardInterrupt):
             raise
         if isinstance(exc, RegistryError | OSError):
