@@ -200,7 +200,11 @@ class DockerRuntime:
             return MaintenanceState.STOPPED
         # readonly: create the twin first (nothing changes yet), then switch.
         twin_id = self._create_twin(info)
-        self._stop(info["Id"], name)
+        try:
+            self._stop(info["Id"], name)
+        except RuntimeControlError:
+            self._remove(twin_id, name + TWIN_SUFFIX)
+            raise
         try:
             with self._docker(f"start the read-only twin of {name}"):
                 self.client.api.start(twin_id)
@@ -219,6 +223,11 @@ class DockerRuntime:
         mode = self.config.gc_mode
         started = time.monotonic()
         if mode is GcMode.STOP:
+            if info["State"].get("Running"):
+                raise RuntimeControlError(
+                    f"container {_name(info)} is running: with gc_mode stop the GC runs only "
+                    "while it is stopped; call enter_maintenance before run_gc"
+                )
             code, output = self._gc_in_one_off(info, binary, args)
         else:
             if mode is GcMode.READONLY:
@@ -330,6 +339,18 @@ class DockerRuntime:
 
     def _not_found_message(self, ref: str) -> str:
         message = f"registry container {ref!r} not found (runtime.container)"
+        try:
+            with self._docker("list retentiond's temporary containers"):
+                left = self.client.containers.list(all=True, filters={"label": TWIN_LABEL})
+        except RuntimeControlError:
+            left = []
+        orphans = sorted(c.name for c in left if str(c.name).startswith(ref + "-retentiond-"))
+        if orphans:
+            return (
+                f"{message}, but {', '.join(orphans)} left by an interrupted run still exist: "
+                "recreate the registry container, then `docker rm -f` them (the next run also "
+                "removes them)"
+            )
         try:
             candidates = self._registry_like_names()
         except RuntimeControlError:

@@ -419,12 +419,15 @@ def test_recover_after_a_process_killed_in_readonly_maintenance(
     assert rt.recover() is False, "nothing left to do"
 
 
-def test_recover_twin_created_but_not_started(registry: RunningRegistry) -> None:
-    """Killed between creating the twin and starting it, after stopping the original."""
+@pytest.mark.parametrize("original_stopped", [True, False])
+def test_recover_twin_created_but_not_started(registry: RunningRegistry,
+                                              original_stopped: bool) -> None:
+    """Killed after creating the twin, before or after stopping the original."""
     original = container_id(registry.name)
     docker_cli("create", "--name", registry.name + TWIN_SUFFIX, "--label", LABEL,
                "--label", f"{TWIN_LABEL}={original}", REGISTRY_IMAGE)
-    docker_cli("stop", registry.name)
+    if original_stopped:
+        docker_cli("stop", registry.name)
     assert runtime(registry).recover() is True
     assert leftovers(registry) == [] and container_running(registry.name)
     assert registry_answers(registry.url)
@@ -465,5 +468,17 @@ def test_enter_removes_a_stale_twin_first(registry: RunningRegistry) -> None:
 
 
 def test_run_gc_without_maintenance_is_refused(registry: RunningRegistry) -> None:
-    with pytest.raises(RuntimeControlError, match="call enter_maintenance before run_gc"):
-        runtime(registry).run_gc(dry_run=True)
+    for mode in (GcMode.READONLY, GcMode.STOP):
+        with pytest.raises(RuntimeControlError, match="call enter_maintenance before run_gc"):
+            runtime(registry, mode).run_gc(dry_run=True)
+    assert leftovers(registry) == [] and container_running(registry.name)
+
+
+def test_original_removed_while_its_twin_runs(registry: RunningRegistry) -> None:
+    rt = runtime(registry)
+    rt.enter_maintenance()
+    docker_cli("rm", "-f", registry.name)
+    with pytest.raises(RuntimeControlError) as failed:
+        runtime(registry).recover()
+    assert f"{registry.name}{TWIN_SUFFIX} left by an interrupted run" in str(failed.value)
+    docker_cli("rm", "-f", registry.name + TWIN_SUFFIX)
