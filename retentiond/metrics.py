@@ -1,0 +1,348 @@
+"""The Prometheus metrics of ``retentiond serve``, owning their own ``CollectorRegistry``.
+
+Every metric of the contract's table is defined here, with the ``retentiond_`` prefix, and
+nowhere else. The daemon never touches a metric object: it calls one ``observe_*`` method per
+event, so what a metric means is decided in this module and tested against a fresh registry.
+
+Series that alerts depend on exist from the start (``absent()`` is painful to alert on, and a
+counter series that appears already at 1 hides its first increase from ``increase()``):
+
+- ``job_failures_total{job}`` and ``last_success_timestamp_seconds{job}`` for every job in
+  :data:`JOBS`; the timestamps start at the daemon's start time, so "no success for two
+  windows" fires for a daemon that never succeeds, but not at its first start.
+  :meth:`Metrics.observe_history` replaces that with the last successful run on disk.
+- ``windows_skipped_total{reason}`` for every reason in :data:`WINDOW_SKIP_REASONS`.
+- ``deleted_tags_total{policy}`` and ``unlinked_manifests_total{policy}`` for every policy
+  named to :meth:`Metrics.observe_reload`.
+- ``maintenance_duration_seconds{phase}`` for every phase in :data:`PHASES`.
+
+``maintenance_duration_seconds`` has one phase more than the contract lists: ``clean`` (removing
+the directories and links the GC leaves behind, after it). It is kept apart from ``gc`` so that
+``gc`` is the registry's own ``garbage-collect`` time, the number that decides whether a
+maintenance fits its window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from retentiond.core.plan_types import Plan
+
+PREFIX = "retentiond_"
+
+#: The scheduler's jobs: label values of ``job_failures_total`` and ``last_success_...``.
+JOBS = ("plan", "maintenance", "verify")
+
+#: Phases of a maintenance run, as keys of a run record's ``durations`` (``clean`` is extra).
+PHASES = ("plan", "delete", "gc", "clean", "restart", "verify")
+
+#: Why a maintenance window was skipped: label values of ``windows_skipped_total``.
+SKIP_NOT_ENOUGH_TIME = "not_enough_time"  # the estimated run would not end inside the window
+SKIP_PLAN_REFUSED = "plan_refused"  # the plan was refused (gc_blocked, mass delete, problems)
+SKIP_REGISTRY_UNHEALTHY = "registry_unhealthy"  # the registry did not answer, or runtime check
+SKIP_BUSY = "busy"  # another run holds the lock (an `apply` by hand)
+WINDOW_SKIP_REASONS = (
+    SKIP_NOT_ENOUGH_TIME,
+    SKIP_PLAN_REFUSED,
+    SKIP_REGISTRY_UNHEALTHY,
+    SKIP_BUSY,
+)
+
+#: Label value for unlinked manifests that no policy is credited with (the child manifests of
+#: a deleted multi-arch index, for instance).
+NO_POLICY = "(none)"
+
+#: Run statuses that count as a successful maintenance (``ok`` includes a GC held for
+#: ``safety.grace``; ``nothing-to-do`` is a maintenance that found nothing to remove).
+SUCCESS_STATUSES = ("ok", "nothing-to-do")
+
+#: Run statuses whose removals were put back, so nothing they list was removed.
+ROLLED_BACK_STATUSES = ("rolled-back", "cancelled")
+
+#: Seconds to hours: a phase takes from under a second (plan on a small tree) to hours (GC of
+#: a large filesystem registry).
+DURATION_BUCKETS = (
+    0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, float("inf"),
+)
+
+
+class Metrics:
+    """Every retentiond metric, registered in ``registry`` (a fresh one when not given).
+
+    ``clock`` returns Unix time in seconds; it stamps the start values of the
+    ``last_success_timestamp_seconds`` gauges and any event observed without ``now``.
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.clock = clock
+        r = self.registry
+
+        # what maintenance runs removed
+        self.reclaimed_bytes = Counter(
+            PREFIX + "reclaimed_bytes_total",
+            "Bytes of blob data actually removed by maintenance runs.",
+            registry=r,
+        )
+        self.deleted_tags = Counter(
+            PREFIX + "deleted_tags_total",
+            "Tags deleted by maintenance runs, by the policy that deleted them.",
+            ["policy"],
+            registry=r,
+        )
+        self.unlinked_manifests = Counter(
+            PREFIX + "unlinked_manifests_total",
+            "Manifests unlinked by maintenance runs, by policy "
+            f"({NO_POLICY!r}: not credited to one, e.g. children of a deleted index).",
+            ["policy"],
+            registry=r,
+        )
+        self.deleted_blobs = Counter(
+            PREFIX + "deleted_blobs_total",
+            "Blobs the registry's garbage collector deleted during maintenance runs.",
+            registry=r,
+        )
+        self.removed_repositories = Counter(
+            PREFIX + "removed_repositories_total",
+            "Repositories removed as a whole by maintenance runs (allow_empty).",
+            registry=r,
+        )
+
+        # jobs
+        self.job_failures = Counter(
+            PREFIX + "job_failures_total",
+            "Scheduled jobs that failed, by job (plan, maintenance, verify).",
+            ["job"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            PREFIX + "last_success_timestamp_seconds",
+            "Unix time of the last successful job, by job; the daemon's start time until then.",
+            ["job"],
+            registry=r,
+        )
+        self.windows_skipped = Counter(
+            PREFIX + "windows_skipped_total",
+            "Maintenance windows in which no maintenance ran, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.maintenance_duration = Histogram(
+            PREFIX + "maintenance_duration_seconds",
+            "Time spent in each phase of a maintenance run "
+            "(plan, delete, gc, clean, restart, verify).",
+            ["phase"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+
+        # the latest plan and the tree
+        self.planned_reclaimable_bytes = Gauge(
+            PREFIX + "planned_reclaimable_bytes",
+            "Bytes the registry's GC would free after the removals of the latest plan.",
+            registry=r,
+        )
+        self.planned_tags = Gauge(
+            PREFIX + "planned_tags",
+            "Tags the latest plan would delete.",
+            registry=r,
+        )
+        self.storage_bytes = Gauge(
+            PREFIX + "storage_bytes",
+            "Bytes of blob data in the registry's storage tree, as last read.",
+            registry=r,
+        )
+        self.storage_blobs = Gauge(
+            PREFIX + "storage_blobs",
+            "Blobs in the registry's storage tree, as last read.",
+            registry=r,
+        )
+        self.tags = Gauge(
+            PREFIX + "tags",
+            "Tags in the registry's storage tree, as last read.",
+            registry=r,
+        )
+
+        # the last maintenance, verification and policies
+        self.registry_read_only = Gauge(
+            PREFIX + "registry_read_only_seconds",
+            "During the last maintenance: seconds the registry refused writes.",
+            registry=r,
+        )
+        self.registry_unavailable = Gauge(
+            PREFIX + "registry_unavailable_seconds",
+            "During the last maintenance: seconds the registry refused all requests.",
+            registry=r,
+        )
+        self.broken_tags = Gauge(
+            PREFIX + "broken_tags",
+            "Tags that do not resolve to complete images, as last verified.",
+            registry=r,
+        )
+        self.policies_loaded = Gauge(
+            PREFIX + "policies_loaded",
+            "Policies in force (a failed reload keeps the last good ones).",
+            registry=r,
+        )
+        self.policy_reload_failures = Counter(
+            PREFIX + "policy_reload_failures_total",
+            "Policy reloads rejected because a policy file was invalid.",
+            registry=r,
+        )
+
+        started = self.clock()
+        for job in JOBS:
+            self.job_failures.labels(job=job)
+            self.last_success.labels(job=job).set(started)
+        for reason in WINDOW_SKIP_REASONS:
+            self.windows_skipped.labels(reason=reason)
+        for phase in PHASES:
+            self.maintenance_duration.labels(phase=phase)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def observe_plan(
+        self,
+        plan: Plan,
+        inventory_tags: int,
+        storage_bytes: int,
+        storage_blobs: int,
+        now: float,
+    ) -> None:
+        """A plan job succeeded: the planned and storage gauges, and the plan's last success."""
+        self.planned_reclaimable_bytes.set(plan.bytes_reclaimed)
+        self.planned_tags.set(len(plan.tags_deleted))
+        self.tags.set(inventory_tags)
+        self.storage_bytes.set(storage_bytes)
+        self.storage_blobs.set(storage_blobs)
+        self.last_success.labels(job="plan").set(now)
+
+    def observe_run(
+        self,
+        record: Mapping[str, Any],
+        *,
+        status: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """A maintenance run ended, with ``record`` as ``maintenance._finish_record`` wrote it.
+
+        ``status`` overrides ``record["status"]`` (a ``nothing-to-do`` result has a record
+        without one). What it updates:
+
+        - the removal counters, unless the run was rolled back or cancelled (its removals were
+          put back) or its removals never completed (no ``delete`` duration in the record);
+        - ``reclaimed_bytes_total`` and ``deleted_blobs_total`` by what the GC really deleted;
+        - ``maintenance_duration_seconds{phase}`` once per phase the run went through;
+        - the read-only and unavailable gauges, when the run entered maintenance;
+        - ``broken_tags``, when the run verified the registry;
+        - ``last_success_timestamp_seconds{job="maintenance"}`` when the status is one of
+          :data:`SUCCESS_STATUSES`, stamped ``now``, else the record's ``finished_at``, else
+          the clock.
+
+        It never counts a failure: the daemon calls :meth:`observe_failure` for a run that
+        raised or ended ``failed``, so each failure is counted once.
+        """
+        status = status if status is not None else str(record.get("status", ""))
+        durations: Mapping[str, float] = record.get("durations") or {}
+        removed = status not in ROLLED_BACK_STATUSES and "delete" in durations
+        if removed:
+            for _repo, _tag, policy in record.get("deleted_tags") or []:
+                self.deleted_tags.labels(policy=policy or NO_POLICY).inc()
+            for _repo, _digest, policy in record.get("unlinked") or []:
+                self.unlinked_manifests.labels(policy=policy or NO_POLICY).inc()
+            self.removed_repositories.inc(len(record.get("repositories_removed") or []))
+        self.reclaimed_bytes.inc(max(0, int(record.get("bytes_reclaimed") or 0)))
+        self.deleted_blobs.inc(max(0, int(record.get("blobs_deleted") or 0)))
+        for phase, seconds in durations.items():
+            self.maintenance_duration.labels(phase=phase).observe(float(seconds))
+        if "read_only_seconds" in record or "unavailable_seconds" in record:
+            self.registry_read_only.set(float(record.get("read_only_seconds") or 0.0))
+            self.registry_unavailable.set(float(record.get("unavailable_seconds") or 0.0))
+        if "verify" in durations:
+            self.broken_tags.set(len(record.get("broken") or []))
+        if status in SUCCESS_STATUSES:
+            when = now if now is not None else _timestamp(record.get("finished_at"))
+            self.last_success.labels(job="maintenance").set(
+                when if when is not None else self.clock()
+            )
+
+    def observe_history(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """At start: the last successful maintenance in the run history (``state.read_history``)
+        replaces the start time in ``last_success_timestamp_seconds{job="maintenance"}``, and
+        the last run's read-only and unavailable seconds fill their gauges. No counter moves."""
+        last_ok: float | None = None
+        last_run: Mapping[str, Any] | None = None
+        for record in records:
+            if record.get("status") in ("purged", None):
+                continue
+            last_run = record
+            when = _timestamp(record.get("finished_at"))
+            if record.get("status") in SUCCESS_STATUSES and when is not None:
+                last_ok = when if last_ok is None else max(last_ok, when)
+        if last_ok is not None:
+            self.last_success.labels(job="maintenance").set(last_ok)
+        if last_run is not None:
+            self.registry_read_only.set(float(last_run.get("read_only_seconds") or 0.0))
+            self.registry_unavailable.set(float(last_run.get("unavailable_seconds") or 0.0))
+
+    def observe_failure(self, job: str) -> None:
+        """A job (``plan``, ``maintenance``, ``verify``) failed; the scheduler goes on."""
+        self.job_failures.labels(job=job).inc()
+
+    def observe_reload(self, ok: bool, policies: int, names: Iterable[str] = ()) -> None:
+        """A policy reload: accepted with ``policies`` policies (``names`` pre-creates their
+        per-policy counters), or rejected, in which case the last good policies stay in force
+        and ``policies_loaded`` keeps their number."""
+        if not ok:
+            self.policy_reload_failures.inc()
+            return
+        self.policies_loaded.set(policies)
+        for name in names:
+            self.deleted_tags.labels(policy=name)
+            self.unlinked_manifests.labels(policy=name)
+
+    def observe_window_skipped(self, reason: str) -> None:
+        """A maintenance window passed without a run; ``reason`` is one of
+        :data:`WINDOW_SKIP_REASONS` (another value makes a new series)."""
+        self.windows_skipped.labels(reason=reason).inc()
+
+    def observe_verify(self, broken: int, now: float) -> None:
+        """A verify job finished: ``broken`` tags do not resolve to complete images."""
+        self.broken_tags.set(broken)
+        self.last_success.labels(job="verify").set(now)
+
+    # -- exposition -------------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text exposition format of every metric, for ``GET /metrics``
+        (served with :attr:`content_type`)."""
+        return generate_latest(self.registry)
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix time of an ISO 8601 string such as ``2026-11-28T03:00:00Z``, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
