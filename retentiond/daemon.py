@@ -1,0 +1,421 @@
+"""``retentiond serve``: plan on a schedule, maintain inside windows, serve metrics and status.
+
+Threads: the main thread waits for signals; an apscheduler ``BackgroundScheduler`` with one
+worker runs the jobs one at a time (plan, maintenance, policy watch); a small HTTP server
+answers ``/metrics``, ``/healthz``, ``/readyz`` and ``/status``.
+
+A window is a cron time plus ``window_length``. A maintenance starts only inside a window, and
+only when the GC is expected to finish inside it (estimated from earlier runs, scaled by the
+number of blobs); a window missed while the daemon was down is not run late, except when the
+daemon starts inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from retentiond.config import Config, RuntimeKind, split_listen
+from retentiond.core.plan import make_plan
+from retentiond.core.plan_types import Plan
+from retentiond.errors import ConfigError, RetentiondError
+from retentiond.logs import get_logger
+from retentiond.maintenance import (
+    Cancelled,
+    Deps,
+    plan_summary,
+    recover_interrupted,
+    run_maintenance,
+)
+from retentiond.metrics import (
+    SKIP_NOT_ENOUGH_TIME,
+    SKIP_PLAN_REFUSED,
+    SKIP_REGISTRY_UNHEALTHY,
+    Metrics,
+)
+from retentiond.policy.loader import expand_paths, load_policies
+from retentiond.policy.model import OrderBy, Policy
+from retentiond.registry import RegistryClient
+from retentiond.render import iso
+from retentiond.runtime.base import Runtime
+from retentiond.state import Busy, read_history, run_lock, write_atomic
+from retentiond.storage.reader import read_inventory, storage_v2
+
+#: minimum seconds a maintenance needs besides the GC (freeze, restart, verify) when there
+#: is no history to estimate from
+BASE_ESTIMATE = 60.0
+
+
+def estimate_seconds(history: list[dict[str, Any]], blobs: int) -> float:
+    """Expected run time: GC seconds per blob from the last runs that ran GC, times ``blobs``,
+    plus the other phases' time. Pure."""
+    rates: list[float] = []
+    others: list[float] = []
+    for record in history[-10:]:
+        durations = record.get("durations") or {}
+        blob_count = record.get("blob_count_before") or 0
+        if record.get("gc_ran") and durations.get("gc") and blob_count:
+            rates.append(durations["gc"] / blob_count)
+        if durations:
+            others.append(sum(v for k, v in durations.items() if k != "gc"))
+    gc = max(rates) * blobs if rates else 0.0
+    rest = max(others) if others else BASE_ESTIMATE
+    return gc + rest
+
+
+@dataclass
+class DaemonState:
+    """What /status and /readyz report; written by jobs, read by the HTTP threads."""
+
+    started_at: datetime
+    last_plan: dict[str, Any] | None = None
+    last_run: dict[str, Any] | None = None
+    last_error: str | None = None
+    maintenance_running: bool = False
+    policies: int = 0
+    policy_files: dict[str, float] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        policies: list[Policy],
+        runtime: Runtime,
+        registry: RegistryClient,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.policies = policies
+        self.runtime = runtime
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock
+        self.log = get_logger(job="serve")
+        self.state = DaemonState(started_at=clock(), policies=len(policies))
+        self.state.policy_files = self._policy_mtimes()
+        self.stop_requested = threading.Event()
+        self.jobs_lock = threading.Lock()
+        self.tz = ZoneInfo(config.schedule.timezone)
+        self.window = CronTrigger.from_crontab(config.schedule.window, timezone=self.tz)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone=self.tz,
+        )
+        self.http: ThreadingHTTPServer | None = None
+        metrics.observe_reload(True, len(policies), [p.name for p in policies])
+        metrics.observe_history(read_history(config.state_dir))
+
+    # -- policies ---------------------------------------------------------------------------
+
+    def _policy_mtimes(self) -> dict[str, float]:
+        files, _, _ = expand_paths(list(self.config.policies))
+        out: dict[str, float] = {}
+        for path in files:
+            try:
+                out[str(path)] = path.stat().st_mtime
+            except OSError:
+                out[str(path)] = -1.0
+        return out
+
+    def reload_policies(self, reason: str) -> bool:
+        """Load the policies again; an invalid edit keeps the last good ones in force."""
+        try:
+            policies = load_policies(list(self.config.policies))
+        except ConfigError as exc:
+            self.metrics.observe_reload(False, len(self.policies))
+            self.log.error(
+                "policy reload rejected; the last good policies stay in force",
+                reason=reason,
+                problems=[str(p) for p in exc.problems],
+            )
+            return False
+        self.policies = policies
+        self.state.policies = len(policies)
+        self.metrics.observe_reload(True, len(policies), [p.name for p in policies])
+        self.log.info("policies reloaded", reason=reason, policies=len(policies))
+        return True
+
+    def watch_policies(self) -> None:
+        mtimes = self._policy_mtimes()
+        if mtimes != self.state.policy_files:
+            self.state.policy_files = mtimes
+            self.reload_policies("files changed")
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def deps(self) -> Deps:
+        return Deps(
+            self.config,
+            self.policies,
+            self.runtime,
+            self.registry,
+            clock=self.clock,
+            cancelled=self.stop_requested.is_set,
+        )
+
+    def plan_job(self) -> Plan | None:
+        with self.jobs_lock:
+            started = time.monotonic()
+            try:
+                inventory = read_inventory(
+                    self.config.registry.root,
+                    read_created=any(p.order_by is OrderBy.CREATED for p in self.policies),
+                )
+                plan = make_plan(inventory, self.policies, self.config.safety, self.clock())
+            except RetentiondError as exc:
+                self.metrics.observe_failure("plan")
+                self.state.last_error = str(exc)
+                self.log.error("plan failed", error=str(exc))
+                return None
+            tags = sum(len(r.tags) for r in inventory.repositories)
+            self.metrics.observe_plan(
+                plan, tags, inventory.storage_bytes, len(inventory.blobs), time.time()
+            )
+            summary = {
+                **plan_summary(plan),
+                "generated_at": iso(plan.generated_at),
+                "gc_blocked": plan.gc_blocked,
+                "blobs": len(inventory.blobs),
+                "storage_bytes": inventory.storage_bytes,
+            }
+            self.state.last_plan = summary
+            try:
+                write_atomic(self.config.state_dir / "last-plan.json", json.dumps(summary).encode())
+            except RetentiondError as exc:
+                self.log.warning("cannot save the last plan", error=str(exc))
+            self.log.info("plan", seconds=round(time.monotonic() - started, 3), **summary)
+            return plan
+
+    def window_bounds(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The window ``now`` falls in, as (opened, closes), or None."""
+        length = self.config.schedule.window_length
+        probe = now.astimezone(self.tz) - length - timedelta(seconds=1)
+        opened: datetime | None = None
+        while True:
+            fire = self.window.get_next_fire_time(None, probe)
+            if fire is None or fire > now:
+                break
+            opened = fire
+            probe = fire + timedelta(seconds=1)
+        if opened is None or now >= opened + length:
+            return None
+        return opened, opened + length
+
+    def maintenance_job(self) -> None:
+        now = self.clock()
+        bounds = self.window_bounds(now)
+        if bounds is None:
+            self.log.info("no maintenance window open now")
+            return
+        closes = bounds[1]
+        with self.jobs_lock:
+            self._maintain(now, closes)
+
+    def _skip(self, reason: str, **fields: Any) -> None:
+        self.metrics.observe_window_skipped(reason)
+        self.log.warning("maintenance window skipped", reason=reason, **fields)
+
+    def _maintain(self, now: datetime, closes: datetime) -> None:
+        if not self.registry.answering():
+            self._skip(SKIP_REGISTRY_UNHEALTHY, url=self.registry.url)
+            return
+        try:
+            inventory = read_inventory(self.config.registry.root)
+        except RetentiondError as exc:
+            self.metrics.observe_failure("maintenance")
+            self.log.error("maintenance failed", error=str(exc))
+            return
+        plan = make_plan(inventory, self.policies, self.config.safety, now)
+        if plan.gc_blocked:
+            self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
+            return
+        estimate = estimate_seconds(read_history(self.config.state_dir), len(inventory.blobs))
+        left = (closes - self.clock()).total_seconds()
+        if estimate > left:
+            self._skip(
+                SKIP_NOT_ENOUGH_TIME,
+                estimate_seconds=round(estimate, 1),
+                seconds_left=round(left, 1),
+            )
+            return
+        self.state.maintenance_running = True
+        try:
+            with run_lock(self.config.state_dir):
+                deps = self.deps()
+                resumed = recover_interrupted(deps)
+                if resumed is not None:
+                    self.metrics.observe_run(resumed.record)
+                result = run_maintenance(deps)
+            self.metrics.observe_run(result.record, status=result.status)
+            if result.record.get("removed"):
+                self.state.last_run = result.record
+                self.metrics.observe_verify(len(result.broken), time.time())
+            if result.status not in ("ok", "nothing-to-do"):
+                self.metrics.observe_failure("maintenance")
+        except Cancelled:
+            self.log.warning("maintenance stopped by signal; the registry is read-write")
+        except (RetentiondError, Busy) as exc:
+            self.metrics.observe_failure("maintenance")
+            self.state.last_error = str(exc)
+            self.log.error("maintenance failed", error=str(exc))
+        finally:
+            self.state.maintenance_running = False
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        v2 = storage_v2(Path(self.config.registry.root))
+        checks = {
+            "config": True,
+            "policies": self.state.policies > 0,
+            "storage": v2.is_dir() and os.access(v2, os.R_OK),
+            "registry": self.registry.answering(),
+        }
+        return all(checks.values()), checks
+
+    def status(self) -> dict[str, Any]:
+        next_window = self.window.get_next_fire_time(None, self.clock().astimezone(self.tz))
+        return {
+            "started_at": iso(self.state.started_at),
+            "policies": self.state.policies,
+            "last_plan": self.state.last_plan,
+            "last_run": self.state.last_run,
+            "last_error": self.state.last_error,
+            "maintenance_running": self.state.maintenance_running,
+            "next_window": iso(next_window) if next_window else None,
+        }
+
+    def serve_http(self) -> None:
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(
+                        200, daemon.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+                    )
+                elif path == "/healthz":
+                    alive = daemon.scheduler.running
+                    self._send(
+                        200 if alive else 503,
+                        b"ok\n" if alive else b"scheduler stopped\n",
+                        "text/plain",
+                    )
+                elif path == "/readyz":
+                    ok, checks = daemon.ready()
+                    self._send(200 if ok else 503, json.dumps(checks).encode(), "application/json")
+                elif path == "/status":
+                    self._send(
+                        200, json.dumps(daemon.status(), indent=1).encode(), "application/json"
+                    )
+                else:
+                    self._send(404, b"not found: /metrics /healthz /readyz /status\n", "text/plain")
+
+        host, port = split_listen(self.config.metrics.listen)
+        try:
+            self.http = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise RetentiondError(
+                f"cannot listen on {self.config.metrics.listen}: {exc.strerror}; change "
+                "metrics.listen"
+            ) from exc
+        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Finish an interrupted run, then start the HTTP server and the scheduler."""
+        self.serve_http()
+        if self.config.runtime.kind is not RuntimeKind.NONE:
+            with self.jobs_lock, run_lock(self.config.state_dir):
+                try:
+                    resumed = recover_interrupted(self.deps())
+                except RetentiondError as exc:
+                    self.metrics.observe_failure("maintenance")
+                    self.log.error("could not finish the interrupted run", error=str(exc))
+                    resumed = None
+                if resumed is not None:
+                    self.metrics.observe_run(resumed.record)
+        schedule = self.config.schedule
+        self.scheduler.add_job(
+            self.plan_job,
+            IntervalTrigger(seconds=schedule.plan_every.total_seconds()),
+            id="plan",
+            next_run_time=self.clock(),
+        )
+        self.scheduler.add_job(
+            self.maintenance_job,
+            self.window,
+            id="maintenance",
+            misfire_grace_time=int(schedule.window_length.total_seconds()),
+        )
+        self.scheduler.add_job(self.watch_policies, IntervalTrigger(seconds=2), id="watch")
+        if self.window_bounds(self.clock()) is not None:
+            self.log.info("started inside a maintenance window")
+            self.scheduler.add_job(self.maintenance_job, id="window-at-start")
+        self.scheduler.start()
+        self.log.info(
+            "serving",
+            listen=self.config.metrics.listen,
+            window=schedule.window,
+            timezone=schedule.timezone,
+            policies=len(self.policies),
+        )
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the jobs: a maintenance in progress stops at its next safe point (registry
+        read-write again); anything else is abandoned."""
+        self.stop_requested.set()
+        self.scheduler.shutdown(wait=wait)
+        if self.http is not None:
+            self.http.shutdown()
+        self.log.info("stopped")
+
+    def run_forever(self) -> int:
+        signal.signal(
+            signal.SIGHUP, lambda *_: self.scheduler.add_job(self.reload_policies, args=("SIGHUP",))
+        )
+        stopping = threading.Event()
+
+        def on_term(*_: object) -> None:
+            self.stop_requested.set()
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        self.start()
+        while not stopping.wait(1.0):
+            pass
+        if self.state.maintenance_running:
+            self.log.warning("SIGTERM during a maintenance: bringing the registry back first")
+        self.stop(wait=self.state.maintenance_running)
+        return 0
