@@ -69,7 +69,11 @@ def estimate_seconds(history: list[dict[str, Any]], blobs: int) -> float:
     for record in history[-10:]:
         durations = record.get("durations") or {}
         blob_count = record.get("blob_count_before") or 0
-        if record.get("gc_ran") and durations.get("gc") and blob_count:
+        if (
+            (record.get("gc_ran") or record.get("gc_before_removals"))
+            and durations.get("gc")
+            and blob_count
+        ):
             rates.append(durations["gc"] / blob_count)
         if durations:
             others.append(sum(v for k, v in durations.items() if k != "gc"))

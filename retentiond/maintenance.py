@@ -215,6 +215,26 @@ class MaintenanceRun:
             names = []
         return names[0] if names else "retentiond-probe"
 
+    def gc_first(self) -> None:
+        """With ``safety.grace``: collect what earlier held runs removed, before this run's
+        removals (which are then held in turn)."""
+        started = time.monotonic()
+        before = read_blob_sizes(self.root)
+        outcome = self.deps.runtime.run_gc()
+        self.timed("gc", time.monotonic() - started)
+        if not outcome.ok:
+            raise MaintenanceFailed(
+                f"the registry's garbage-collect exited {outcome.returncode}: "
+                f"{' / '.join(outcome.output.strip().splitlines()[-3:])}"
+            )
+        after = read_blob_sizes(self.root)
+        gone = [d for d in before if d not in after]
+        self.entry["pre_gc_bytes"] = sum(before[d] for d in gone)
+        self.entry["pre_gc_blobs"] = len(gone)
+        self.entry["gc_before_removals"] = True
+        _purge_expired(self.deps)
+        self.log.info("collected held runs", blobs=len(gone), bytes=self.entry["pre_gc_bytes"])
+
     def make_the_plan(self) -> Plan:
         started = time.monotonic()
         inventory = read_inventory(self.root, read_created=_needs_created(self.deps.policies))
@@ -276,8 +296,8 @@ class MaintenanceRun:
         blobs_after = read_blob_sizes(self.root)
         reclaimable: dict[str, int] = self.entry.get("reclaimable", {})
         gone = {d: s for d, s in reclaimable.items() if d not in blobs_after}
-        self.entry["bytes_reclaimed"] = sum(gone.values())
-        self.entry["blobs_deleted"] = len(gone)
+        self.entry["bytes_reclaimed"] = sum(gone.values()) + self.entry.get("pre_gc_bytes", 0)
+        self.entry["blobs_deleted"] = len(gone) + self.entry.get("pre_gc_blobs", 0)
         lost = self.entry.get("blob_count_before", 0) - len(blobs_after) - len(gone)
         if lost > 0:
             self.errors.append(
@@ -307,8 +327,9 @@ class MaintenanceRun:
             self.entry.get("blobs_gone", []),
             repositories if repositories is not None else self._repository_names(),
         )
-        self.log.info("redis cache cleaned", blobs=len(self.entry.get("blobs_gone", [])),
-                      commands=sent)
+        self.log.info(
+            "redis cache cleaned", blobs=len(self.entry.get("blobs_gone", [])), commands=sent
+        )
 
     def _repository_names(self) -> list[str]:
         v2 = self.root / "docker/registry/v2/repositories"
@@ -395,6 +416,7 @@ def _finish_record(run: MaintenanceRun, status: str) -> dict[str, Any]:
         "broken": entry.get("broken", []),
         "errors": entry.get("errors", []),
         "gc_ran": bool(entry.get("gc_ran")),
+        "gc_before_removals": bool(entry.get("gc_before_removals")),
         "held_until": entry.get("held_until"),
         "resumed": bool(entry.get("resumed")),
         "cleaned": entry.get("cleaned", {}),
@@ -407,22 +429,30 @@ def _finish_record(run: MaintenanceRun, status: str) -> dict[str, Any]:
 
 def _gc_allowed(deps: Deps, now: datetime) -> tuple[bool, str]:
     """GC reclaims every quarantined run's blobs: wait until no held run is inside its grace."""
+    held = set(_held_runs(deps))
     for record in read_history(deps.config.state_dir):
-        held = record.get("held_until")
-        if held and not record.get("purged") and record.get("status") == "ok":
-            until = datetime.fromisoformat(held.replace("Z", "+00:00"))
-            if until > now:
-                return False, f"run {record['run_id']} is held for undo until {held}"
+        until = record.get("held_until")
+        expires = datetime.fromisoformat(until.replace("Z", "+00:00")) if until else None
+        if record.get("run_id") in held and expires is not None and expires > now:
+            return False, f"run {record['run_id']} is held for undo until {until}"
     return True, ""
+
+
+def _held_runs(deps: Deps) -> list[str]:
+    """Runs whose quarantine still waits for a GC."""
+    purged = {r["run_id"] for r in read_history(deps.config.state_dir) if r.get("purged")}
+    return [
+        r["run_id"]
+        for r in read_history(deps.config.state_dir)
+        if r.get("held_until") and r["run_id"] not in purged
+    ]
 
 
 def _purge_expired(deps: Deps) -> list[str]:
     """After a GC, quarantines of earlier held runs are garbage: their blobs are gone."""
-    purged: list[str] = []
-    for record in read_history(deps.config.state_dir):
-        if record.get("held_until") and not record.get("purged"):
-            purge(Path(deps.config.registry.root), record["run_id"])
-            purged.append(record["run_id"])
+    purged = _held_runs(deps)
+    for run_id in purged:
+        purge(Path(deps.config.registry.root), run_id)
     for run_id in purged:
         append_history(
             deps.config.state_dir, {"run_id": run_id, "status": "purged", "purged": True}
@@ -465,8 +495,9 @@ def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
         if not _after(run.entry["phase"], "left"):
             deps.runtime.leave_maintenance()
             deps.registry.wait_answering(timeout=120)
-        run.log.warning("maintenance interrupted; the next start finishes it",
-                        phase=run.entry["phase"])
+        run.log.warning(
+            "maintenance interrupted; the next start finishes it", phase=run.entry["phase"]
+        )
         raise
     except BaseException as exc:  # the registry must come back whatever happened
         failure = exc
@@ -596,6 +627,11 @@ def run_maintenance(deps: Deps, *, dry_run: bool = False, no_gc: bool = False) -
     run.reach("started")
     try:
         run.enter()
+        grace = config.safety.grace > timedelta(0)
+        if grace and not no_gc and config.runtime.kind is not RuntimeKind.NONE:
+            allowed, _ = _gc_allowed(deps, now)
+            if allowed and _held_runs(deps):
+                run.gc_first()
         plan = run.make_the_plan()
         confirmed = {(t.repository, t.tag) for t in preview.tags_deleted}
         now_deleted = {(t.repository, t.tag) for t in plan.tags_deleted}

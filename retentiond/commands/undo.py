@@ -21,9 +21,10 @@ def run_undo(config_arg: Path | None, run_id: str) -> int:
             known = ", ".join(r["run_id"] for r in history[-5:] if "run_id" in r) or "none"
             raise UsageError(f"no run {run_id!r} in {ctx.config.state_dir}; recent runs: {known}")
         later = history[history.index(records[0]) + 1 :]
-        if any(r.get("gc_ran") for r in [*records, *later]) or any(
-            r.get("purged") for r in records
-        ):
+        collected = any(r.get("gc_ran") for r in records) or any(
+            r.get("gc_ran") or r.get("gc_before_removals") for r in later
+        )
+        if collected or any(r.get("purged") for r in records):
             raise RetentiondError(
                 f"run {run_id} cannot be undone: a garbage collection has run since, so its "
                 "blobs are gone. Push the images again from their source"

@@ -340,6 +340,40 @@ def test_no_gc_then_undo_puts_everything_back(registry: RunningRegistry, tmp_pat
     assert refused.returncode == 1 and "cannot be undone" in refused.stderr
 
 
+def test_grace_holds_removals_for_undo_then_reclaims(registry: RunningRegistry,
+                                                      tmp_path: Path) -> None:
+    push_oci_image(registry, "app", "old", layers=[b"old" * 400], seed="old")
+    push_oci_image(registry, "app", "older", layers=[b"older" * 400], seed="older")
+    push_oci_image(registry, "app", "latest", layers=[b"latest"], seed="latest")
+    set_pushed_at(registry.root, "app", "older", ago(6))
+    set_pushed_at(registry.root, "app", "old", ago(5))
+    setup = make_setup(registry, tmp_path, KEEP_LATEST)
+    setup.config.write_text(setup.config.read_text().replace(
+        "  untagged_min_age: 1h\n", "  untagged_min_age: 1h\n  grace: 2s\n"))
+    before = data_bytes(registry.root)
+    setup.run("apply", "--yes", env={"RETENTIOND_FAULT": "never"})
+    held = setup.history()[-1]
+    assert held["status"] == "ok" and held["held_until"] and not held["gc_ran"]
+    assert data_bytes(registry.root) == before, "nothing is reclaimed during the grace"
+    assert not pullable(registry, "app", "old")
+    setup.run("undo", held["run_id"])
+    assert pullable(registry, "app", "old") and pullable(registry, "app", "older")
+    # untag again, wait out the grace: the next run collects the held run first
+    setup.run("apply", "--yes")
+    first = setup.history()[-1]
+    time.sleep(2.5)
+    push_oci_image(registry, "app", "newer", layers=[b"newer"], seed="newer")
+    set_pushed_at(registry.root, "app", "newer", ago(1))
+    setup.run("apply", "--yes")
+    second = setup.history()[-1]
+    assert second["gc_before_removals"] and second["bytes_reclaimed"] == first["plan"][
+        "bytes_reclaimed"]
+    refused = setup.run("undo", first["run_id"], check=False)
+    assert refused.returncode == 1 and "cannot be undone" in refused.stderr
+    assert pullable(registry, "app", "latest")
+    assert not (registry.root / "retentiond-quarantine" / first["run_id"]).exists()
+
+
 def test_registry_that_does_not_answer_changes_nothing(registry: RunningRegistry,
                                                          tmp_path: Path) -> None:
     push_oci_image(registry, "app", "old", layers=[b"old"], seed="old")
