@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 
 from retentiond.cache import RedisCache
@@ -148,6 +149,8 @@ class MaintenanceRun:
         self.journal = Journal(deps.config.state_dir)
         self.root = Path(deps.config.registry.root)
         self.log = get_logger(run_id=entry["run_id"], job="maintenance")
+        # every line logged while this run is in progress (runtime, registry) carries its id
+        structlog.contextvars.bind_contextvars(run_id=entry["run_id"])
         self.timings: dict[str, float] = entry.setdefault("durations", {})
         self.state: MaintenanceState | None = None
         self.inventory: Inventory | None = None
@@ -424,6 +427,7 @@ def _finish_record(run: MaintenanceRun, status: str) -> dict[str, Any]:
     }
     append_history(run.deps.config.state_dir, record)
     run.journal.clear()
+    structlog.contextvars.unbind_contextvars("run_id")
     return record
 
 
