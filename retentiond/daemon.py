@@ -38,7 +38,6 @@ from retentiond.logs import get_logger
 from retentiond.maintenance import (
     Cancelled,
     Deps,
-    plan_summary,
     recover_interrupted,
     run_maintenance,
 )
@@ -51,7 +50,7 @@ from retentiond.metrics import (
 from retentiond.policy.loader import expand_paths, load_policies
 from retentiond.policy.model import OrderBy, Policy
 from retentiond.registry import RegistryClient
-from retentiond.render import iso
+from retentiond.render import iso, plan_summary
 from retentiond.runtime.base import Runtime
 from retentiond.state import Busy, read_history, run_lock, write_atomic
 from retentiond.storage.reader import read_inventory, storage_v2

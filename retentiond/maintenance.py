@@ -34,7 +34,7 @@ from retentiond.errors import RegistryError, RetentiondError, RuntimeControlErro
 from retentiond.logs import get_logger
 from retentiond.policy.model import OrderBy, Policy
 from retentiond.registry import RegistryClient
-from retentiond.render import iso
+from retentiond.render import iso, plan_summary
 from retentiond.runtime.base import MaintenanceState, Runtime
 from retentiond.state import Journal, append_history, read_history
 from retentiond.storage.cleanup import clean_after_gc
@@ -113,19 +113,6 @@ def fault_point(name: str) -> None:
 
 def _needs_created(policies: Sequence[Policy]) -> bool:
     return any(p.order_by is OrderBy.CREATED for p in policies)
-
-
-def plan_summary(plan: Plan) -> dict[str, Any]:
-    return {
-        "repositories": plan.repositories,
-        "tags": plan.tags,
-        "tags_deleted": len(plan.tags_deleted),
-        "manifests_unlinked": len(plan.manifests_unlinked),
-        "repositories_removed": len(plan.repositories_removed),
-        "blobs_reclaimed": len(plan.reclaimable),
-        "bytes_reclaimed": plan.bytes_reclaimed,
-        "refused": len(plan.refused),
-    }
 
 
 def registry_delete_disabled(config_text: str | None) -> bool:

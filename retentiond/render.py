@@ -22,6 +22,20 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """The contract's ``summary`` object, plus ``refused`` (repositories refused)."""
+    return {
+        "repositories": plan.repositories,
+        "tags": plan.tags,
+        "tags_deleted": len(plan.tags_deleted),
+        "manifests_unlinked": len(plan.manifests_unlinked),
+        "repositories_removed": len(plan.repositories_removed),
+        "blobs_reclaimed": len(plan.reclaimable),
+        "bytes_reclaimed": plan.bytes_reclaimed,
+        "refused": len(plan.refused),
+    }
+
+
 def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
     """The contract's ``plan --json`` document; ``only`` filters the lists, not the summary."""
 
@@ -32,13 +46,7 @@ def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
         "generated_at": iso(plan.generated_at),
         "root": plan.root,
         "summary": {
-            "repositories": plan.repositories,
-            "tags": plan.tags,
-            "tags_deleted": len(plan.tags_deleted),
-            "manifests_unlinked": len(plan.manifests_unlinked),
-            "repositories_removed": len(plan.repositories_removed),
-            "blobs_reclaimed": len(plan.reclaimable),
-            "bytes_reclaimed": plan.bytes_reclaimed,
+            **plan_summary(plan),
             "bytes_already_unreferenced": sum(plan.already_unreferenced.values()),
             "gc_blocked": plan.gc_blocked,
         },

@@ -143,3 +143,12 @@ def copy_tree(src: Path, dst: Path) -> Path:
     # directory's creation time) survive as well as file mtimes.
     shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
     return Path(dst)
+
+
+def data_bytes(root: Path) -> int:
+    """The bytes of every blob ``data`` file: what ``du`` of the blob store counts."""
+    total = 0
+    for dirpath, _, files in os.walk(v2(root) / "blobs"):
+        if "data" in files:
+            total += os.lstat(os.path.join(dirpath, "data")).st_size
+    return total

@@ -33,7 +33,7 @@ from tests.harness.images import (
     tag_alias,
 )
 from tests.harness.registry import RunningRegistry
-from tests.harness.tree import revision_dir, set_pushed_at, tag_dir
+from tests.harness.tree import data_bytes, revision_dir, set_pushed_at, tag_dir
 
 pytestmark = pytest.mark.registry
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -101,14 +101,6 @@ def pullable(reg: RunningRegistry, repo: str, ref: str) -> bool:
 def catalog(reg: RunningRegistry) -> list[str]:
     with urllib.request.urlopen(f"{reg.url}/v2/_catalog") as response:
         return list(json.load(response)["repositories"])
-
-
-def data_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(root / "docker/registry/v2/blobs"):
-        if "data" in files:
-            total += os.lstat(os.path.join(dirpath, "data")).st_size
-    return total
 
 
 def assert_tree_tidy(root: Path) -> None:

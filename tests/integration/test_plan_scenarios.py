@@ -34,6 +34,7 @@ from tests.harness.registry import RunningRegistry
 from tests.harness.tree import (
     blob_data,
     copy_tree,
+    data_bytes,
     revision_dir,
     set_pushed_at,
     tag_dir,
@@ -67,14 +68,6 @@ def make_removals(root: Path, plan: Plan) -> None:
         shutil.rmtree(revision_dir(root, m.repository, m.digest))
     for name in plan.repositories_removed:
         shutil.rmtree(root / "docker/registry/v2/repositories" / name)
-
-
-def data_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(root / "docker/registry/v2/blobs"):
-        if "data" in files:
-            total += os.lstat(os.path.join(dirpath, "data")).st_size
-    return total
 
 
 def plan_and_compare(reg: RunningRegistry, tmp_path: Path, rules: list[Policy],
