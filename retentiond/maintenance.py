@@ -170,13 +170,12 @@ class MaintenanceRun:
         """Enter maintenance and prove writes are refused; ``record`` saves the phase."""
         runtime, registry = self.deps.runtime, self.deps.registry
         started = time.monotonic()
-        self.entry.setdefault("read_only_since", started)
         self.state = runtime.enter_maintenance()
+        self.entry["maintenance_state"] = self.state.value
         entered = time.monotonic() - started
         self.entry["unavailable_seconds"] = self.entry.get("unavailable_seconds", 0.0) + (
             entered if self.state is not MaintenanceState.ONLINE else 0.0
         )
-        self.entry["maintenance_state"] = self.state.value
         if self.state is MaintenanceState.READ_ONLY:
             registry.wait_answering(timeout=120)
             probe = self._probe_repository()
@@ -642,9 +641,14 @@ def run_maintenance(deps: Deps, *, dry_run: bool = False, no_gc: bool = False) -
         # nothing or not all removed: put back whatever moved, bring the registry back
         put_back(Path(config.registry.root), run_id, run.removals)
         try:
-            if run.entry.get("phase") != "started":
+            if run.entry.get("maintenance_state") is not None:
                 deps.runtime.leave_maintenance()
                 deps.registry.wait_answering(timeout=120)
+            else:  # entering maintenance itself failed: undo whatever half of it happened
+                mark = getattr(deps.runtime, "mark_interrupted", None)
+                if callable(mark):
+                    mark()
+                deps.runtime.recover()
         finally:
             run.errors.append(str(exc))
             _finish_record(run, "cancelled" if isinstance(exc, Cancelled) else "failed")
