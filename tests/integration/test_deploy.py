@@ -7,9 +7,17 @@ installed by scripts/start-docker.sh, or part of the base system); nothing is sk
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,7 @@ import yaml
 
 from retentiond.commands.check import run_check
 from retentiond.config import Config, check_config
+from retentiond.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -232,3 +241,377 @@ def test_the_example_config_passes_check_with_the_example_policies(
     shutil.copy(DEPLOY / "retentiond.yaml", tmp_path)
     shutil.copytree(ROOT / "policies", tmp_path / "policies")
     assert run_check(tmp_path / "retentiond.yaml", []) == 0, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- compose and Dockerfile
+
+COMPOSE = DEPLOY / "compose"
+
+
+def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return run(tool("docker-compose", "docker-compose"), "-f", str(path), "config")
+
+
+def normalized_compose() -> dict[str, Any]:
+    result = compose_config(COMPOSE / "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = yaml.safe_load(result.stdout)
+    return document
+
+
+def test_docker_compose_validates_the_compose_file() -> None:
+    services = normalized_compose()["services"]
+    assert set(services) == {"registry", "retentiond", "prometheus"}
+    assert services["registry"]["image"] == "registry:2"
+
+
+def test_docker_compose_rejects_an_invalid_file(tmp_path: Path) -> None:
+    """The validation above has teeth: an unknown option fails it."""
+    bad = tmp_path / "docker-compose.yml"
+    text = (COMPOSE / "docker-compose.yml").read_text(encoding="utf-8")
+    bad.write_text(text.replace("    container_name: registry\n",
+                                "    container_name: registry\n    bogus_option: 1\n"))
+    result = compose_config(bad)
+    assert result.returncode != 0 and "bogus_option" in result.stderr
+
+
+def compose_retentiond_config(tmp_path: Path) -> Path:
+    """deploy/compose/retentiond.yaml with its policies path pointing to a copy of policies/."""
+    text = (COMPOSE / "retentiond.yaml").read_text(encoding="utf-8")
+    assert "policies: [/etc/retentiond/policies/]" in text
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    path = tmp_path / "retentiond.yaml"
+    path.write_text(text.replace("/etc/retentiond/policies/", "policies/"), encoding="utf-8")
+    return path
+
+
+def test_the_compose_config_of_retentiond_passes_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_check(compose_retentiond_config(tmp_path), []) == 0, capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of a normalized service's volumes."""
+    result: dict[str, str] = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        result[target] = source
+    return result
+
+
+def test_the_compose_services_fit_together(tmp_path: Path) -> None:
+    """What retentiond's config says matches how compose wires the containers."""
+    services = normalized_compose()["services"]
+    checked = check_config(compose_retentiond_config(tmp_path))
+    config = checked.config
+    assert config is not None
+    registry, retentiond = services["registry"], services["retentiond"]
+
+    assert registry["container_name"] == config.runtime.container
+    registry_mounts, retentiond_mounts = mounts(registry), mounts(retentiond)
+    # the same volume, at the same path, as registry.root
+    assert retentiond_mounts[str(config.registry.root)] == registry_mounts["/var/lib/registry"]
+    assert retentiond_mounts[str(config.state_dir)] == "retentiond-state"
+    assert retentiond_mounts["/etc/retentiond/retentiond.yaml"] == str(
+        COMPOSE / "retentiond.yaml"
+    )
+    assert retentiond_mounts["/etc/retentiond/policies"] == str(ROOT / "policies")
+    assert retentiond_mounts["/var/run/docker.sock"] == "/var/run/docker.sock"
+    assert config.registry.url == "http://registry:5000"
+    assert config.metrics.host == "0.0.0.0"
+
+    # every file mounted from the repository exists
+    for service in services.values():
+        for source in mounts(service).values():
+            if source.startswith("/") and not source.startswith("/var/run/"):
+                assert Path(source).exists(), source
+
+    # Prometheus scrapes retentiond's port, as job "retentiond", with the rules mounted
+    prometheus = yaml.safe_load((COMPOSE / "prometheus.yml").read_text(encoding="utf-8"))
+    (job,) = prometheus["scrape_configs"]
+    assert job["job_name"] == "retentiond"
+    assert job["static_configs"][0]["targets"] == [f"retentiond:{config.metrics.port}"]
+    rule_file = prometheus["rule_files"][0]
+    assert mounts(services["prometheus"])[rule_file] == str(DEPLOY / "prometheus" / "alerts.yml")
+
+    # the image is built from deploy/Dockerfile with the repository as its context
+    assert retentiond["build"]["context"] == str(ROOT)
+    assert retentiond["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_promtool_checks_the_compose_prometheus_config(tmp_path: Path) -> None:
+    """The rule file is given by its path inside the container; point it to the real one."""
+    text = (COMPOSE / "prometheus.yml").read_text(encoding="utf-8")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/alerts.yml",
+                                   str(DEPLOY / "prometheus" / "alerts.yml")))
+    result = run(tool("promtool", "prometheus"), "check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, arguments = line.partition(" ")
+        instructions.append((keyword, arguments.strip()))
+    return instructions
+
+
+def test_the_dockerfile_is_sound() -> None:
+    """Static checks only: its base image, python:3.11-slim, cannot be pulled here (no registry
+    but the package registries is reachable), so the image is not built in the tests."""
+    instructions = dockerfile_instructions(DEPLOY / "Dockerfile")
+    keywords = [keyword for keyword, _ in instructions]
+    known = {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "VOLUME", "EXPOSE", "HEALTHCHECK",
+             "STOPSIGNAL", "ENTRYPOINT", "CMD", "ARG", "LABEL", "USER"}
+    assert set(keywords) <= known, set(keywords) - known
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    assert keywords.count("FROM") == 1
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'requires-python = ">=3.11"' in pyproject  # the base image's Python satisfies it
+    assert 'retentiond = "retentiond.cli:main"' in pyproject  # the ENTRYPOINT's script
+    readme = re.search(r'^readme = "([^"]+)"', pyproject, re.M)
+    assert readme is not None
+
+    copied: set[str] = set()
+    for keyword, arguments in instructions:
+        if keyword == "COPY":
+            *sources, _destination = arguments.split()
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: not in the build context"
+                copied.add(source.rstrip("/"))
+    # what `pip install` needs from the context
+    assert {"pyproject.toml", readme.group(1), "retentiond"} <= copied
+
+    env = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
+    assert "RETENTIOND_CONFIG=/etc/retentiond/retentiond.yaml" in env
+    assert "PATH=/opt/retentiond/bin:$PATH" in env
+    exposed = [arguments for keyword, arguments in instructions if keyword == "EXPOSE"]
+    assert exposed == ["9480"]
+    assert ("ENTRYPOINT", '["retentiond"]') in instructions
+    assert ("CMD", '["serve"]') in instructions
+    healthcheck = next(arguments for keyword, arguments in instructions if keyword == "HEALTHCHECK")
+    assert "http://127.0.0.1:9480/healthz" in healthcheck
+    run_steps = [arguments for keyword, arguments in instructions if keyword == "RUN"]
+    assert any("/opt/retentiond/bin/pip install /src" in step for step in run_steps)
+
+
+# ---------------------------------------------------------------- Prometheus rules
+
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+ALERTS_TEST = DEPLOY / "prometheus" / "alerts.test.yml"
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = run(tool("promtool", "prometheus"), "check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = run(tool("promtool", "prometheus"), "test", "rules", str(ALERTS_TEST),
+                 cwd=ALERTS.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def alerts() -> list[dict[str, Any]]:
+    document = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
+    document = yaml.safe_load(ALERTS_TEST.read_text(encoding="utf-8"))
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for test in document["tests"]:
+        for case in test["alert_rule_test"]:
+            (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    names = {rule["alert"] for rule in alerts()}
+    assert fires == names and quiet == names
+
+
+def test_every_alert_tells_the_operator_what_to_do() -> None:
+    for rule in alerts():
+        annotations = rule["annotations"]
+        assert annotations["summary"] and len(annotations["description"]) > 80, rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+
+
+def exposed_names() -> set[str]:
+    """Every sample name a fresh Metrics can expose (``_total``, ``_bucket`` ... included)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",)}
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names |= {family.name + suffix for suffix in suffixes[family.type]}
+    return names
+
+
+def test_every_metric_the_rules_name_exists() -> None:
+    """In the expressions, the annotations, the comments and the unit tests' series alike."""
+    exposed = exposed_names()
+    assert "retentiond_reclaimed_bytes_total" in exposed
+    assert "retentiond_maintenance_duration_seconds_bucket" in exposed
+    for path in (ALERTS, ALERTS_TEST, COMPOSE / "prometheus.yml"):
+        named = set(re.findall(r"\bretentiond_[a-z_]+[a-z]", path.read_text(encoding="utf-8")))
+        assert named - exposed == set(), f"{path.name} names metrics that do not exist"
+    in_expressions = {
+        name for rule in alerts() for name in re.findall(r"\bretentiond_[a-z_]+[a-z]", rule["expr"])
+    }
+    assert len(in_expressions) >= 5
+
+
+# ---------------------------------------------------------------- a real Prometheus
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def metrics_endpoint() -> Iterator[tuple[Metrics, str]]:
+    """A Metrics served on loopback the way ``serve`` serves it (``GET /metrics``)."""
+    metrics = Metrics()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = metrics.render()
+            self.send_response(200)
+            self.send_header("Content-Type", metrics.content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield metrics, f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class PrometheusServer:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=5) as response:
+            return json.load(response)["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get("/api/v1/query", query=promql)["result"]
+        return result
+
+    def wait_for(self, what: str, ready: Any, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = ready()
+            except OSError:
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Prometheus: {what} within {timeout:.0f}s")
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, metrics_endpoint: tuple[Metrics, str]) -> Iterator[PrometheusServer]:
+    """Debian's prometheus on loopback with deploy/compose/prometheus.yml (the target and the
+    rule file's path changed, and 1 s intervals), scraping ``metrics_endpoint``."""
+    binary = tool("prometheus", "prometheus")
+    _, target = metrics_endpoint
+    text = (COMPOSE / "prometheus.yml").read_text(encoding="utf-8")
+    text = (text.replace("retentiond:9480", target)
+                .replace("/etc/prometheus/alerts.yml", str(ALERTS))
+                .replace("scrape_interval: 30s", "scrape_interval: 1s")
+                .replace("evaluation_interval: 30s", "evaluation_interval: 1s"))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text, encoding="utf-8")
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    server = PrometheusServer(f"http://127.0.0.1:{port}")
+    try:
+        server.wait_for("a successful scrape of retentiond",
+                        lambda: server.query('up{job="retentiond"} == 1'))
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        print((tmp_path / "prometheus.log").read_text()[-3000:])
+
+
+def selectors(expression: str) -> list[str]:
+    """The vector selectors of a PromQL expression: ``name{matchers}``."""
+    return re.findall(r"\b(?:retentiond_[a-z_]+|up)\{[^}]*\}|\bretentiond_[a-z_]+[a-z]\b(?!\{)",
+                      expression)
+
+
+def test_a_real_prometheus_loads_the_rules_and_every_selector_finds_series(
+    prometheus: PrometheusServer,
+) -> None:
+    """The rules select series the way a real scrape labels them (retentiond's `job` label
+    arrives as `exported_job`), and a fresh daemon fires no alert."""
+    for rule in alerts():
+        for selector in selectors(rule["expr"]):
+            if selector.startswith("up{") and "absent" in rule["expr"]:
+                continue
+            assert prometheus.query(selector), f"{rule['alert']}: {selector} selects nothing"
+
+    def evaluated() -> list[dict[str, Any]]:
+        groups = prometheus.get("/api/v1/rules")["groups"]
+        rules: list[dict[str, Any]] = [r for g in groups for r in g["rules"]]
+        return rules if rules and all(r["health"] == "ok" for r in rules) else []
+
+    rules = prometheus.wait_for("every rule evaluated", evaluated)
+    assert {r["name"] for r in rules} == {rule["alert"] for rule in alerts()}
+    # RetentiondAbsent may be pending from an evaluation before the first scrape: it clears
+    prometheus.wait_for("no alert pending or firing",
+                        lambda: prometheus.get("/api/v1/alerts")["alerts"] == [], timeout=30)
+
+
+def test_a_real_prometheus_fires_on_broken_tags(
+    prometheus: PrometheusServer, metrics_endpoint: tuple[Metrics, str]
+) -> None:
+    metrics, _ = metrics_endpoint
+    metrics.observe_verify(2, time.time())
+
+    def firing() -> list[dict[str, Any]]:
+        return [a for a in prometheus.get("/api/v1/alerts")["alerts"]
+                if a["labels"]["alertname"] == "RetentiondBrokenTags" and a["state"] == "firing"]
+
+    (alert,) = prometheus.wait_for("RetentiondBrokenTags firing", firing)
+    assert alert["annotations"]["summary"].startswith("2 broken tags")
