@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -615,3 +616,70 @@ def test_a_real_prometheus_fires_on_broken_tags(
 
     (alert,) = prometheus.wait_for("RetentiondBrokenTags firing", firing)
     assert alert["annotations"]["summary"].startswith("2 broken tags")
+
+
+# ---------------------------------------------------------------- policies in git
+
+PRE_COMMIT_KEYS = {
+    "id", "name", "entry", "language", "files", "exclude", "types", "types_or", "exclude_types",
+    "always_run", "fail_fast", "verbose", "pass_filenames", "require_serial", "description",
+    "language_version", "minimum_pre_commit_version", "args", "stages",
+}
+
+
+def hook() -> dict[str, Any]:
+    (only,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert isinstance(only, dict)
+    return only
+
+
+def retentiond_command(line: str) -> list[str]:
+    """``retentiond ...`` as this test's interpreter runs it (the installed console script)."""
+    words = line.split()
+    assert words[0] == "retentiond"
+    return [sys.executable, "-m", "retentiond", *words[1:]]
+
+
+def test_the_pre_commit_hook_is_declared_as_pre_commit_reads_it() -> None:
+    declared = hook()
+    assert set(declared) <= PRE_COMMIT_KEYS
+    assert declared["id"] == "retentiond-check"
+    assert declared["entry"] == "retentiond check"
+    assert declared["language"] == "python"  # pre-commit pip-installs this repository
+    assert declared["pass_filenames"] is True
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'retentiond = "retentiond.cli:main"' in pyproject  # the entry's console script
+    files = re.compile(declared["files"])
+    for path in ("policies/ci-builds.yaml", "policies/team/a.yml", "ops/policies/x.yaml"):
+        assert files.search(path), path
+    for path in (".gitlab-ci.yml", "retentiond.yaml", "policies/README.md", "mypolicies.yaml"):
+        assert not files.search(path), path
+
+
+def test_the_hook_passes_this_repositorys_policies_and_fails_a_bad_one(tmp_path: Path) -> None:
+    """What pre-commit runs: the entry with the matching files as arguments."""
+    declared = hook()
+    files = re.compile(declared["files"])
+    tracked = run("git", "ls-files", cwd=ROOT).stdout.split()
+    matched = [path for path in tracked if files.search(path)]
+    assert {"policies/ci-builds.yaml", "policies/releases.yaml"} <= set(matched)
+    result = run(*retentiond_command(declared["entry"]), *matched, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+    bad = tmp_path / "policies" / "bad.yaml"
+    bad.parent.mkdir()
+    bad.write_text("policies:\n  - name: x\n    repositories: ['a/*']\n    keep: {withn: 14d}\n")
+    result = run(*retentiond_command(declared["entry"]), str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{bad}:4:" in result.stderr and "did you mean 'within'" in result.stderr
+
+
+def test_the_ci_example_installs_and_checks_every_policy() -> None:
+    workflow = yaml.safe_load((DEPLOY / "ci" / "policies-check.yml").read_text(encoding="utf-8"))
+    (job,) = workflow["jobs"].values()
+    commands = [step["run"] for step in job["steps"] if "run" in step]
+    assert commands[0] == "pip install retentiond"
+    check = commands[-1]
+    assert check == "retentiond check policies/"
+    result = run(*retentiond_command(check), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
