@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up a demo next to a real registry and show what retentiond would do:
+# Set up a demo next to a real registry and run retentiond's main job on it:
 # installs Docker, Debian's docker-registry and skopeo, starts a registry container
 # (retentiond-demo, on 127.0.0.1:${DEMO_PORT:-5000}, storage in ./demo/registry), pushes sample
 # images, writes demo/retentiond.yaml (using the example policies in policies/), then runs
-# `retentiond check` and `retentiond plan`. Run it again to start over.
+# `retentiond check`, `plan`, one maintenance (`apply --yes`: freeze, delete, GC, restart,
+# verify) and `verify`. Run it again to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${DEMO_PORT:-5000}
@@ -40,4 +41,6 @@ log:
   format: console
 YAML
 .venv/bin/retentiond --config demo/retentiond.yaml check
-.venv/bin/retentiond --config demo/retentiond.yaml plan
+.venv/bin/retentiond --config demo/retentiond.yaml plan --quiet
+.venv/bin/retentiond --config demo/retentiond.yaml apply --yes
+.venv/bin/retentiond --config demo/retentiond.yaml verify

@@ -34,6 +34,7 @@ import docker
 import docker.errors
 import httpx
 import requests.exceptions
+import structlog
 import yaml
 
 from retentiond.config import GcMode, RuntimeConfig
@@ -86,7 +87,8 @@ class DockerRuntime:
         self.ready_timeout = ready_timeout
         self._client = client
         self._original_id: str | None = None
-        self._log = get_logger(component="runtime", runtime="docker", run_id=run_id or None)
+        # the run's id reaches log lines through structlog's context (bound by the run)
+        self._log = get_logger(component="runtime", runtime="docker")
 
     # ---------------------------------------------------------------------------------------
     # Runtime protocol
@@ -434,7 +436,8 @@ class DockerRuntime:
     # Building the twin and the one-off GC container
 
     def _labels(self, info: dict[str, Any], role: str) -> dict[str, str]:
-        return {TWIN_LABEL: info["Id"], RUN_LABEL: self.run_id, ROLE_LABEL: role}
+        run_id = self.run_id or str(structlog.contextvars.get_contextvars().get("run_id", ""))
+        return {TWIN_LABEL: info["Id"], RUN_LABEL: run_id, ROLE_LABEL: role}
 
     def _create_twin(self, info: dict[str, Any]) -> str:
         """Create (not start) the read-only twin: same image, entrypoint, command, environment,
