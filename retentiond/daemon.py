@@ -42,6 +42,7 @@ from retentiond.maintenance import (
     run_maintenance,
 )
 from retentiond.metrics import (
+    SKIP_BUSY,
     SKIP_NOT_ENOUGH_TIME,
     SKIP_PLAN_REFUSED,
     SKIP_REGISTRY_UNHEALTHY,
@@ -275,7 +276,9 @@ class Daemon:
                 self.metrics.observe_failure("maintenance")
         except Cancelled:
             self.log.warning("maintenance stopped by signal; the registry is read-write")
-        except (RetentiondError, Busy) as exc:
+        except Busy as exc:
+            self._skip(SKIP_BUSY, error=str(exc))
+        except RetentiondError as exc:
             self.metrics.observe_failure("maintenance")
             self.state.last_error = str(exc)
             self.log.error("maintenance failed", error=str(exc))
