@@ -175,6 +175,19 @@ class Daemon:
             cancelled=self.stop_requested.is_set,
         )
 
+    def guarded(self, job: str, fn: Callable[[], object]) -> Callable[[], None]:
+        """A job that logs and counts an unexpected error instead of losing it in apscheduler."""
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                self.metrics.observe_failure(job)
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                self.log.exception("internal error in a job (a bug; please report it)", job=job)
+
+        return run
+
     def plan_job(self) -> Plan | None:
         with self.jobs_lock:
             started = time.monotonic()
@@ -373,13 +386,13 @@ class Daemon:
                     self.metrics.observe_run(resumed.record)
         schedule = self.config.schedule
         self.scheduler.add_job(
-            self.plan_job,
+            self.guarded("plan", self.plan_job),
             IntervalTrigger(seconds=schedule.plan_every.total_seconds()),
             id="plan",
             next_run_time=self.clock(),
         )
         self.scheduler.add_job(
-            self.maintenance_job,
+            self.guarded("maintenance", self.maintenance_job),
             self.window,
             id="maintenance",
             misfire_grace_time=int(schedule.window_length.total_seconds()),
@@ -387,7 +400,9 @@ class Daemon:
         self.scheduler.add_job(self.watch_policies, IntervalTrigger(seconds=2), id="watch")
         if self.window_bounds(self.clock()) is not None:
             self.log.info("started inside a maintenance window")
-            self.scheduler.add_job(self.maintenance_job, id="window-at-start")
+            self.scheduler.add_job(
+                self.guarded("maintenance", self.maintenance_job), id="window-at-start"
+            )
         self.scheduler.start()
         self.log.info(
             "serving",

@@ -273,3 +273,20 @@ def test_restart_never_runs_a_missed_window(registry: RunningRegistry,
     next_window = datetime.fromisoformat(status["next_window"].replace("Z", "+00:00"))
     assert next_window > datetime.now(UTC)
     assert s.stop() == 0
+
+
+def test_sighup_reloads_policies(registry: RunningRegistry, served: Callable[..., Served]) -> None:
+    push_oci_image(registry, "app", "latest", layers=[b"latest"], seed="latest")
+    s = served(window="0 0 1 1 *", window_length="1m")
+    s.start()
+    wait_for("the policies", lambda: s.metric("retentiond_policies_loaded") == 1, 30)
+    stat = s.policy_file.stat()
+    s.policy_file.write_text(s.policy_file.read_text() + (
+        '  - name: more\n    repositories: ["more/**"]\n    keep: {last: 3}\n'))
+    os.utime(s.policy_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the watcher sees nothing
+    time.sleep(3)
+    assert s.metric("retentiond_policies_loaded") == 1
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for("the SIGHUP reload", lambda: s.metric("retentiond_policies_loaded") == 2, 30)
+    assert s.stop() == 0
