@@ -331,3 +331,21 @@ def test_symlink_is_not_followed(registry: RunningRegistry, tmp_path: Path) -> N
     plan = make_plan(read_inventory(registry.root), policies(KEEP_ONE), Safety(), NOW)
     assert [r.repository for r in plan.refused] == ["app"]
     assert "other:old" in deleted(plan)
+
+
+def test_tag_without_current_link_refuses_the_repository(registry: RunningRegistry,
+                                                          tmp_path: Path) -> None:
+    corrupt_scenario(registry)
+    (tag_dir(registry.root, "app", "half-pushed")).mkdir(parents=True)
+    plan = plan_and_compare(registry, tmp_path, policies(KEEP_ONE))
+    assert [r.repository for r in plan.refused] == ["app"]
+    reason = plan.refused[0].reason
+    assert "half-pushed" in reason and "link file is missing" in reason
+
+
+def test_revision_link_with_garbage_blocks_gc(registry: RunningRegistry, tmp_path: Path) -> None:
+    old, _ = corrupt_scenario(registry)
+    (revision_dir(registry.root, "app", old) / "link").write_bytes(b"")
+    plan = make_plan(read_inventory(registry.root), policies(KEEP_ONE), Safety(), NOW)
+    assert plan.gc_blocked and [r.repository for r in plan.refused] == ["app"]
+    assert gc_dry_run(registry.root).returncode != 0, "the registry's GC aborts here too"
