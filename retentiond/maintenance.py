@@ -17,6 +17,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,8 @@ PHASES = (
 #: environment variable that makes the process SIGKILL itself at a phase (tests only)
 FAULT_ENV = "RETENTIOND_FAULT"
 PAUSE_ENV = "RETENTIOND_PAUSE"
+#: repositories verified in parallel after a run (requests to the registry at once)
+VERIFY_WORKERS = 4
 
 
 def _after(phase: str, other: str) -> bool:
@@ -359,10 +362,12 @@ class MaintenanceRun:
         started = time.monotonic()
         registry = self.deps.registry
         broken: list[str] = []
+        by_repo: dict[str, list[tuple[str, str]]] = {}
         for repo, tag, digest in self.entry.get("kept_tags", []):
-            check = registry.check_tag(repo, tag, digest)
-            if not check.ok:
-                broken.append(f"{repo}:{tag}: {check.reason}")
+            by_repo.setdefault(repo, []).append((tag, digest))
+        with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+            for checks in pool.map(lambda item: registry.check_tags(*item), by_repo.items()):
+                broken += [f"{c.repository}:{c.tag}: {c.reason}" for c in checks if not c.ok]
         v2 = self.root / "docker/registry/v2/repositories"
         for repo, tag, _ in self.entry.get("deleted_tags", []):
             if (v2 / repo / "_manifests/tags" / tag).exists():

@@ -7,6 +7,7 @@ in a real registry; ``transport`` exists for httpx's own plug-in point only.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -120,10 +121,9 @@ class RegistryClient:
             "HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}
         ).status_code
 
-    def _check_manifest(self, repository: str, ref: str, expected: str, seen: set[str]) -> str:
-        if expected in seen:
-            return ""
-        seen.add(expected)
+    def _check_manifest(self, repository: str, ref: str, expected: str, verified: set[str]) -> str:
+        """GET ``ref``, expect ``expected``, then HEAD its blobs and check its children.
+        ``verified`` holds what was already proven in this repository; proven digests join it."""
         response = self._request(
             "GET", f"/v2/{repository}/manifests/{ref}", headers={"Accept": ACCEPT}
         )
@@ -137,16 +137,30 @@ class RegistryClient:
         except ManifestError as exc:
             return f"manifest {ref} does not parse: {exc}"
         for blob in manifest.blobs:
+            if blob in verified:
+                continue
             status = self._request("HEAD", f"/v2/{repository}/blobs/{blob}").status_code
             if status != 200:
                 return f"blob {blob} of {digest} answered {status}"
+            verified.add(blob)
         for child in manifest.children:
-            problem = self._check_manifest(repository, child, child, seen)
+            if child in verified:
+                continue
+            problem = self._check_manifest(repository, child, child, verified)
             if problem:
                 return problem
+        verified.add(digest)
         return ""
 
+    def check_tags(self, repository: str, tags: Sequence[tuple[str, str]]) -> list[TagCheck]:
+        """Each ``(tag, digest)`` answers with its digest, and every child manifest and blob
+        answers too; what one tag proved is not asked again for the next."""
+        verified: set[str] = set()
+        checks = []
+        for tag, digest in tags:
+            problem = self._check_manifest(repository, tag, digest, verified)
+            checks.append(TagCheck(repository, tag, not problem, problem))
+        return checks
+
     def check_tag(self, repository: str, tag: str, digest: str) -> TagCheck:
-        """The tag answers with ``digest`` and every child manifest and blob answers too."""
-        problem = self._check_manifest(repository, tag, digest, set())
-        return TagCheck(repository, tag, not problem, problem)
+        return self.check_tags(repository, [(tag, digest)])[0]
