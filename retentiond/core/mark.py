@@ -2,65 +2,93 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
-from retentiond.core.inventory import Inventory, Manifest
+from retentiond.core.inventory import NO_ID, BlobSelection, Inventory, Manifest, ManifestTable
+
+
+def _accessors(
+    manifests: Mapping[str, Manifest],
+) -> tuple[Callable[[str], tuple[str, ...]], Callable[[str], str | None]]:
+    """Children and subject of a digest, without building Manifest values when possible."""
+    if isinstance(manifests, ManifestTable):
+        return manifests.children_of, manifests.subject_of
+
+    def children(digest: str) -> tuple[str, ...]:
+        m = manifests.get(digest)
+        return m.children if m is not None else ()
+
+    def subject(digest: str) -> str | None:
+        m = manifests.get(digest)
+        return m.subject if m is not None else None
+
+    return children, subject
+
+
+def attachments(linked: Iterable[str], manifests: Mapping[str, Manifest]) -> dict[str, list[str]]:
+    """Subject digest -> the manifests in ``linked`` that name it as their ``subject``."""
+    if isinstance(manifests, ManifestTable) and not manifests.has_subjects:
+        return {}
+    _, subject_of = _accessors(manifests)
+    attached: dict[str, list[str]] = {}
+    for digest in linked:
+        subject = subject_of(digest)
+        if subject is not None:
+            attached.setdefault(subject, []).append(digest)
+    return attached
 
 
 def reachable(
     roots: Iterable[str],
     manifests: Mapping[str, Manifest],
     linked: Collection[str] = (),
+    *,
+    attached: Mapping[str, list[str]] | None = None,
 ) -> set[str]:
     """Every manifest reached from ``roots`` through list/index children, recursively.
 
     Manifests in ``linked`` whose ``subject`` is reached (signatures, SBOMs pushed by digest)
-    are reached too, with everything they reference.
+    are reached too, with everything they reference. ``attached`` (see :func:`attachments`)
+    may be given instead of ``linked`` when it is already known.
     """
+    children_of, _ = _accessors(manifests)
+    if attached is None:
+        attached = attachments(linked, manifests)
     seen: set[str] = set()
     stack = list(roots)
-    attached: dict[str, list[str]] = {}
-    for digest in linked:
-        m = manifests.get(digest)
-        if m is not None and m.subject is not None:
-            attached.setdefault(m.subject, []).append(digest)
     while stack:
         digest = stack.pop()
         if digest in seen:
             continue
         seen.add(digest)
-        m = manifests.get(digest)
-        if m is not None:
-            stack.extend(m.children)
-        stack.extend(attached.get(digest, ()))
+        stack.extend(children_of(digest))
+        if attached:
+            stack.extend(attached.get(digest, ()))
     return seen
 
 
 def gc_mark(
     inventory: Inventory,
-    unlinked: Mapping[str, Collection[str]],
+    unlinked: Mapping[str, Collection[int]],
     removed_repositories: Collection[str] = (),
-) -> set[str]:
-    """The blobs the registry 2.8 GC marks once the given revisions and repositories are gone.
+) -> bytearray:
+    """What the registry 2.8 GC marks once the given revisions and repositories are gone.
 
     For every repository it lists (those with ``_layers``), for every revision link whose blob
     exists: the manifest blob and what it references (a list's children, not recursed into).
+    ``unlinked`` gives, per repository, the blob ids of the revisions removed. Returns one flag
+    per blob id of ``inventory.blob_table`` (1: marked).
     """
-    marked: set[str] = set()
+    blobs, table = inventory.blob_table, inventory.manifest_table
+    marks = bytearray(blobs.id_count)
     for repo in inventory.repositories:
         if not repo.listed_by_gc or repo.name in removed_repositories:
             continue
         gone = unlinked.get(repo.name, ())
-        for digest in repo.revisions:
-            if digest in gone or digest not in inventory.blobs:
-                continue
-            marked.add(digest)
-            manifest = inventory.manifests.get(digest)
-            if manifest is not None:
-                marked.update(manifest.references)
-    return marked
+        table.mark((i for i in repo.revision_ids(blobs) if i != NO_ID and i not in gone), marks)
+    return marks
 
 
-def unmarked(inventory: Inventory, marked: Collection[str]) -> dict[str, int]:
+def unmarked(inventory: Inventory, marks: bytearray) -> BlobSelection:
     """The blobs the sweep deletes: every blob with data that is not marked, with its size."""
-    return {d: size for d, size in inventory.blobs.items() if d not in marked}
+    return inventory.blob_table.select(marks, 0)

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from retentiond.core.inventory import Inventory, ProblemKind, Repository, Tag
-from retentiond.core.mark import gc_mark, reachable, unmarked
+from retentiond.core.inventory import NO_ID, Inventory, ProblemKind, Repository, Tag
+from retentiond.core.mark import attachments, gc_mark, reachable, unmarked
 from retentiond.core.plan_types import (
     ManifestUnlink,
     Plan,
@@ -39,27 +39,31 @@ from retentiond.core.selection import format_age, judge_tags, referrer_subject
 from retentiond.policy.model import Policy, Safety, Untagged
 
 _TRUSTWORTHY = (ProblemKind.INCOMPLETE, ProblemKind.GC_HAZARD)
+_UNREACHABLE = "unreachable after tag deletions"
 
 
 @dataclass
 class _RepoPlan:
     tags: list[TagDeletion] = field(default_factory=list)
     unlinks: list[ManifestUnlink] = field(default_factory=list)
+    #: the blob id of each unlinked manifest (NO_ID: it has none)
+    unlink_ids: list[int] = field(default_factory=list)
     removed: bool = False
     refusal: str | None = None
 
 
 def _created_lookup(inventory: Inventory, tag: Tag) -> datetime | None:
     """An image's config ``created`` time; for an index, its newest child's."""
-    manifest = inventory.manifests.get(tag.digest)
-    if manifest is None:
+    table = inventory.manifest_table
+    if tag.digest not in table:
         return None
-    if manifest.config:
-        return inventory.created.get(manifest.config)
+    config = table.config_of(tag.digest)
+    if config:
+        return inventory.created.get(config)
     times = [
-        inventory.created.get(child.config)
-        for d in manifest.children
-        if (child := inventory.manifests.get(d)) is not None and child.config
+        inventory.created.get(child_config)
+        for d in table.children_of(tag.digest)
+        if d in table and (child_config := table.config_of(d))
     ]
     present = [t for t in times if t is not None]
     return max(present) if present else None
@@ -71,69 +75,72 @@ def _plan_repository(
     policies: Sequence[Policy],
     safety: Safety,
     now: datetime,
+    untagged_reason: str,
 ) -> _RepoPlan:
     result = _RepoPlan()
     if not policies:
         return result
+    tags, revisions = repo.materialize()  # built for this repository only, not kept
 
     # 1-2: each policy's verdicts; keep wins over delete
-    kept_by: dict[str, str] = {}
+    kept_by: set[str] = set()
     deleted_by: dict[str, tuple[str, str]] = {}
     for policy in policies:
-        verdicts = judge_tags(policy, repo.tags, now, lambda t: _created_lookup(inventory, t))
+        verdicts = judge_tags(policy, tags, now, lambda t: _created_lookup(inventory, t))
         for name, verdict in verdicts.items():
             if verdict.keep:
-                kept_by.setdefault(name, f"{policy.name}: {verdict.reason}")
+                kept_by.add(name)
             else:
                 deleted_by.setdefault(name, (policy.name, verdict.reason))
     doomed = {name: why for name, why in deleted_by.items() if name not in kept_by}
 
     # 3: the newest tag survives unless every applying policy allows an empty repository
     allow_empty = all(p.allow_empty for p in policies)
-    ordinary = [t for t in repo.tags if referrer_subject(t.name) is None]
+    subjects = {t.name: s for t in tags if (s := referrer_subject(t.name)) is not None}
+    ordinary = [t for t in tags if t.name not in subjects]
     if not allow_empty and ordinary:
         newest = max(ordinary, key=lambda t: (t.pushed_at, t.name))
         doomed.pop(newest.name, None)
 
     # 4: reachability, starting from the original tags to know what is untagged already
-    linked = repo.revisions.keys()
-    originally = reachable((t.digest for t in repo.tags), inventory.manifests, linked)
+    manifests = inventory.manifests
+    linked = revisions.keys()
+    attached = attachments(linked, manifests)
+    originally = reachable((t.digest for t in tags), manifests, attached=attached)
     untagged_delete = [p for p in policies if p.untagged is Untagged.DELETE]
     untagged_roots: list[str] = []
-    for digest, pushed in repo.revisions.items():
+    for digest, pushed in revisions.items():
         if digest in originally:
             continue
         if not untagged_delete or now - pushed < safety.untagged_min_age:
             untagged_roots.append(digest)
 
     def surviving(extra_doomed: set[str]) -> set[str]:
-        roots = [t.digest for t in repo.tags if t.name not in doomed and t.name not in extra_doomed]
-        return reachable(roots + untagged_roots, inventory.manifests, linked)
+        roots = [t.digest for t in tags if t.name not in doomed and t.name not in extra_doomed]
+        return reachable(roots + untagged_roots, manifests, attached=attached)
 
     alive = surviving(set())
     # fallback referrer tags follow the manifest they belong to
     referrers = {
         t.name
-        for t in repo.tags
-        if (s := referrer_subject(t.name)) is not None and s in repo.revisions and s not in alive
+        for t in tags
+        if (s := subjects.get(t.name)) is not None and s in revisions and s not in alive
     }
     if referrers:
         alive = surviving(referrers)
-    tag_policy = {name: why[0] for name, why in doomed.items()}
 
-    for tag in repo.tags:
+    # the policy that deleted the first doomed tag on each digest, in tag order
+    policy_of_digest: dict[str, str] = {}
+    for tag in tags:
+        if tag.name in doomed:
+            policy_of_digest.setdefault(tag.digest, doomed[tag.name][0])
+    fallback_policy = untagged_delete[0].name if untagged_delete else policies[0].name
+    for tag in tags:
         if tag.name in doomed:
             policy_name, reason = doomed[tag.name]
         elif tag.name in referrers:
-            subject = referrer_subject(tag.name)
-            policy_name = next(
-                (
-                    tag_policy[t.name]
-                    for t in repo.tags
-                    if t.digest == subject and t.name in tag_policy
-                ),
-                untagged_delete[0].name if untagged_delete else policies[0].name,
-            )
+            subject = subjects[tag.name]
+            policy_name = policy_of_digest.get(subject, fallback_policy)
             reason = f"belongs to {subject}, which is deleted"
         else:
             continue
@@ -141,30 +148,34 @@ def _plan_repository(
             TagDeletion(repo.name, tag.name, tag.digest, tag.pushed_at, policy_name, reason)
         )
 
-    deleted_digests = {d.digest for d in result.tags}
-    by_deleted = reachable(deleted_digests, inventory.manifests, linked)
-    for digest in sorted(repo.revisions):
+    # the policy of the first deletion of each digest, in deletion order
+    deleted_policy: dict[str, str] = {}
+    for deletion in result.tags:
+        deleted_policy.setdefault(deletion.digest, deletion.policy)
+    by_deleted = reachable(deleted_policy, manifests, attached=attached)
+    untagged_policy = untagged_delete[0].name if untagged_delete else None
+    blob_ids = dict(zip(revisions, repo.revision_ids(inventory.blob_table), strict=True))
+    for digest in sorted(revisions):
         if digest in alive:
             continue
-        unlinked_by: str | None
         if digest in by_deleted:
-            unlinked_by = next((d.policy for d in result.tags if d.digest == digest), None)
-            reason = "unreachable after tag deletions"
-        else:
-            unlinked_by = untagged_delete[0].name if untagged_delete else None
-            reason = (
-                f"untagged for more than {format_age(safety.untagged_min_age)} (untagged: delete)"
+            result.unlinks.append(
+                ManifestUnlink(repo.name, digest, _UNREACHABLE, deleted_policy.get(digest))
             )
-        result.unlinks.append(ManifestUnlink(repo.name, digest, reason, unlinked_by))
+        else:
+            result.unlinks.append(
+                ManifestUnlink(repo.name, digest, untagged_reason, untagged_policy)
+            )
+        result.unlink_ids.append(blob_ids[digest])
 
     # 6: remove a repository left with nothing, when allowed and quiet
-    tags_left = len(repo.tags) - len(result.tags)
-    revisions_left = len(repo.revisions) - len(result.unlinks)
+    tags_left = len(tags) - len(result.tags)
+    revisions_left = len(revisions) - len(result.unlinks)
     quiet = repo.last_activity is None or now - repo.last_activity >= safety.untagged_min_age
     result.removed = allow_empty and tags_left == 0 and revisions_left == 0 and quiet
 
     # safety.max_delete_ratio
-    total = len(repo.tags)
+    total = len(tags)
     deleting = [p for p in policies if p.name in {d.policy for d in result.tags}]
     exempt = bool(deleting) and all(p.allow_mass_delete for p in deleting)
     if (
@@ -194,9 +205,13 @@ def make_plan(
             distrust.setdefault(
                 problem.repository, f"cannot trust {problem.path}: {problem.message}"
             )
+    untagged_reason = (
+        f"untagged for more than {format_age(safety.untagged_min_age)} (untagged: delete)"
+    )
 
     tags: list[TagDeletion] = []
     unlinks: list[ManifestUnlink] = []
+    gone: dict[str, set[int]] = {}  # blob ids of the unlinked manifests, per repository
     removed: list[str] = []
     refused: list[Refusal] = []
     per_repo: dict[str, _RepoPlan] = {}
@@ -207,7 +222,7 @@ def make_plan(
                 refused.append(Refusal(repo.name, distrust[repo.name]))
             per_repo[repo.name] = _RepoPlan(refusal=distrust[repo.name])
             continue
-        decided = _plan_repository(inventory, repo, applying, safety, now)
+        decided = _plan_repository(inventory, repo, applying, safety, now, untagged_reason)
         if decided.refusal:
             refused.append(Refusal(repo.name, decided.refusal))
             per_repo[repo.name] = _RepoPlan(refusal=decided.refusal)
@@ -215,31 +230,34 @@ def make_plan(
         per_repo[repo.name] = decided
         tags.extend(decided.tags)
         unlinks.extend(decided.unlinks)
+        gone[repo.name] = {i for i in decided.unlink_ids if i != NO_ID}
         if decided.removed:
             removed.append(repo.name)
 
-    gone: dict[str, set[str]] = {}
-    for unlink in unlinks:
-        gone.setdefault(unlink.repository, set()).add(unlink.digest)
-    before = unmarked(inventory, gc_mark(inventory, {}))
-    reclaimable = unmarked(inventory, gc_mark(inventory, gone, removed))
+    marked_before = gc_mark(inventory, {})
+    marked_after = gc_mark(inventory, gone, removed)
+    before = unmarked(inventory, marked_before)
+    reclaimable = unmarked(inventory, marked_after)
 
     # attribute each newly freed blob to the first repository whose removals referenced it
-    owner: dict[str, str] = {}
-    for unlink in sorted(unlinks, key=lambda u: u.repository):
-        manifest = inventory.manifests.get(unlink.digest)
-        refs = (unlink.digest, *(manifest.references if manifest else ()))
-        for digest in refs:
-            if digest in reclaimable and digest not in before:
-                owner.setdefault(digest, unlink.repository)
+    # (repositories are in name order, and so are their unlinks)
+    table, sizes = inventory.manifest_table, inventory.blob_table.sizes
+    newly_freed = bytearray(  # marked before, not after: flags are 0 or 1, so bitwise
+        (
+            int.from_bytes(marked_before, "big") & ~int.from_bytes(marked_after, "big")
+        ).to_bytes(len(marked_before), "big")
+    )
     freed: dict[str, int] = {}
-    for digest, repo_name in owner.items():
-        freed[repo_name] = freed.get(repo_name, 0) + reclaimable[digest]
+    for name, ids in gone.items():
+        for blob_id in table.blob_ids(ids):
+            if newly_freed[blob_id]:
+                newly_freed[blob_id] = 0
+                freed[name] = freed.get(name, 0) + sizes[blob_id]
 
     summaries = tuple(
         RepositorySummary(
             name=repo.name,
-            tags=len(repo.tags),
+            tags=repo.tag_count,
             tags_deleted=len(per_repo[repo.name].tags),
             manifests_unlinked=len(per_repo[repo.name].unlinks),
             bytes_reclaimed=freed.get(repo.name, 0),
@@ -252,7 +270,7 @@ def make_plan(
         generated_at=now,
         root=inventory.root,
         repositories=len(inventory.repositories),
-        tags=sum(len(r.tags) for r in inventory.repositories),
+        tags=sum(r.tag_count for r in inventory.repositories),
         tags_deleted=tuple(tags),
         manifests_unlinked=tuple(unlinks),
         repositories_removed=tuple(removed),

@@ -18,6 +18,8 @@ REFERRER_TAG = re.compile(r"sha256-([0-9a-f]{64})(?:\..*)?")
 
 def referrer_subject(tag_name: str) -> str | None:
     """The digest a fallback referrer tag belongs to, or None for an ordinary tag."""
+    if not tag_name.startswith("sha256-"):
+        return None
     m = REFERRER_TAG.fullmatch(tag_name)
     return f"sha256:{m.group(1)}" if m else None
 
@@ -50,40 +52,52 @@ def judge_tags(
         when = created(tag) if created and policy.order_by is OrderBy.CREATED else None
         return (when or tag.pushed_at, tag.name)
 
-    by_recency = sorted(scope, key=order_key, reverse=True)
-    last = {t.name for t in by_recency[: keep.last]} if keep.last else set()
+    last: set[str] = set()
+    if keep.last:
+        by_recency = sorted(scope, key=order_key, reverse=True)
+        last = {t.name for t in by_recency[: keep.last]}
     highest: set[str] = set()
     if keep.semver:
         versioned = [(v, t.name) for t in scope if (v := parse_version(t.name)) is not None]
         versioned.sort(reverse=True)
         highest = {name for _, name in versioned[: keep.semver]}
 
+    # the reasons are the same few strings for every tag: build each once
     order_word = "created" if policy.order_by is OrderBy.CREATED else "pushed"
+    among_last = f"among the last {keep.last} {order_word}"
+    not_among_last = f"not {among_last}"
+    age = format_age(keep.within) if keep.within is not None else ""
+    within, older = f"pushed within {age}", f"pushed more than {age} ago"
+    highest_versions = f"among the {keep.semver} highest versions"
+    not_highest = f"not {highest_versions}"
+    joined: dict[tuple[str, ...], str] = {}
     verdicts: dict[str, Verdict] = {}
     for tag in scope:
         kept: list[str] = []
         missed: list[str] = []
         if keep.last:
-            (kept if tag.name in last else missed).append(
-                f"{'' if tag.name in last else 'not '}among the last {keep.last} {order_word}"
-            )
-        if keep.within is not None:
-            age = format_age(keep.within)
-            if now - tag.pushed_at <= keep.within:
-                kept.append(f"pushed within {age}")
+            if tag.name in last:
+                kept.append(among_last)
             else:
-                missed.append(f"pushed more than {age} ago")
+                missed.append(not_among_last)
+        if keep.within is not None:
+            if now - tag.pushed_at <= keep.within:
+                kept.append(within)
+            else:
+                missed.append(older)
         if keep.tags is not None and keep.tags.matches(tag.name):
             kept.append("matches keep.tags")
         if keep.semver:
             if tag.name in highest:
-                kept.append(f"among the {keep.semver} highest versions")
+                kept.append(highest_versions)
             else:
-                missed.append(f"not among the {keep.semver} highest versions")
+                missed.append(not_highest)
+        parts = tuple(kept) if kept else tuple(missed)
+        reason = joined.get(parts)
+        if reason is None:
+            reason = joined[parts] = ", ".join(parts)
         if kept:
-            verdicts[tag.name] = Verdict(True, ", ".join(kept))
+            verdicts[tag.name] = Verdict(True, reason)
         else:
-            verdicts[tag.name] = Verdict(
-                False, ", ".join(missed) if missed else "the policy keeps no tag (keep: {})"
-            )
+            verdicts[tag.name] = Verdict(False, reason or "the policy keeps no tag (keep: {})")
     return verdicts
