@@ -1,0 +1,1 @@
+"""Benchmarks and generated storage trees (see bench/README.md)."""
