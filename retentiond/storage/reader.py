@@ -3,28 +3,73 @@
 Only reads; never follows a symbolic link and never leaves ``<root>/docker/registry/v2``. What it
 cannot trust becomes a :class:`~retentiond.core.inventory.Problem` with its path, and the planner
 leaves the repository concerned alone.
+
+It reads what a plan needs and nothing more: the size of every blob's ``data``, every tag's
+``current/link`` and every revision link (content and mtime), and every manifest blob they name,
+once, even when many repositories link it. A tag's ``index/`` history is never read, nor are
+``_layers`` links unless asked for (``verify``).
+
+A large tree is read by worker processes, in three phases:
+
+1. the blob store, prefix directory by prefix directory, into a compact
+   :class:`~retentiond.core.inventory.BlobTable`;
+2. the repositories' link files, repository by repository, as blob ids of that table
+   (:class:`~retentiond.core.inventory.RepositoryColumns`);
+3. the manifest blobs, each parsed once and packed into a
+   :class:`~retentiond.core.inventory.ManifestTable` record.
+
+The workers of phases 2 and 3 are forked after the table exists, so they share it without a
+copy. They return compact values (arrays, packed records); the parent assembles the inventory.
+A process that runs threads (the daemon) reads in-process instead: forking it is not safe.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import stat
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import threading
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from retentiond.core.inventory import Inventory, Manifest, Problem, ProblemKind, Repository, Tag
+from retentiond.core.inventory import (
+    MANIFEST_MEDIA_TYPES,
+    NO_ID,
+    BlobTable,
+    Inventory,
+    Manifest,
+    ManifestTable,
+    PackedManifest,
+    Problem,
+    ProblemKind,
+    Repository,
+    RepositoryColumns,
+    pack_manifest,
+)
 from retentiond.core.manifests import ManifestError, is_digest, parse_created, parse_manifest
 from retentiond.errors import StorageError
 
 V2 = ("docker", "registry", "v2")
 HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX2 = re.compile(r"[0-9a-f]{2}")
 #: the registry refuses manifests larger than this; a bigger "manifest" is not one
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: below these sizes the tree is read in-process (starting workers costs more than it saves)
+PARALLEL_MIN_REPOSITORIES = 16
+PARALLEL_MIN_MANIFESTS = 2000
+#: tasks per worker: small enough to balance, large enough to amortize their cost
+_TASKS_PER_WORKER = 8
+
+#: ``progress(stage, done, total)``: stage is "repositories" or "manifests"
+Progress = Callable[[str, int, int], None]
 
 
 def storage_v2(root: Path) -> Path:
@@ -35,12 +80,16 @@ def _mtime(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, tz=UTC)
 
 
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
 class LinkError(ValueError):
     """A link file that cannot be trusted."""
 
 
-def read_link(path: str) -> tuple[str, datetime]:
-    """Read a ``link`` file without following symlinks: its digest and mtime."""
+def _read_link(path: str) -> tuple[str, float]:
+    """A ``link`` file's digest and mtime (seconds), read without following symlinks."""
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
     except FileNotFoundError as exc:
@@ -59,10 +108,16 @@ def read_link(path: str) -> tuple[str, datetime]:
     text = data.decode("ascii", "replace")
     if not is_digest(text):
         raise LinkError(f"link does not hold a sha256 digest: {text[:80]!r}")
-    return text, _mtime(st)
+    return text, st.st_mtime
 
 
-def read_blob(v2: Path, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+def read_link(path: str) -> tuple[str, datetime]:
+    """Read a ``link`` file without following symlinks: its digest and mtime."""
+    digest, mtime = _read_link(path)
+    return digest, _utc(mtime)
+
+
+def read_blob(v2: Path | str, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
     """Read a blob's data without following symlinks; FileNotFoundError when it is missing."""
     hexpart = digest.split(":", 1)[1]
     path = f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
@@ -71,13 +126,15 @@ def read_blob(v2: Path, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
         st = os.fstat(fd)
         if st.st_size > limit:
             raise ManifestError(f"{st.st_size} bytes, larger than any manifest")
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        data = os.read(fd, st.st_size + 1)  # blobs never change: usually all of it at once
+        if len(data) == st.st_size + 1 or len(data) < st.st_size:
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            if len(data) > limit:
+                raise ManifestError(f"{len(data)} bytes, larger than any manifest")
+        return data
     finally:
         os.close(fd)
 
@@ -111,42 +168,115 @@ def _scandir(reading: _Reading, path: str, repository: str | None = None) -> lis
         ) from exc
 
 
-def _read_blobs(reading: _Reading) -> dict[str, int]:
+# -- phase 1: the blob store ----------------------------------------------------------------------
+
+
+@dataclass
+class _BlobPart:
+    """Blobs found under some prefix directories, in shard order (see BlobTable)."""
+
+    first_prefix: str
+    keys: bytes  # raw 32-byte digests
+    counts: dict[int, int]  # shard -> how many of ``keys``
+    sizes: bytes  # array("q")
+    #: blobs in a prefix directory that is not their own (the registry never does that)
+    misplaced: list[tuple[bytes, int]]
+    problems: list[Problem]
+
+
+def _blob_prefixes(reading: _Reading) -> list[str]:
+    """The directories under ``blobs/sha256`` (symbolic links are problems, not followed)."""
+    prefixes = []
+    for prefix in _scandir(reading, f"{reading.v2}/blobs/sha256"):
+        if prefix.is_dir(follow_symlinks=False):
+            prefixes.append(prefix.name)
+        elif prefix.is_symlink():
+            reading.problem(prefix.path, "symbolic link in the blob store", ProblemKind.UNREADABLE)
+    return sorted(prefixes)
+
+
+def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
     """Every blob with a ``data`` file, as the registry's GC enumerates them, with its size."""
-    blobs: dict[str, int] = {}
-    base = f"{reading.v2}/blobs/sha256"
-    for prefix in _scandir(reading, base):
-        if not prefix.is_dir(follow_symlinks=False):
-            if prefix.is_symlink():
-                reading.problem(
-                    prefix.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
-                )
-            continue
-        for entry in _scandir(reading, prefix.path):
-            if entry.is_symlink():
-                reading.problem(
-                    entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
-                )
-                continue
+    reading = _Reading(Path(v2))
+    keys: list[bytes] = []
+    sizes = array("q")
+    counts: dict[int, int] = {}
+    misplaced: list[tuple[bytes, int]] = []
+    fromhex, lstat, is_regular = bytes.fromhex, os.lstat, stat.S_ISREG
+    for prefix in prefixes:
+        own = int(prefix, 16) if _HEX2.fullmatch(prefix) else -1  # the first byte it holds
+        buckets: dict[int, tuple[list[bytes], array[int]]] = {}
+        for entry in _scandir(reading, f"{v2}/blobs/sha256/{prefix}"):
             if not entry.is_dir(follow_symlinks=False):
+                if entry.is_symlink():
+                    reading.problem(
+                        entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
+                    )
                 continue
             data = f"{entry.path}/data"
             try:
-                st = os.lstat(data)
+                st = lstat(data)
             except FileNotFoundError:
                 continue  # an empty blob directory: the GC ignores it too
-            if not HEX64.fullmatch(entry.name):
+            name = entry.name
+            try:
+                raw = fromhex(name)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32 or len(name) != 64 or not (name.islower() or name.isdigit()):
                 reading.problem(
                     entry.path,
                     "blob directory name is not a sha256 digest; the registry's GC aborts on it",
                     ProblemKind.GC_ABORT,
                 )
                 continue
-            if not stat.S_ISREG(st.st_mode):
+            if not is_regular(st.st_mode):
                 reading.problem(data, "blob data is not a regular file", ProblemKind.UNREADABLE)
                 continue
-            blobs["sha256:" + entry.name] = st.st_size
-    return blobs
+            if raw[0] != own:
+                misplaced.append((raw, st.st_size))
+                continue
+            bucket = buckets.get(raw[1])
+            if bucket is None:
+                bucket = buckets[raw[1]] = ([], array("q"))
+            bucket[0].append(raw)
+            bucket[1].append(st.st_size)
+        for second in sorted(buckets):
+            bucket_keys, bucket_sizes = buckets[second]
+            keys += bucket_keys
+            sizes += bucket_sizes
+            counts[(own << 8) | second] = len(bucket_keys)
+    return _BlobPart(
+        prefixes[0] if prefixes else "",
+        b"".join(keys),
+        counts,
+        sizes.tobytes(),
+        misplaced,
+        reading.problems,
+    )
+
+
+def _blob_table(parts: list[_BlobPart]) -> BlobTable:
+    parts = sorted(parts, key=lambda p: p.first_prefix)  # prefixes are shards' first bytes
+    if any(part.misplaced for part in parts):  # never written by a registry: the slow way
+        items: list[tuple[str, int]] = []
+        for part in parts:
+            sizes = array("q")
+            sizes.frombytes(part.sizes)
+            raws = [part.keys[i : i + 32] for i in range(0, len(part.keys), 32)]
+            items += [("sha256:" + raw.hex(), size) for raw, size in zip(raws, sizes, strict=True)]
+            items += [("sha256:" + raw.hex(), size) for raw, size in part.misplaced]
+        return BlobTable.from_items(items)
+    counts = array("Q", [0]) * (1 << 16)
+    sizes = array("q")
+    for part in parts:
+        for shard, count in part.counts.items():
+            counts[shard] = count
+        sizes.frombytes(part.sizes)
+    return BlobTable(b"".join(part.keys for part in parts), counts, sizes)
+
+
+# -- phase 1: repositories ------------------------------------------------------------------------
 
 
 @dataclass
@@ -198,55 +328,65 @@ def _find_repositories(reading: _Reading) -> list[_RepoDir]:
     return found
 
 
-def _newest(*times: datetime | None) -> datetime | None:
-    present = [t for t in times if t is not None]
-    return max(present) if present else None
-
-
-def _dir_mtime(path: str) -> datetime | None:
+def _dir_mtime(path: str) -> float | None:
     try:
-        return _mtime(os.lstat(path))
+        return os.lstat(path).st_mtime
     except OSError:
         return None
 
 
-def _read_repository(reading: _Reading, repo: _RepoDir, read_layers: bool) -> Repository:
-    name, problems = repo.name, reading
-    tags: list[Tag] = []
-    tags_dir = f"{repo.path}/_manifests/tags"
-    for entry in _scandir(reading, tags_dir, name):
+@dataclass
+class _RepoLinks:
+    """What a worker read of one repository (the parent makes a Repository of it)."""
+
+    index: int
+    #: RepositoryColumns' fields but the blob table (never sent back: the parent has it)
+    columns: tuple[str, array[int], array[float], array[int], array[float], tuple[str, ...]]
+    last_activity: float | None
+    layers: list[str] | None
+    problems: list[Problem]
+    #: tags and revisions whose manifest has no blob (reported after all the others)
+    missing_problems: list[Problem]
+
+
+def _read_repository(
+    v2: str, index: int, repo: _RepoDir, read_layers: bool, blobs: BlobTable
+) -> _RepoLinks:
+    reading = _Reading(Path(v2))
+    name = repo.name
+    tags: list[tuple[str, str, float]] = []
+    for entry in _scandir(reading, f"{repo.path}/_manifests/tags", name):
         if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-            problems.problem(
+            reading.problem(
                 entry.path, "tag entry is not a directory", ProblemKind.UNREADABLE, name
             )
             continue
         link = f"{entry.path}/current/link"
         try:
-            digest, pushed = read_link(link)
+            digest, pushed = _read_link(link)
         except LinkError as exc:
-            problems.problem(link, f"tag {entry.name!r}: {exc}", ProblemKind.UNREADABLE, name)
+            reading.problem(link, f"tag {entry.name!r}: {exc}", ProblemKind.UNREADABLE, name)
             continue
-        tags.append(Tag(entry.name, digest, pushed))
+        tags.append((entry.name, digest, pushed))
 
-    revisions: dict[str, datetime] = {}
-    rev_dir = f"{repo.path}/_manifests/revisions/sha256"
-    for entry in _scandir(reading, rev_dir, name):
+    revisions: dict[str, float] = {}
+    for entry in _scandir(reading, f"{repo.path}/_manifests/revisions/sha256", name):
         link = f"{entry.path}/link"
         if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-            problems.problem(
+            reading.problem(
                 entry.path, "revision entry is not a directory", ProblemKind.UNREADABLE, name
             )
             continue
         try:
-            digest, when = read_link(link)
+            digest, when = _read_link(link)
         except LinkError as exc:
             if str(exc) == "link file is missing":
                 continue  # an empty revision directory, as GC leaves behind
             kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
-            problems.problem(link, f"revision link: {exc}", kind, name)
+            reading.problem(link, f"revision link: {exc}", kind, name)
             continue
         if digest != "sha256:" + entry.name:
-            problems.problem(
+            reading.problem(
                 link,
                 f"revision link holds {digest}, not the digest its directory names",
                 ProblemKind.UNREADABLE,
@@ -255,140 +395,214 @@ def _read_repository(reading: _Reading, repo: _RepoDir, read_layers: bool) -> Re
             continue
         revisions[digest] = when
 
-    layers: frozenset[str] | None = None
+    layers: list[str] | None = None
     if read_layers:
         linked = set()
         for entry in _scandir(reading, f"{repo.path}/_layers/sha256", name):
             if entry.is_dir(follow_symlinks=False) and HEX64.fullmatch(entry.name):
                 try:
-                    digest, _ = read_link(f"{entry.path}/link")
+                    digest, _ = _read_link(f"{entry.path}/link")
                 except LinkError:
                     continue
                 linked.add(digest)
-        layers = frozenset(linked)
+        layers = sorted(linked)
 
-    activity = _newest(
+    signs = [
         max(revisions.values(), default=None),
-        max((t.pushed_at for t in tags), default=None),
+        max((t[2] for t in tags), default=None),
         _dir_mtime(f"{repo.path}/_layers/sha256"),
         _dir_mtime(f"{repo.path}/_uploads"),
         *(_dir_mtime(e.path) for e in _scandir(reading, f"{repo.path}/_uploads", name)),
-    )
+    ]
+    present = [t for t in signs if t is not None]
     if revisions and not repo.has_layers:
-        problems.problem(
+        reading.problem(
             repo.path,
             "repository has manifests but no _layers directory: registry 2.8's GC skips it and "
             "would delete the blobs of its images",
             ProblemKind.GC_HAZARD,
             name,
         )
-    tags.sort(key=lambda t: t.name)
-    return Repository(
-        name=name,
-        tags=tuple(tags),
-        revisions=revisions,
-        listed_by_gc=repo.has_layers,
-        last_activity=activity,
+    tags.sort(key=lambda t: t[0])
+    revision_ids = blobs.ids_of(revisions)
+    known = dict(zip(revisions, revision_ids, strict=True))  # tags name revisions, mostly
+    tag_ids = [known[t[1]] if t[1] in known else blobs.id_of(t[1]) for t in tags]
+    missing = [d for d, i in zip(revisions, revision_ids, strict=True) if i < 0]
+    missing += [t[1] for t, i in zip(tags, tag_ids, strict=True) if i < 0]
+    columns = (
+        "\0".join(t[0] for t in tags),
+        array("I", (NO_ID if i < 0 else i for i in tag_ids)),
+        array("d", (t[2] for t in tags)),
+        array("I", (NO_ID if i < 0 else i for i in revision_ids)),
+        array("d", revisions.values()),
+        tuple(missing),
+    )
+    missing_problems = _Reading(Path(v2))
+    if missing:
+        base = f"{v2}/repositories/{name}/_manifests"
+        for (tag, digest, _), tag_id in zip(tags, tag_ids, strict=True):
+            if tag_id < 0:
+                missing_problems.problem(
+                    f"{base}/tags/{tag}/current/link",
+                    f"tag {tag!r} points to {digest}, whose blob is missing",
+                    ProblemKind.UNREADABLE,
+                    name,
+                )
+        for digest, revision_id in zip(revisions, revision_ids, strict=True):
+            if revision_id < 0:
+                missing_problems.problem(
+                    f"{base}/revisions/" + digest.replace(":", "/"),
+                    f"revision {digest} has no blob",
+                    ProblemKind.UNREADABLE,
+                    name,
+                )
+    return _RepoLinks(
+        index=index,
+        columns=columns,
+        last_activity=max(present) if present else None,
         layers=layers,
-        has_nested=repo.has_nested,
+        problems=reading.problems,
+        missing_problems=missing_problems.problems,
     )
 
 
-def _parse_one(v2: Path, digest: str) -> Manifest | str | None:
-    """A parsed manifest, an error message, or None when the blob is missing."""
-    try:
-        return parse_manifest(digest, read_blob(v2, digest))
-    except FileNotFoundError:
-        return None
-    except ManifestError as exc:
-        return str(exc)
-    except OSError as exc:
-        return f"cannot read: {exc.strerror}"
+def _read_repositories(
+    v2: str, read_layers: bool, blobs: BlobTable | None, chunk: list[tuple[int, _RepoDir]]
+) -> list[_RepoLinks]:
+    table = _shared_blobs(blobs)
+    return [_read_repository(v2, index, repo, read_layers, table) for index, repo in chunk]
 
 
-def _read_manifests(
-    reading: _Reading,
-    repositories: Iterable[Repository],
-    blobs: dict[str, int],
-    workers: int,
-) -> dict[str, Manifest]:
-    """Parse every manifest a tag or revision names, and their children, each blob once."""
-    owners: dict[str, list[tuple[str, bool]]] = {}
-    for repo in repositories:
-        for digest in repo.revisions:
-            owners.setdefault(digest, []).append((repo.name, repo.listed_by_gc))
-        for tag in repo.tags:
-            owners.setdefault(tag.digest, []).append((repo.name, False))
-    manifests: dict[str, Manifest] = {}
-    failed: set[str] = set()
-    todo = [d for d in owners if d in blobs]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        while todo:
-            results = list(pool.map(lambda d: (d, _parse_one(reading.v2, d)), todo))
-            todo = []
-            for digest, result in results:
-                if isinstance(result, Manifest):
-                    manifests[digest] = result
-                    for child in result.children:
-                        if child in blobs and child not in manifests and child not in failed:
-                            owners.setdefault(child, owners.get(digest, []))
-                            todo.append(child)
-                    continue
-                failed.add(digest)
-                hexpart = digest.split(":", 1)[1]
-                path = reading.v2 / "blobs/sha256" / hexpart[:2] / hexpart / "data"
-                message = "manifest blob vanished while reading" if result is None else result
-                for repo_name, gc_reads_it in owners.get(digest, []):
-                    kind = ProblemKind.GC_ABORT if gc_reads_it else ProblemKind.UNREADABLE
-                    suffix = "; the registry's GC aborts on it" if gc_reads_it else ""
-                    reading.problem(
-                        path, f"manifest {digest} is unreadable: {message}{suffix}", kind, repo_name
-                    )
-            todo = list(dict.fromkeys(todo))
-    return manifests
+def _repository(repo: _RepoDir, links: _RepoLinks, blobs: BlobTable) -> Repository:
+    return Repository(
+        name=repo.name,
+        listed_by_gc=repo.has_layers,
+        last_activity=_utc(links.last_activity) if links.last_activity is not None else None,
+        layers=frozenset(links.layers) if links.layers is not None else None,
+        has_nested=repo.has_nested,
+        columns=RepositoryColumns(blobs, *links.columns),
+    )
 
 
-def _missing_manifest_blobs(
-    reading: _Reading, repositories: Iterable[Repository], blobs: dict[str, int]
-) -> None:
-    for repo in repositories:
-        for tag in repo.tags:
-            if tag.digest not in blobs:
-                reading.problem(
-                    f"{reading.v2}/repositories/{repo.name}/_manifests/tags/{tag.name}/current/link",
-                    f"tag {tag.name!r} points to {tag.digest}, whose blob is missing",
-                    ProblemKind.UNREADABLE,
-                    repo.name,
-                )
-        for digest in repo.revisions:
-            if digest not in blobs:
-                reading.problem(
-                    f"{reading.v2}/repositories/{repo.name}/_manifests/revisions/"
-                    + digest.replace(":", "/"),
-                    f"revision {digest} has no blob",
-                    ProblemKind.UNREADABLE,
-                    repo.name,
-                )
+# -- phase 3: manifests ---------------------------------------------------------------------------
+
+#: the blob table, for the workers of phases 2 and 3 (set before they are forked)
+_FORKED_BLOBS: BlobTable | None = None
 
 
-def _read_created(
-    reading: _Reading, manifests: dict[str, Manifest], workers: int
-) -> dict[str, datetime]:
-    configs = sorted({m.config for m in manifests.values() if m.config})
+def _shared_blobs(blobs: BlobTable | None) -> BlobTable:
+    table = blobs if blobs is not None else _FORKED_BLOBS
+    assert table is not None, "the blob table is set before the workers are forked"
+    return table
 
-    def one(digest: str) -> tuple[str, datetime | None]:
+
+#: one manifest as a worker returns it: a record alone (the usual case), or the fields of a
+#: PackedManifest with its digest and the error that made it unreadable (or None)
+_Parsed = bytes | tuple[bytes, str, tuple[str, ...], str | None, tuple[str, ...], str | None]
+
+
+class _CachedIds:
+    """Blob ids of the digests manifests reference, with the shared ones (base layers, the
+    configs of the images of an index) remembered. Bounded: cleared when it grows large."""
+
+    def __init__(self, blobs: BlobTable, size: int = 50_000) -> None:
+        self.blobs, self.size = blobs, size
+        self.known: dict[str, int] = {}
+
+    def ids_of(self, digests: Iterable[str]) -> list[int]:
+        digests = list(digests)
+        known = self.known
+        ids = [known.get(d, -2) for d in digests]
+        if -2 in ids:
+            if len(known) > self.size:
+                known.clear()
+            misses = [k for k, i in enumerate(ids) if i == -2]
+            found = self.blobs.ids_of([digests[k] for k in misses])
+            for k, blob_id in zip(misses, found, strict=True):
+                ids[k] = known[digests[k]] = blob_id
+        return ids
+
+
+def _parse_manifests(
+    v2: str, read_created: bool, blobs: BlobTable | None, blob_ids: list[int]
+) -> tuple[list[_Parsed], dict[str, datetime]]:
+    """Read and pack the manifest of each blob; and the ``created`` times of their configs."""
+    table = _shared_blobs(blobs)
+    lookup = _CachedIds(table)
+    media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
+    out: list[_Parsed] = []
+    configs: set[str] = set()
+    for blob_id in blob_ids:
+        digest = table.digest_of(blob_id)
+        manifest: Manifest | None = None
+        error: str | None = None
         try:
-            return digest, parse_created(read_blob(reading.v2, digest, limit=16 * 1024 * 1024))
+            manifest = parse_manifest(digest, read_blob(v2, digest))
+        except FileNotFoundError:
+            error = "manifest blob vanished while reading"
+        except ManifestError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"cannot read: {exc.strerror}"
+        packed = pack_manifest(manifest, blob_id, lookup, media_types)
+        if packed.plain and error is None:
+            out.append(packed.record)
+        else:
+            out.append(
+                (packed.record, digest, packed.children, packed.subject, packed.absent, error)
+            )
+        if read_created and manifest is not None and manifest.config:
+            configs.add(manifest.config)
+    created: dict[str, datetime] = {}
+    for config in sorted(configs):
+        try:
+            when = parse_created(read_blob(v2, config, limit=16 * 1024 * 1024))
         except (OSError, ManifestError):
-            return digest, None
+            continue
+        if when is not None:
+            created[config] = when
+    return out, created
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return {d: t for d, t in pool.map(one, configs) if t is not None}
+
+# -- running the phases ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+def _chunks(items: list[T], count: int) -> list[list[T]]:
+    size = max(1, -(-len(items) // count))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _run(fn: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R]:
+    """``fn`` over ``tasks``, in forked worker processes when ``workers > 1``; any order."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap_unordered(fn, tasks)
+
+
+def _workers(requested: int | None, size: int, threshold: int) -> int:
+    if requested is not None:
+        count = requested
+    elif size < threshold:
+        count = 1
+    else:
+        count = os.cpu_count() or 1
+    return count if count > 1 and _can_fork() else 1
 
 
 def read_blob_sizes(root: Path) -> dict[str, int]:
     """Every blob with data and its size (what the GC's sweep enumerates)."""
-    return _read_blobs(_Reading(storage_v2(Path(root))))
+    reading = _Reading(storage_v2(Path(root)))
+    part = _walk_blobs(str(reading.v2), _blob_prefixes(reading))
+    return dict(_blob_table([part]).items())
 
 
 def read_inventory(
@@ -397,8 +611,13 @@ def read_inventory(
     read_created: bool = False,
     read_layers: bool = False,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> Inventory:
-    """Read the tree under ``root`` (the registry's ``rootdirectory``)."""
+    """Read the tree under ``root`` (the registry's ``rootdirectory``).
+
+    ``workers``: processes to read with; by default one per CPU for a large tree, none for a
+    small one. ``progress`` is called as repositories and manifests are read.
+    """
     root = Path(root)
     v2 = storage_v2(root)
     if not v2.is_dir():
@@ -406,20 +625,174 @@ def read_inventory(
             f"{v2} does not exist: registry.root must be the registry's storage rootdirectory "
             "(the directory that contains docker/registry/v2)"
         )
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    global _FORKED_BLOBS
     reading = _Reading(v2)
-    blobs = _read_blobs(reading)
-    repositories = [
-        _read_repository(reading, repo_dir, read_layers) for repo_dir in _find_repositories(reading)
-    ]
-    _missing_manifest_blobs(reading, repositories, blobs)
-    manifests = _read_manifests(reading, repositories, blobs, workers)
-    created = _read_created(reading, manifests, workers) if read_created else {}
+    prefixes = _blob_prefixes(reading)
+    repo_dirs = _find_repositories(reading)
+    report = progress or (lambda stage, done, total: None)
+    report("repositories", 0, len(repo_dirs))
+
+    # 1: the blob store
+    count = _workers(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
+    blob_parts = list(_run(partial(_walk_blobs, str(v2)), _chunks(prefixes, 8 * count), count))
+    blobs = _blob_table(blob_parts)
+    problems = sorted((p for part in blob_parts for p in part.problems), key=lambda p: p.path)
+    problems += reading.problems
+    del blob_parts
+
+    # 2: link files, as blob ids
+    _FORKED_BLOBS = blobs if count > 1 else None
+    try:
+        read = partial(_read_repositories, str(v2), read_layers, None if count > 1 else blobs)
+        links: list[_RepoLinks | None] = [None] * len(repo_dirs)
+        done = 0
+        chunks = _chunks(list(enumerate(repo_dirs)), _TASKS_PER_WORKER * count)
+        for result in _run(read, chunks, count):
+            for one in result:
+                links[one.index] = one
+            done += len(result)
+            report("repositories", done, len(repo_dirs))
+        repositories: list[Repository] = []
+        missing_problems: list[Problem] = []
+        for repo_dir, repo_links in zip(repo_dirs, links, strict=True):
+            assert repo_links is not None
+            problems += repo_links.problems
+            missing_problems += repo_links.missing_problems
+            repositories.append(_repository(repo_dir, repo_links, blobs))
+        problems += missing_problems
+        del links
+
+        # 3: manifests
+        manifests, created, failed, parent_of = _read_manifests(
+            str(v2), repositories, blobs, read_created, workers, report
+        )
+    finally:
+        _FORKED_BLOBS = None
+    problems += _unreadable_manifests(v2, repositories, blobs, failed, parent_of)
     return Inventory(
         root=str(root),
         repositories=tuple(repositories),
         manifests=manifests,
         blobs=blobs,
-        problems=tuple(reading.problems),
+        problems=tuple(problems),
         created=created,
     )
+
+
+def _read_manifests(
+    v2: str,
+    repositories: list[Repository],
+    blobs: BlobTable,
+    read_created: bool,
+    workers: int | None,
+    report: Progress,
+) -> tuple[ManifestTable, dict[str, datetime], dict[int, str], dict[int, int]]:
+    """Parse every manifest a tag or revision names, and their children, each blob once.
+
+    Returns the table, config ``created`` times, the blobs that did not parse (with why) and,
+    for index children no link names, the index that named them."""
+    global _FORKED_BLOBS
+    manifests = ManifestTable(blobs)
+    created: dict[str, datetime] = {}
+    failed: dict[int, str] = {}
+    parent_of: dict[int, int] = {}
+    wanted = bytearray(blobs.id_count)
+    for repo in repositories:
+        for ids in _link_ids(repo, blobs):
+            for blob_id in ids:
+                if blob_id != NO_ID:
+                    wanted[blob_id] = 1
+    todo = list(_flagged(wanted))
+    while todo:
+        count = _workers(workers, len(todo), PARALLEL_MIN_MANIFESTS)
+        _FORKED_BLOBS = blobs if count > 1 else None
+        parse = partial(_parse_chunk, v2, read_created, None if count > 1 else blobs)
+        chunks = _chunks(todo, _TASKS_PER_WORKER * count)
+        parsed = 0
+        for out, times in _run(parse, chunks, count):
+            created.update(times)
+            for item in out:
+                if isinstance(item, bytes):
+                    manifests.add_record(item)
+                    continue
+                record, digest, children, subject, absent, error = item
+                manifests.add(digest, PackedManifest(record, children, subject, absent))
+                if error is not None:
+                    failed[_record_id(record)] = error
+            parsed += len(out)
+            report("manifests", parsed, len(todo))
+        more: dict[int, None] = {}
+        for parent in todo:
+            for child in manifests.children_ids(parent):
+                if child != NO_ID and not manifests.has_record(child) and child not in more:
+                    parent_of.setdefault(child, parent)
+                    more[child] = None
+        todo = list(more)
+    return manifests, created, failed, parent_of
+
+
+def _record_id(record: bytes) -> int:
+    return int.from_bytes(record[:4], "little" if sys.byteorder == "little" else "big")
+
+
+def _link_ids(repo: Repository, blobs: BlobTable) -> tuple[Iterable[int], Iterable[int]]:
+    """The blob ids of a repository's revisions and of its tags' manifests."""
+    columns = repo.columns
+    if columns is not None:
+        return columns.revision_ids, columns.tag_ids
+    tag_ids = [NO_ID if i < 0 else i for i in blobs.ids_of(t.digest for t in repo.tags)]
+    return repo.revision_ids(blobs), tag_ids
+
+
+def _flagged(flags: bytearray) -> Iterator[int]:
+    at = flags.find(1)
+    while at >= 0:
+        yield at
+        at = flags.find(1, at + 1)
+
+
+def _parse_chunk(
+    v2: str, read_created: bool, blobs: BlobTable | None, blob_ids: list[int]
+) -> tuple[list[_Parsed], dict[str, datetime]]:
+    return _parse_manifests(v2, read_created, blobs, blob_ids)
+
+
+def _unreadable_manifests(
+    v2: Path,
+    repositories: Iterable[Repository],
+    blobs: BlobTable,
+    failed: dict[int, str],
+    parent_of: dict[int, int],
+) -> list[Problem]:
+    """A problem per repository that links (or tags) a manifest that does not parse."""
+    if not failed:
+        return []
+    reading = _Reading(v2)
+    owners: dict[int, list[tuple[str, bool]]] = {}
+    for repo in repositories:
+        revision_ids, tag_ids = _link_ids(repo, blobs)
+        for blob_id in revision_ids:
+            if blob_id in failed:
+                owners.setdefault(blob_id, []).append((repo.name, repo.listed_by_gc))
+        for blob_id in tag_ids:
+            if blob_id in failed:
+                owners.setdefault(blob_id, []).append((repo.name, False))
+
+    def owners_of(blob_id: int) -> list[tuple[str, bool]]:
+        seen = set()
+        while blob_id not in owners and blob_id in parent_of and blob_id not in seen:
+            seen.add(blob_id)
+            blob_id = parent_of[blob_id]
+        return owners.get(blob_id, [])
+
+    for blob_id, message in sorted(failed.items()):
+        digest = blobs.digest_of(blob_id)
+        hexpart = digest.split(":", 1)[1]
+        path = v2 / "blobs/sha256" / hexpart[:2] / hexpart / "data"
+        for repo_name, gc_reads_it in owners_of(blob_id):
+            kind = ProblemKind.GC_ABORT if gc_reads_it else ProblemKind.UNREADABLE
+            suffix = "; the registry's GC aborts on it" if gc_reads_it else ""
+            reading.problem(
+                path, f"manifest {digest} is unreadable: {message}{suffix}", kind, repo_name
+            )
+    return reading.problems

@@ -1,0 +1,190 @@
+"""The reader gives the same inventory with worker processes as without, broken trees included.
+
+Trees come from ``bench/generate.py`` (small, a second or less) and are broken on purpose in
+every way the reader knows about.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.generate import Params, generate
+from retentiond.core.inventory import Inventory, ProblemKind
+from retentiond.core.plan import make_plan
+from retentiond.policy.model import KeepRules, Policy, Safety, Untagged
+from retentiond.policy.selectors import Selector
+from retentiond.storage.reader import read_blob_sizes, read_inventory
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+POLICY = Policy(
+    name="last-3",
+    repositories=Selector.parse(["**"]),
+    tags=Selector.parse(["*"]),
+    keep=KeepRules(last=3),
+    untagged=Untagged.DELETE,
+    allow_mass_delete=True,
+)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tree")
+    generate(root, Params(repositories=24, tags=12, index_share=0.3, seed=7), jobs=1)
+    return root
+
+
+def v2(root: Path) -> Path:
+    return root / "docker/registry/v2"
+
+
+def snapshot(inventory: Inventory) -> dict[str, Any]:
+    """Everything an inventory says, as plain values."""
+    return {
+        "repositories": [
+            (
+                r.name,
+                r.tags,
+                dict(r.revisions),
+                r.listed_by_gc,
+                r.last_activity,
+                r.layers,
+                r.has_nested,
+            )
+            for r in inventory.repositories
+        ],
+        "manifests": dict(inventory.manifests),
+        "blobs": dict(inventory.blobs),
+        "problems": inventory.problems,
+        "created": dict(inventory.created),
+    }
+
+
+def plan_snapshot(inventory: Inventory) -> dict[str, Any]:
+    plan = make_plan(inventory, [POLICY], Safety(untagged_min_age=timedelta(hours=1)), NOW)
+    return {
+        "tags": plan.tags_deleted,
+        "manifests": plan.manifests_unlinked,
+        "refused": plan.refused,
+        "reclaimable": dict(plan.reclaimable),
+        "before": dict(plan.already_unreferenced),
+        "summaries": plan.per_repository,
+    }
+
+
+def repositories(root: Path) -> Iterator[Path]:
+    for dirpath, dirs, _ in os.walk(v2(root) / "repositories"):
+        if "_manifests" in dirs:
+            yield Path(dirpath)
+
+
+def test_workers_read_what_one_process_reads(tree: Path) -> None:
+    one = read_inventory(tree, workers=1, read_created=True)
+    two = read_inventory(tree, workers=2, read_created=True)
+    assert snapshot(one) == snapshot(two)
+    assert plan_snapshot(one) == plan_snapshot(two)
+    assert one.problems == ()
+    assert len(one.repositories) == 24 and sum(r.tag_count for r in one.repositories) == 24 * 12
+    assert dict(one.blobs) == read_blob_sizes(tree)
+    assert len(one.created) > 0
+
+
+def test_progress_is_reported(tree: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    read_inventory(tree, workers=2, progress=lambda *a: seen.append(a))
+    assert seen[0] == ("repositories", 0, 24)
+    assert ("repositories", 24, 24) in seen
+    assert seen[-1][0] == "manifests" and seen[-1][1] == seen[-1][2]
+
+
+def test_tag_history_and_layer_links_are_not_read(tree: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(tree, root, symlinks=True)
+    before = snapshot(read_inventory(root, workers=1))
+    for repo in repositories(root):
+        for tag in (repo / "_manifests/tags").iterdir():
+            shutil.rmtree(tag / "index")
+            (tag / "index").write_bytes(b"not a directory")
+        shutil.rmtree(repo / "_layers/sha256")
+        (repo / "_layers/sha256").mkdir()
+    after = snapshot(read_inventory(root, workers=1))
+    assert [r[:3] for r in after["repositories"]] == [r[:3] for r in before["repositories"]]
+    assert after["problems"] == ()
+
+
+def break_tree(root: Path) -> None:
+    """One repository broken in each way the reader must notice."""
+    repos = sorted(repositories(root))
+    blobs = v2(root) / "blobs/sha256"
+
+    def tag_link(repo: Path, n: int = 0) -> Path:
+        return sorted((repo / "_manifests/tags").iterdir())[n] / "current/link"
+
+    def blob_dir(digest: str) -> Path:
+        return blobs / digest[7:9] / digest[7:]
+
+    tag_link(repos[0]).write_bytes(b"")  # an interrupted write
+    shutil.rmtree(blob_dir(tag_link(repos[1]).read_text()))  # a manifest blob gone
+    garbage = blob_dir(tag_link(repos[2]).read_text()) / "data"
+    garbage.write_bytes(b"this is not a manifest")
+    os.remove(tag_link(repos[3], 1))  # a tag directory without current/link
+    revisions = sorted((repos[4] / "_manifests/revisions/sha256").iterdir())
+    (revisions[0] / "link").write_text("sha256:" + "0" * 64)  # holds another digest
+    os.symlink(repos[5], repos[5].parent / (repos[5].name + "-symlinked"))
+    (blobs / "zz" / "not-a-digest").mkdir(parents=True)  # the GC aborts on this
+    (blobs / "zz" / "not-a-digest" / "data").write_bytes(b"x")
+    os.symlink(garbage, blobs / "00" / ("0" * 64))
+    # a blob in a prefix directory that is not its own
+    stray = sorted(p for p in (blobs / "ab").iterdir())[0] if (blobs / "ab").exists() else None
+    if stray is not None:
+        os.rename(stray, blobs / "cd" / stray.name)
+    shutil.rmtree(repos[6] / "_layers")  # manifests but no _layers: the GC would skip it
+
+
+def test_broken_trees_read_the_same_with_workers(tree: Path, tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(tree, root, symlinks=True)
+    break_tree(root)
+    one = read_inventory(root, workers=1)
+    two = read_inventory(root, workers=2)
+    assert snapshot(one) == snapshot(two)
+    assert plan_snapshot(one) == plan_snapshot(two)
+    messages = [p.message for p in one.problems]
+    assert any("link file is empty" in m for m in messages)
+    assert any("whose blob is missing" in m for m in messages)
+    assert any("is unreadable" in m for m in messages)
+    assert any("link file is missing" in m for m in messages)
+    assert any("not the digest its directory names" in m for m in messages)
+    assert any("symbolic link" in m for m in messages)
+    assert any("not a sha256 digest" in m for m in messages)
+    assert {p.kind for p in one.problems} >= {
+        ProblemKind.UNREADABLE, ProblemKind.GC_ABORT, ProblemKind.GC_HAZARD
+    }
+    assert dict(one.blobs) == read_blob_sizes(root)
+    refused = make_plan(one, [POLICY], Safety(), NOW).refused
+    assert len(refused) >= 6
+
+
+def test_index_child_without_revision_link_is_still_parsed(tree: Path, tmp_path: Path) -> None:
+    root = tmp_path / "unlinked-child"
+    shutil.copytree(tree, root, symlinks=True)
+    inventory = read_inventory(root, workers=1)
+    index = next(
+        (repo, digest)
+        for repo in inventory.repositories
+        for digest in repo.revisions
+        if inventory.manifest_table.children_of(digest)
+    )
+    child = inventory.manifest_table.children_of(index[1])[0]
+    shutil.rmtree(
+        v2(root) / "repositories" / index[0].name / "_manifests/revisions/sha256" / child[7:]
+    )
+    one, two = read_inventory(root, workers=1), read_inventory(root, workers=2)
+    assert child in one.manifests and child in two.manifests
+    assert snapshot(one) == snapshot(two)
