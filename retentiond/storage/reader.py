@@ -68,7 +68,7 @@ PARALLEL_MIN_MANIFESTS = 2000
 #: tasks per worker: small enough to balance, large enough to amortize their cost
 _TASKS_PER_WORKER = 8
 
-#: ``progress(stage, done, total)``: stage is "repositories" or "manifests"
+#: ``progress(stage, done, total)``: stage is "blob directories", "repositories" or "manifests"
 Progress = Callable[[str, int, int], None]
 
 
@@ -176,6 +176,7 @@ class _BlobPart:
     """Blobs found under some prefix directories, in shard order (see BlobTable)."""
 
     first_prefix: str
+    prefix_count: int
     keys: bytes  # raw 32-byte digests
     counts: dict[int, int]  # shard -> how many of ``keys``
     sizes: bytes  # array("q")
@@ -248,6 +249,7 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
             counts[(own << 8) | second] = len(bucket_keys)
     return _BlobPart(
         prefixes[0] if prefixes else "",
+        len(prefixes),
         b"".join(keys),
         counts,
         sizes.tobytes(),
@@ -630,11 +632,14 @@ def read_inventory(
     prefixes = _blob_prefixes(reading)
     repo_dirs = _find_repositories(reading)
     report = progress or (lambda stage, done, total: None)
-    report("repositories", 0, len(repo_dirs))
 
     # 1: the blob store
     count = _workers(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
-    blob_parts = list(_run(partial(_walk_blobs, str(v2)), _chunks(prefixes, 8 * count), count))
+    blob_parts: list[_BlobPart] = []
+    report("blob directories", 0, len(prefixes))
+    for part in _run(partial(_walk_blobs, str(v2)), _chunks(prefixes, 8 * count), count):
+        blob_parts.append(part)
+        report("blob directories", sum(p.prefix_count for p in blob_parts), len(prefixes))
     blobs = _blob_table(blob_parts)
     problems = sorted((p for part in blob_parts for p in part.problems), key=lambda p: p.path)
     problems += reading.problems
@@ -643,6 +648,7 @@ def read_inventory(
     # 2: link files, as blob ids
     _FORKED_BLOBS = blobs if count > 1 else None
     try:
+        report("repositories", 0, len(repo_dirs))
         read = partial(_read_repositories, str(v2), read_layers, None if count > 1 else blobs)
         links: list[_RepoLinks | None] = [None] * len(repo_dirs)
         done = 0

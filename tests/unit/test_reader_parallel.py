@@ -98,8 +98,9 @@ def test_workers_read_what_one_process_reads(tree: Path) -> None:
 def test_progress_is_reported(tree: Path) -> None:
     seen: list[tuple[str, int, int]] = []
     read_inventory(tree, workers=2, progress=lambda *a: seen.append(a))
-    assert seen[0] == ("repositories", 0, 24)
-    assert ("repositories", 24, 24) in seen
+    assert seen[0] == ("blob directories", 0, 256)
+    assert ("blob directories", 256, 256) in seen
+    assert ("repositories", 0, 24) in seen and ("repositories", 24, 24) in seen
     assert seen[-1][0] == "manifests" and seen[-1][1] == seen[-1][2]
 
 
