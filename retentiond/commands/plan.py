@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
+from typing import TextIO
 
 from retentiond.commands.context import load_context
 from retentiond.core.plan import make_plan
+from retentiond.core.plan_types import Plan
 from retentiond.logs import get_logger
 from retentiond.policy.selectors import Selector
 from retentiond.render import plan_json, plan_table
@@ -25,12 +31,19 @@ def run_plan(
     ctx = load_context(config_arg)
     log = get_logger(job="plan")
     started = time.monotonic()
-    inventory = read_inventory(ctx.config.registry.root, read_created=ctx.needs_created)
+    line = ProgressLine(sys.stderr, started) if sys.stderr.isatty() else None
+    try:
+        inventory = read_inventory(
+            ctx.config.registry.root, read_created=ctx.needs_created, progress=line
+        )
+    finally:
+        if line:
+            line.clear()
     read_seconds = time.monotonic() - started
     plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC))
     only = Selector.parse(repositories) if repositories else None
     if as_json:
-        print(json.dumps(plan_json(plan, only), indent=2))
+        write_plan_json(plan, only, sys.stdout)
     else:
         print(plan_table(plan, only, verbose=not quiet))
     log.info(
@@ -48,3 +61,97 @@ def run_plan(
         seconds=round(time.monotonic() - started, 3),
     )
     return 0
+
+
+class ProgressLine:
+    """``reading: 812/2000 repositories, 41s`` on a terminal, rewritten in place (the blob
+    store's directories first, then repositories, then ``parsing: ... manifests``)."""
+
+    def __init__(self, out: TextIO, started: float, every: float = 0.25) -> None:
+        self.out, self.started, self.every = out, started, every
+        self.shown: float | None = None  # when the line was last written
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.shown is not None and now - self.shown < self.every and done < total:
+            return
+        self.shown = now
+        verb = "parsing" if stage == "manifests" else "reading"
+        self.out.write(f"\r\033[K{verb}: {done}/{total} {stage}, {now - self.started:.0f}s")
+        self.out.flush()
+
+    def clear(self) -> None:
+        if self.shown is not None:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
+    """Write ``json.dumps(plan_json(plan, only), indent=2)`` and a newline, piece by piece.
+
+    A plan of a million deletions would otherwise exist three times in memory (the plan, a
+    dict per entry, the text). The lists of tags and manifests are streamed; everything else
+    comes from :func:`~retentiond.render.plan_json` itself.
+    """
+    doc = plan_json(dataclasses.replace(plan, tags_deleted=(), manifests_unlinked=()), only)
+    doc["summary"]["tags_deleted"] = len(plan.tags_deleted)
+    doc["summary"]["manifests_unlinked"] = len(plan.manifests_unlinked)
+
+    def keep(repository: str) -> bool:
+        return only is None or only.matches(repository)
+
+    tags = (
+        (
+            ("repository", t.repository),
+            ("tag", t.tag),
+            ("digest", t.digest),
+            ("pushed_at", _iso(t.pushed_at)),
+            ("policy", t.policy),
+            ("reason", t.reason),
+        )
+        for t in plan.tags_deleted
+        if keep(t.repository)
+    )
+    manifests = (
+        (("repository", m.repository), ("digest", m.digest), ("reason", m.reason))
+        for m in plan.manifests_unlinked
+        if keep(m.repository)
+    )
+    streamed = {"tags": tags, "manifests": manifests}
+    out.write("{")
+    for n, (key, value) in enumerate(doc.items()):
+        out.write(("," if n else "") + "\n  " + _string(key) + ": ")
+        items = streamed.get(key)
+        if items is None:
+            out.write(json.dumps(value, indent=2).replace("\n", "\n  "))
+        else:
+            _write_list(items, out)
+    out.write("\n}\n")
+
+
+def _write_list(items: Iterable[tuple[tuple[str, str], ...]], out: TextIO) -> None:
+    """A list of flat objects of strings at depth 1, as ``json.dumps(indent=2)`` writes it."""
+    batch: list[str] = []
+    first = True
+    for fields in items:
+        body = ",\n".join(f"      {_string(k)}: {_string(v)}" for k, v in fields)
+        batch.append(("[\n" if first else ",\n") + "    {\n" + body + "\n    }")
+        first = False
+        if len(batch) >= 2000:
+            out.write("".join(batch))
+            batch.clear()
+    out.write("".join(batch))
+    out.write("[]" if first else "\n  ]")
+
+
+def _iso(when: datetime) -> str:
+    """:func:`retentiond.render.iso`, several times faster (it runs once per deleted tag)."""
+    t = when.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 (the fastest way)
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+    )
