@@ -6,8 +6,9 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import islice
 from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
 from typing import TextIO
@@ -100,20 +101,33 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
     def keep(repository: str) -> bool:
         return only is None or only.matches(repository)
 
+    # one object per entry, as json.dumps(indent=2) writes it at depth 2; the strings that
+    # repeat (repository, policy, reason) are encoded once
+    encoded: dict[str, str] = {}
+
+    def enc(text: str) -> str:
+        found = encoded.get(text)
+        if found is None:
+            found = encoded[text] = _string(text)
+        return found
+
+    tag_item = _item("repository", "tag", "digest", "pushed_at", "policy", "reason")
     tags = (
-        (
-            ("repository", t.repository),
-            ("tag", t.tag),
-            ("digest", t.digest),
-            ("pushed_at", _iso(t.pushed_at)),
-            ("policy", t.policy),
-            ("reason", t.reason),
+        tag_item
+        % (
+            enc(t.repository),
+            _string(t.tag),
+            _string(t.digest),
+            _string(_iso(t.pushed_at)),
+            enc(t.policy),
+            enc(t.reason),
         )
         for t in plan.tags_deleted
         if keep(t.repository)
     )
+    manifest_item = _item("repository", "digest", "reason")
     manifests = (
-        (("repository", m.repository), ("digest", m.digest), ("reason", m.reason))
+        manifest_item % (enc(m.repository), _string(m.digest), enc(m.reason))
         for m in plan.manifests_unlinked
         if keep(m.repository)
     )
@@ -129,29 +143,22 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
     out.write("\n}\n")
 
 
-def _write_list(items: Iterable[tuple[tuple[str, str], ...]], out: TextIO) -> None:
-    """A list of flat objects of strings at depth 1, as ``json.dumps(indent=2)`` writes it."""
-    batch: list[str] = []
+def _item(*keys: str) -> str:
+    """A %-template of an object of strings in a list at depth 1 (``json.dumps(indent=2)``)."""
+    return "    {\n" + ",\n".join(f"      {_string(k)}: %s" for k in keys) + "\n    }"
+
+
+def _write_list(items: Iterator[str], out: TextIO) -> None:
+    """Objects made by :func:`_item`, as ``json.dumps(indent=2)`` lists them, in batches."""
     first = True
-    for fields in items:
-        body = ",\n".join(f"      {_string(k)}: {_string(v)}" for k, v in fields)
-        batch.append(("[\n" if first else ",\n") + "    {\n" + body + "\n    }")
+    while batch := list(islice(items, 2000)):
+        out.write(("[\n" if first else ",\n") + ",\n".join(batch))
         first = False
-        if len(batch) >= 2000:
-            out.write("".join(batch))
-            batch.clear()
-    out.write("".join(batch))
     out.write("[]" if first else "\n  ]")
 
 
 def _iso(when: datetime) -> str:
     """:func:`retentiond.render.iso`, several times faster (it runs once per deleted tag)."""
-    t = when.astimezone(UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 (the fastest way)
-        t.year,
-        t.month,
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-    )
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return when.isoformat(timespec="seconds")[:19] + "Z"
