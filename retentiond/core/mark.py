@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from itertools import compress
 
 from retentiond.core.inventory import NO_ID, BlobSelection, Inventory, Manifest, ManifestTable
 
@@ -69,24 +70,31 @@ def reachable(
 
 def gc_mark(
     inventory: Inventory,
-    unlinked: Mapping[str, Collection[int]],
+    unlinked: Mapping[str, bytes | bytearray],
     removed_repositories: Collection[str] = (),
 ) -> bytearray:
     """What the registry 2.8 GC marks once the given revisions and repositories are gone.
 
     For every repository it lists (those with ``_layers``), for every revision link whose blob
     exists: the manifest blob and what it references (a list's children, not recursed into).
-    ``unlinked`` gives, per repository, the blob ids of the revisions removed. Returns one flag
-    per blob id of ``inventory.blob_table`` (1: marked).
+    ``unlinked`` flags, per repository, the revisions removed (1, in ``revisions`` order).
+    Returns one flag per blob id of ``inventory.blob_table`` (1: marked).
     """
     blobs, table = inventory.blob_table, inventory.manifest_table
     marks = bytearray(blobs.id_count)
     for repo in inventory.repositories:
         if not repo.listed_by_gc or repo.name in removed_repositories:
             continue
-        gone = unlinked.get(repo.name, ())
-        table.mark((i for i in repo.revision_ids(blobs) if i != NO_ID and i not in gone), marks)
+        ids: Iterable[int] = repo.revision_ids(blobs)
+        gone = unlinked.get(repo.name)
+        if gone is not None:
+            ids = compress(ids, gone.translate(_FLIP))
+        table.mark((i for i in ids if i != NO_ID), marks)
     return marks
+
+
+#: bytes.translate table that turns 0 into 1 and 1 into 0
+_FLIP = bytes([1, 0]) + bytes(254)
 
 
 def unmarked(inventory: Inventory, marks: bytearray) -> BlobSelection:

@@ -22,9 +22,11 @@ leaves unmarked once the plan's removals are made: global across repositories, s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
 
 from retentiond.core.inventory import NO_ID, Inventory, ProblemKind, Repository, Tag
 from retentiond.core.mark import attachments, gc_mark, reachable, unmarked
@@ -46,8 +48,8 @@ _UNREACHABLE = "unreachable after tag deletions"
 class _RepoPlan:
     tags: list[TagDeletion] = field(default_factory=list)
     unlinks: list[ManifestUnlink] = field(default_factory=list)
-    #: the blob id of each unlinked manifest (NO_ID: it has none)
-    unlink_ids: list[int] = field(default_factory=list)
+    #: 1 for each revision unlinked, in ``Repository.revisions`` order
+    unlinked: bytearray = field(default_factory=bytearray)
     removed: bool = False
     refusal: str | None = None
 
@@ -154,7 +156,8 @@ def _plan_repository(
         deleted_policy.setdefault(deletion.digest, deletion.policy)
     by_deleted = reachable(deleted_policy, manifests, attached=attached)
     untagged_policy = untagged_delete[0].name if untagged_delete else None
-    blob_ids = dict(zip(revisions, repo.revision_ids(inventory.blob_table), strict=True))
+    position = {digest: n for n, digest in enumerate(revisions)}
+    result.unlinked = bytearray(len(revisions))
     for digest in sorted(revisions):
         if digest in alive:
             continue
@@ -166,7 +169,7 @@ def _plan_repository(
             result.unlinks.append(
                 ManifestUnlink(repo.name, digest, untagged_reason, untagged_policy)
             )
-        result.unlink_ids.append(blob_ids[digest])
+        result.unlinked[position[digest]] = 1
 
     # 6: remove a repository left with nothing, when allowed and quiet
     tags_left = len(tags) - len(result.tags)
@@ -211,28 +214,38 @@ def make_plan(
 
     tags: list[TagDeletion] = []
     unlinks: list[ManifestUnlink] = []
-    gone: dict[str, set[int]] = {}  # blob ids of the unlinked manifests, per repository
+    gone: dict[str, bytearray] = {}  # the revisions unlinked, per repository
     removed: list[str] = []
     refused: list[Refusal] = []
-    per_repo: dict[str, _RepoPlan] = {}
+    summaries: list[RepositorySummary] = []
     for repo in inventory.repositories:
         applying = [p for p in policies if p.repositories.matches(repo.name)]
-        if repo.name in distrust:
+        decided = _RepoPlan(refusal=distrust.get(repo.name))
+        if decided.refusal is not None:
             if applying:
-                refused.append(Refusal(repo.name, distrust[repo.name]))
-            per_repo[repo.name] = _RepoPlan(refusal=distrust[repo.name])
-            continue
-        decided = _plan_repository(inventory, repo, applying, safety, now, untagged_reason)
-        if decided.refusal:
-            refused.append(Refusal(repo.name, decided.refusal))
-            per_repo[repo.name] = _RepoPlan(refusal=decided.refusal)
-            continue
-        per_repo[repo.name] = decided
+                refused.append(Refusal(repo.name, decided.refusal))
+        else:
+            decided = _plan_repository(inventory, repo, applying, safety, now, untagged_reason)
+            if decided.refusal:
+                refused.append(Refusal(repo.name, decided.refusal))
+                decided = _RepoPlan(refusal=decided.refusal)
         tags.extend(decided.tags)
         unlinks.extend(decided.unlinks)
-        gone[repo.name] = {i for i in decided.unlink_ids if i != NO_ID}
+        if decided.unlinks:
+            gone[repo.name] = decided.unlinked
         if decided.removed:
             removed.append(repo.name)
+        summaries.append(
+            RepositorySummary(
+                name=repo.name,
+                tags=repo.tag_count,
+                tags_deleted=len(decided.tags),
+                manifests_unlinked=len(decided.unlinks),
+                bytes_reclaimed=0,  # below, once the GC's mark is known
+                removed=decided.removed,
+                refused=decided.refusal is not None,
+            )
+        )
 
     marked_before = gc_mark(inventory, {})
     marked_after = gc_mark(inventory, gone, removed)
@@ -240,32 +253,29 @@ def make_plan(
     reclaimable = unmarked(inventory, marked_after)
 
     # attribute each newly freed blob to the first repository whose removals referenced it
-    # (repositories are in name order, and so are their unlinks)
-    table, sizes = inventory.manifest_table, inventory.blob_table.sizes
+    # (repositories are in name order)
+    blobs, table = inventory.blob_table, inventory.manifest_table
     newly_freed = bytearray(  # marked before, not after: flags are 0 or 1, so bitwise
         (
             int.from_bytes(marked_before, "big") & ~int.from_bytes(marked_after, "big")
         ).to_bytes(len(marked_before), "big")
     )
     freed: dict[str, int] = {}
-    for name, ids in gone.items():
-        for blob_id in table.blob_ids(ids):
+    for repo in inventory.repositories:
+        mask = gone.get(repo.name)
+        if mask is None:
+            continue
+        ids = compress(repo.revision_ids(blobs), mask)
+        for blob_id in table.blob_ids(i for i in ids if i != NO_ID):
             if newly_freed[blob_id]:
                 newly_freed[blob_id] = 0
-                freed[name] = freed.get(name, 0) + sizes[blob_id]
+                freed[repo.name] = freed.get(repo.name, 0) + blobs.sizes[blob_id]
+    if freed:
+        summaries = [
+            dataclasses.replace(s, bytes_reclaimed=freed[s.name]) if s.name in freed else s
+            for s in summaries
+        ]
 
-    summaries = tuple(
-        RepositorySummary(
-            name=repo.name,
-            tags=repo.tag_count,
-            tags_deleted=len(per_repo[repo.name].tags),
-            manifests_unlinked=len(per_repo[repo.name].unlinks),
-            bytes_reclaimed=freed.get(repo.name, 0),
-            removed=per_repo[repo.name].removed,
-            refused=per_repo[repo.name].refusal is not None,
-        )
-        for repo in inventory.repositories
-    )
     return Plan(
         generated_at=now,
         root=inventory.root,
@@ -276,7 +286,7 @@ def make_plan(
         repositories_removed=tuple(removed),
         refused=tuple(refused),
         reclaimable=reclaimable,
-        per_repository=summaries,
+        per_repository=tuple(summaries),
         problems=inventory.problems,
         already_unreferenced=before,
     )
