@@ -173,12 +173,10 @@ class MaintenanceRun:
         """Enter maintenance and prove writes are refused; ``record`` saves the phase."""
         runtime, registry = self.deps.runtime, self.deps.registry
         started = time.monotonic()
+        self.entry["maintenance_entered_at"] = time.time()
         self.state = runtime.enter_maintenance()
         self.entry["maintenance_state"] = self.state.value
-        entered = time.monotonic() - started
-        self.entry["unavailable_seconds"] = self.entry.get("unavailable_seconds", 0.0) + (
-            entered if self.state is not MaintenanceState.ONLINE else 0.0
-        )
+        self.entry["enter_seconds"] = time.monotonic() - started
         if self.state is MaintenanceState.READ_ONLY:
             registry.wait_answering(timeout=120)
             probe = self._probe_repository()
@@ -193,7 +191,6 @@ class MaintenanceRun:
                 f"the registry at {registry.url} still answers after it was stopped; is "
                 "registry.url the registry that runtime controls?"
             )
-        self.entry["writes_refused_at"] = time.time()
         if record:
             self.reach("maintenance")
 
@@ -340,22 +337,18 @@ class MaintenanceRun:
         took = time.monotonic() - started
         self.forget_cached()  # the twin may have cached descriptors while the GC ran
         self.timed("restart", took)
+        # what clients saw: writes refused / nothing answering, from the start of the switch
         state = self.entry.get("maintenance_state")
-        if state != MaintenanceState.ONLINE.value:
-            self.entry["unavailable_seconds"] = self.entry.get("unavailable_seconds", 0.0) + took
-        if state == MaintenanceState.STOPPED.value:
-            self.entry["unavailable_seconds"] = (
-                time.time()
-                - self.entry.get("writes_refused_at", time.time())
-                + self.entry["unavailable_seconds"]
-            )
-        refused_at = self.entry.get("writes_refused_at")
-        self.entry["read_only_seconds"] = (
-            round(time.time() - refused_at, 3)
-            if refused_at and state != MaintenanceState.ONLINE.value
-            else 0.0
-        )
-        self.entry["unavailable_seconds"] = round(self.entry["unavailable_seconds"], 3)
+        since = time.time() - float(self.entry.get("maintenance_entered_at", time.time()))
+        if state == MaintenanceState.ONLINE.value:  # only the restart
+            read_only = unavailable = took
+        elif state == MaintenanceState.STOPPED.value:  # the whole maintenance
+            read_only = unavailable = since
+        else:  # read-only twin: writes refused throughout, nothing answers during the switches
+            read_only = since
+            unavailable = float(self.entry.get("enter_seconds", 0.0)) + took
+        self.entry["read_only_seconds"] = round(read_only, 3)
+        self.entry["unavailable_seconds"] = round(unavailable, 3)
         self.reach("left")
 
     def verify(self) -> list[str]:
