@@ -356,13 +356,13 @@ class RepositoryColumns:
     revision_times: array[float]
     missing: tuple[str, ...] = ()
 
-    def materialize(self) -> tuple[tuple[Tag, ...], dict[str, datetime]]:
+    def materialize(self) -> tuple[tuple[Tag, ...], Mapping[str, datetime]]:
         missing = iter(self.missing)
         revision_digests = [
             d if d is not None else next(missing)
             for d in self.blobs.digests_of(self.revision_ids)
         ]
-        revisions = dict(zip(revision_digests, map(_utc, self.revision_times), strict=True))
+        revisions = _Timestamps(dict(zip(revision_digests, self.revision_times, strict=True)))
         # a tag's digest is the same string as its revision's
         known = dict(zip(self.revision_ids, revision_digests, strict=True))
         known.pop(NO_ID, None)
@@ -375,6 +375,33 @@ class RepositoryColumns:
         names = self.tag_names.split("\0") if self.tag_ids else []
         tags = tuple(map(Tag, names, tag_digests, map(_utc, self.tag_times)))
         return tags, revisions
+
+
+class _Timestamps(Mapping[str, datetime]):
+    """Digest -> time, kept as POSIX timestamps; a datetime is made when one is asked for."""
+
+    __slots__ = ("_times",)
+
+    def __init__(self, times: dict[str, float]) -> None:
+        self._times = times
+
+    def __getitem__(self, digest: str) -> datetime:
+        return _utc(self._times[digest])
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._times
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._times)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self.items()) == other if isinstance(other, Mapping) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
 
 
 class Repository:
@@ -656,17 +683,22 @@ class ManifestTable(Mapping[str, Manifest]):
                     if ref != NO_ID:
                         marks[ref] = 1
 
-    def blob_ids(self, blob_ids: Iterable[int]) -> Iterator[int]:
-        """For each manifest of ``blob_ids``: its own blob id, then the ids of the blobs it
-        references."""
-        records = self._records
+    def claim(self, blob_ids: Iterable[int], unclaimed: bytearray) -> int:
+        """The bytes of the blobs flagged in ``unclaimed`` among the manifests of ``blob_ids``
+        and what they reference; their flags are cleared (a blob is claimed once)."""
+        records, sizes = self._records, self._blobs.sizes
+        total = 0
         for blob_id in blob_ids:
-            yield blob_id
+            if unclaimed[blob_id]:
+                unclaimed[blob_id] = 0
+                total += sizes[blob_id]
             record = records[blob_id]
             if record is not None:
                 for ref in memoryview(record)[_HEADER.size :].cast("I"):
-                    if ref != NO_ID:
-                        yield ref
+                    if ref != NO_ID and unclaimed[ref]:
+                        unclaimed[ref] = 0
+                        total += sizes[ref]
+        return total
 
     # -- the mapping --
 

@@ -111,10 +111,10 @@ def _plan_repository(
     originally = reachable((t.digest for t in tags), manifests, attached=attached)
     untagged_delete = [p for p in policies if p.untagged is Untagged.DELETE]
     untagged_roots: list[str] = []
-    for digest, pushed in revisions.items():
+    for digest in revisions:
         if digest in originally:
             continue
-        if not untagged_delete or now - pushed < safety.untagged_min_age:
+        if not untagged_delete or now - revisions[digest] < safety.untagged_min_age:
             untagged_roots.append(digest)
 
     def surviving(extra_doomed: set[str]) -> set[str]:
@@ -263,16 +263,12 @@ def make_plan(
     freed: dict[str, int] = {}
     for repo in inventory.repositories:
         mask = gone.get(repo.name)
-        if mask is None:
-            continue
-        ids = compress(repo.revision_ids(blobs), mask)
-        for blob_id in table.blob_ids(i for i in ids if i != NO_ID):
-            if newly_freed[blob_id]:
-                newly_freed[blob_id] = 0
-                freed[repo.name] = freed.get(repo.name, 0) + blobs.sizes[blob_id]
+        if mask is not None:
+            ids = compress(repo.revision_ids(blobs), mask)
+            freed[repo.name] = table.claim((i for i in ids if i != NO_ID), newly_freed)
     if freed:
         summaries = [
-            dataclasses.replace(s, bytes_reclaimed=freed[s.name]) if s.name in freed else s
+            dataclasses.replace(s, bytes_reclaimed=freed[s.name]) if freed.get(s.name) else s
             for s in summaries
         ]
 
