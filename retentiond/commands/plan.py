@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -11,9 +12,9 @@ from datetime import UTC, datetime
 from itertools import islice
 from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from retentiond.commands.context import load_context
+from retentiond.commands.context import JobContext, load_context
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
 from retentiond.logs import get_logger
@@ -31,6 +32,25 @@ def run_plan(
 ) -> int:
     ctx = load_context(config_arg)
     log = get_logger(job="plan")
+    # The inventory and the plan are millions of objects in no reference cycle; the cyclic
+    # collector would walk them over and over as they are made (a fifth of the planning time
+    # at 250k tags, more beyond). Reference counting still frees everything.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_plan(ctx, log, as_json, repositories, quiet)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run_plan(
+    ctx: JobContext,
+    log: Any,
+    as_json: bool,
+    repositories: list[str] | None,
+    quiet: bool,
+) -> int:
     started = time.monotonic()
     line = ProgressLine(sys.stderr, started) if sys.stderr.isatty() else None
     try:
