@@ -15,8 +15,9 @@ wall time and peak RSS of its largest process. ``plan`` also runs once more with
 process tree sampled (``--tree-memory``): the peak of the sum of the proportional set sizes
 (PSS) of the parent and its worker processes, so that shared pages count once.
 
-By default caches are warm (one untimed run of each command first); ``--cold`` drops the page
-cache before every run (root only), which makes every command wait on the disk.
+By default caches are warm (one untimed run of each command first; ``--no-warmup`` skips it,
+for trees too large for the page cache anyway); ``--cold`` drops the page cache before every
+run (root only), which makes every command wait on the disk.
 
 Then the removal phase of ``apply``, ``--apply-runs`` times, each on two fresh copies of
 ``repositories/`` (``cp -a``; blobs are shared through a symbolic link, nothing writes them):
@@ -300,7 +301,7 @@ def bench_tree(tree: Path, args: argparse.Namespace) -> TreeResult:
         config, gc = write_config(tree, work)
         cmds = commands(tree, config, gc)
         result.runs = {name: [] for name in cmds}
-        if not args.cold:
+        if args.warmup and not args.cold:
             for name, cmd in cmds.items():
                 log(f"{tree.name}: warm-up {name}")
                 timed(cmd)
@@ -331,7 +332,13 @@ def mib(n: float) -> str:
 
 
 def report(results: list[TreeResult], args: argparse.Namespace) -> str:
-    mode = "cold page cache (dropped before every run)" if args.cold else "warm page cache"
+    mode = (
+        "cold page cache (dropped before every run)"
+        if args.cold
+        else "page cache warmed by a first untimed run"
+        if args.warmup
+        else "no warm-up run"
+    )
     lines = [
         f"Median of {args.runs} runs, {mode}; {os.cpu_count()} CPUs.",
         "",
@@ -394,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="drop the page cache before runs")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="no untimed first run (for trees larger than the page cache)")
     parser.add_argument("--apply-runs", type=int, default=1, help="0: skip the apply phase")
     parser.add_argument("--no-tree-memory", dest="tree_memory", action="store_false")
     parser.add_argument("--work", type=Path, default=None,
