@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from apscheduler.triggers.cron import CronTrigger
-
 from retentiond.errors import ConfigError, SourceProblem, UsageError
 from retentiond.policy.model import Safety
 from retentiond.policy.schema import Checker, is_null
@@ -497,6 +495,8 @@ def _read_cron(c: Checker, value: YamlValue, what: str, timezone: str) -> str | 
             " weekday numbers differ between cron and the scheduler",
         )
         return None
+    from apscheduler.triggers.cron import CronTrigger  # 30 ms to import: only when there is cron
+
     try:
         CronTrigger.from_crontab(expression, timezone=timezone)
     except ValueError as exc:

@@ -88,10 +88,13 @@ class LinkError(ValueError):
     """A link file that cannot be trusted."""
 
 
-def _read_link(path: str) -> tuple[str, float]:
-    """A ``link`` file's digest and mtime (seconds), read without following symlinks."""
+def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
+    """A ``link`` file's digest and mtime (seconds), read without following symlinks.
+
+    ``path`` is relative to ``dir_fd`` when given (fewer path components for the kernel to
+    resolve: a tree of millions of links is read mostly in path lookups)."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError as exc:
         raise LinkError("link file is missing") from exc
     except OSError as exc:
@@ -117,11 +120,22 @@ def read_link(path: str) -> tuple[str, datetime]:
     return digest, _utc(mtime)
 
 
-def read_blob(v2: Path | str, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
-    """Read a blob's data without following symlinks; FileNotFoundError when it is missing."""
+def read_blob(
+    v2: Path | str,
+    digest: str,
+    limit: int = MAX_MANIFEST_BYTES,
+    store_fd: int | None = None,
+) -> bytes:
+    """Read a blob's data without following symlinks; FileNotFoundError when it is missing.
+
+    ``store_fd``: an open ``blobs/sha256`` directory to resolve the path from (then ``v2`` is
+    not used)."""
     hexpart = digest.split(":", 1)[1]
-    path = f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    if store_fd is None:
+        path = f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
+    else:
+        path = f"{hexpart[:2]}/{hexpart}/data"
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=store_fd)
     try:
         st = os.fstat(fd)
         if st.st_size > limit:
@@ -168,6 +182,20 @@ def _scandir(reading: _Reading, path: str, repository: str | None = None) -> lis
         ) from exc
 
 
+def _open_dir(path: str) -> int | None:
+    """A directory's file descriptor to resolve paths from, or None (then full paths are used
+    and any error is met, and reported, where the full path is opened)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
 # -- phase 1: the blob store ----------------------------------------------------------------------
 
 
@@ -211,6 +239,7 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
         buckets: dict[int, tuple[list[bytes], array[int], array[int]]] = {}
         # in inode order: on a cold cache, the inode table is then read front to back
         entries = sorted(_scandir(reading, f"{v2}/blobs/sha256/{prefix}"), key=_inode)
+        prefix_fd = _open_dir(f"{v2}/blobs/sha256/{prefix}") if entries else None
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
                 if entry.is_symlink():
@@ -218,9 +247,11 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
                         entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
                     )
                 continue
-            data = f"{entry.path}/data"
             try:
-                st = lstat(data)
+                if prefix_fd is None:
+                    st = lstat(f"{entry.path}/data")
+                else:
+                    st = lstat(f"{entry.name}/data", dir_fd=prefix_fd)
             except FileNotFoundError:
                 continue  # an empty blob directory: the GC ignores it too
             name = entry.name
@@ -236,7 +267,9 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
                 )
                 continue
             if not is_regular(st.st_mode):
-                reading.problem(data, "blob data is not a regular file", ProblemKind.UNREADABLE)
+                reading.problem(
+                    f"{entry.path}/data", "blob data is not a regular file", ProblemKind.UNREADABLE
+                )
                 continue
             if raw[0] != own:
                 misplaced.append((raw, st.st_size))
@@ -247,6 +280,7 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
             bucket[0].append(raw)
             bucket[1].append(st.st_size)
             bucket[2].append(entry.inode())
+        _close(prefix_fd)
         for second in sorted(buckets):
             bucket_keys, bucket_sizes, bucket_inodes = buckets[second]
             keys += bucket_keys
@@ -376,45 +410,62 @@ def _read_repository(
     reading = _Reading(Path(v2))
     name = repo.name
     tags: list[tuple[str, str, float]] = []
-    for entry in _scandir(reading, f"{repo.path}/_manifests/tags", name):
+    tags_dir = f"{repo.path}/_manifests/tags"
+    entries = _scandir(reading, tags_dir, name)
+    dir_fd = _open_dir(tags_dir) if entries else None
+    for entry in entries:
         if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
             reading.problem(
                 entry.path, "tag entry is not a directory", ProblemKind.UNREADABLE, name
             )
             continue
-        link = f"{entry.path}/current/link"
         try:
-            digest, pushed = _read_link(link)
+            if dir_fd is None:
+                digest, pushed = _read_link(f"{entry.path}/current/link")
+            else:
+                digest, pushed = _read_link(f"{entry.name}/current/link", dir_fd)
         except LinkError as exc:
-            reading.problem(link, f"tag {entry.name!r}: {exc}", ProblemKind.UNREADABLE, name)
+            reading.problem(
+                f"{entry.path}/current/link",
+                f"tag {entry.name!r}: {exc}",
+                ProblemKind.UNREADABLE,
+                name,
+            )
             continue
         tags.append((entry.name, digest, pushed))
+    _close(dir_fd)
 
     revisions: dict[str, float] = {}
-    for entry in _scandir(reading, f"{repo.path}/_manifests/revisions/sha256", name):
-        link = f"{entry.path}/link"
+    revisions_dir = f"{repo.path}/_manifests/revisions/sha256"
+    entries = _scandir(reading, revisions_dir, name)
+    dir_fd = _open_dir(revisions_dir) if entries else None
+    for entry in entries:
         if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
             reading.problem(
                 entry.path, "revision entry is not a directory", ProblemKind.UNREADABLE, name
             )
             continue
         try:
-            digest, when = _read_link(link)
+            if dir_fd is None:
+                digest, when = _read_link(f"{entry.path}/link")
+            else:
+                digest, when = _read_link(f"{entry.name}/link", dir_fd)
         except LinkError as exc:
             if str(exc) == "link file is missing":
                 continue  # an empty revision directory, as GC leaves behind
             kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
-            reading.problem(link, f"revision link: {exc}", kind, name)
+            reading.problem(f"{entry.path}/link", f"revision link: {exc}", kind, name)
             continue
         if digest != "sha256:" + entry.name:
             reading.problem(
-                link,
+                f"{entry.path}/link",
                 f"revision link holds {digest}, not the digest its directory names",
                 ProblemKind.UNREADABLE,
                 name,
             )
             continue
         revisions[digest] = when
+    _close(dir_fd)
 
     layers: list[str] | None = None
     if read_layers:
@@ -553,27 +604,31 @@ def _parse_manifests(
     media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
     out: list[_Parsed] = []
     configs: set[str] = set()
-    for blob_id in blob_ids:
-        digest = table.digest_of(blob_id)
-        manifest: Manifest | None = None
-        error: str | None = None
-        try:
-            manifest = parse_manifest(digest, read_blob(v2, digest))
-        except FileNotFoundError:
-            error = "manifest blob vanished while reading"
-        except ManifestError as exc:
-            error = str(exc)
-        except OSError as exc:
-            error = f"cannot read: {exc.strerror}"
-        packed = pack_manifest(manifest, blob_id, lookup, media_types)
-        if packed.plain and error is None:
-            out.append(packed.record)
-        else:
-            out.append(
-                (packed.record, digest, packed.children, packed.subject, packed.absent, error)
-            )
-        if read_created and manifest is not None and manifest.config:
-            configs.add(manifest.config)
+    store_fd = _open_dir(f"{v2}/blobs/sha256")
+    try:
+        for blob_id in blob_ids:
+            digest = table.digest_of(blob_id)
+            manifest: Manifest | None = None
+            error: str | None = None
+            try:
+                manifest = parse_manifest(digest, read_blob(v2, digest, store_fd=store_fd))
+            except FileNotFoundError:
+                error = "manifest blob vanished while reading"
+            except ManifestError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"cannot read: {exc.strerror}"
+            packed = pack_manifest(manifest, blob_id, lookup, media_types)
+            if packed.plain and error is None:
+                out.append(packed.record)
+            else:
+                out.append(
+                    (packed.record, digest, packed.children, packed.subject, packed.absent, error)
+                )
+            if read_created and manifest is not None and manifest.config:
+                configs.add(manifest.config)
+    finally:
+        _close(store_fd)
     created: dict[str, datetime] = {}
     for config in sorted(configs):
         try:
