@@ -311,7 +311,7 @@ def bench_tree(tree: Path, args: argparse.Namespace) -> TreeResult:
                     drop_caches()
                 log(f"{tree.name}: run {n + 1}/{args.runs} {name}")
                 result.runs[name].append(timed(cmd))
-        if args.tree_memory:
+        if args.tree_memory and args.runs:
             log(f"{tree.name}: plan, process tree memory")
             if args.cold:
                 drop_caches()
@@ -358,6 +358,8 @@ def report(results: list[TreeResult], args: argparse.Namespace) -> str:
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
+        if not r.runs.get("plan"):  # --runs 0: the apply phase only
+            continue
         floor, plan, gc = r.median("floor"), r.median("plan"), r.median("gc")
         plan_rss = r.median("plan", "rss")
         pss = r.runs["plan"][0].tree_pss
@@ -430,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.work is None:
             args.work = tree.parent
         results.append(bench_tree(tree.resolve(), args))
+        log("so far:\n" + report(results, args))  # a long run's figures survive its interruption
     text = report(results, args)
     print(text)
     if args.json:
