@@ -240,47 +240,52 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
         # in inode order: on a cold cache, the inode table is then read front to back
         entries = sorted(_scandir(reading, f"{v2}/blobs/sha256/{prefix}"), key=_inode)
         prefix_fd = _open_dir(f"{v2}/blobs/sha256/{prefix}") if entries else None
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                if entry.is_symlink():
+        try:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    if entry.is_symlink():
+                        reading.problem(
+                            entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
+                        )
+                    continue
+                try:
+                    if prefix_fd is None:
+                        st = lstat(f"{entry.path}/data")
+                    else:
+                        st = lstat(f"{entry.name}/data", dir_fd=prefix_fd)
+                except FileNotFoundError:
+                    continue  # an empty blob directory: the GC ignores it too
+                name = entry.name
+                try:
+                    raw = fromhex(name)
+                except ValueError:
+                    raw = b""
+                if len(raw) != 32 or len(name) != 64 or not (name.islower() or name.isdigit()):
                     reading.problem(
-                        entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
+                        entry.path,
+                        "blob directory name is not a sha256 digest; "
+                        "the registry's GC aborts on it",
+                        ProblemKind.GC_ABORT,
                     )
-                continue
-            try:
-                if prefix_fd is None:
-                    st = lstat(f"{entry.path}/data")
-                else:
-                    st = lstat(f"{entry.name}/data", dir_fd=prefix_fd)
-            except FileNotFoundError:
-                continue  # an empty blob directory: the GC ignores it too
-            name = entry.name
-            try:
-                raw = fromhex(name)
-            except ValueError:
-                raw = b""
-            if len(raw) != 32 or len(name) != 64 or not (name.islower() or name.isdigit()):
-                reading.problem(
-                    entry.path,
-                    "blob directory name is not a sha256 digest; the registry's GC aborts on it",
-                    ProblemKind.GC_ABORT,
-                )
-                continue
-            if not is_regular(st.st_mode):
-                reading.problem(
-                    f"{entry.path}/data", "blob data is not a regular file", ProblemKind.UNREADABLE
-                )
-                continue
-            if raw[0] != own:
-                misplaced.append((raw, st.st_size))
-                continue
-            bucket = buckets.get(raw[1])
-            if bucket is None:
-                bucket = buckets[raw[1]] = ([], array("q"), array("Q"))
-            bucket[0].append(raw)
-            bucket[1].append(st.st_size)
-            bucket[2].append(entry.inode())
-        _close(prefix_fd)
+                    continue
+                if not is_regular(st.st_mode):
+                    reading.problem(
+                        f"{entry.path}/data",
+                        "blob data is not a regular file",
+                        ProblemKind.UNREADABLE,
+                    )
+                    continue
+                if raw[0] != own:
+                    misplaced.append((raw, st.st_size))
+                    continue
+                bucket = buckets.get(raw[1])
+                if bucket is None:
+                    bucket = buckets[raw[1]] = ([], array("q"), array("Q"))
+                bucket[0].append(raw)
+                bucket[1].append(st.st_size)
+                bucket[2].append(entry.inode())
+        finally:
+            _close(prefix_fd)
         for second in sorted(buckets):
             bucket_keys, bucket_sizes, bucket_inodes = buckets[second]
             keys += bucket_keys
@@ -413,59 +418,63 @@ def _read_repository(
     tags_dir = f"{repo.path}/_manifests/tags"
     entries = _scandir(reading, tags_dir, name)
     dir_fd = _open_dir(tags_dir) if entries else None
-    for entry in entries:
-        if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-            reading.problem(
-                entry.path, "tag entry is not a directory", ProblemKind.UNREADABLE, name
-            )
-            continue
-        try:
-            if dir_fd is None:
-                digest, pushed = _read_link(f"{entry.path}/current/link")
-            else:
-                digest, pushed = _read_link(f"{entry.name}/current/link", dir_fd)
-        except LinkError as exc:
-            reading.problem(
-                f"{entry.path}/current/link",
-                f"tag {entry.name!r}: {exc}",
-                ProblemKind.UNREADABLE,
-                name,
-            )
-            continue
-        tags.append((entry.name, digest, pushed))
-    _close(dir_fd)
+    try:
+        for entry in entries:
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                reading.problem(
+                    entry.path, "tag entry is not a directory", ProblemKind.UNREADABLE, name
+                )
+                continue
+            try:
+                if dir_fd is None:
+                    digest, pushed = _read_link(f"{entry.path}/current/link")
+                else:
+                    digest, pushed = _read_link(f"{entry.name}/current/link", dir_fd)
+            except LinkError as exc:
+                reading.problem(
+                    f"{entry.path}/current/link",
+                    f"tag {entry.name!r}: {exc}",
+                    ProblemKind.UNREADABLE,
+                    name,
+                )
+                continue
+            tags.append((entry.name, digest, pushed))
+    finally:
+        _close(dir_fd)
 
     revisions: dict[str, float] = {}
     revisions_dir = f"{repo.path}/_manifests/revisions/sha256"
     entries = _scandir(reading, revisions_dir, name)
     dir_fd = _open_dir(revisions_dir) if entries else None
-    for entry in entries:
-        if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-            reading.problem(
-                entry.path, "revision entry is not a directory", ProblemKind.UNREADABLE, name
-            )
-            continue
-        try:
-            if dir_fd is None:
-                digest, when = _read_link(f"{entry.path}/link")
-            else:
-                digest, when = _read_link(f"{entry.name}/link", dir_fd)
-        except LinkError as exc:
-            if str(exc) == "link file is missing":
-                continue  # an empty revision directory, as GC leaves behind
-            kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
-            reading.problem(f"{entry.path}/link", f"revision link: {exc}", kind, name)
-            continue
-        if digest != "sha256:" + entry.name:
-            reading.problem(
-                f"{entry.path}/link",
-                f"revision link holds {digest}, not the digest its directory names",
-                ProblemKind.UNREADABLE,
-                name,
-            )
-            continue
-        revisions[digest] = when
-    _close(dir_fd)
+    try:
+        for entry in entries:
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                reading.problem(
+                    entry.path, "revision entry is not a directory", ProblemKind.UNREADABLE, name
+                )
+                continue
+            try:
+                if dir_fd is None:
+                    digest, when = _read_link(f"{entry.path}/link")
+                else:
+                    digest, when = _read_link(f"{entry.name}/link", dir_fd)
+            except LinkError as exc:
+                if str(exc) == "link file is missing":
+                    continue  # an empty revision directory, as GC leaves behind
+                kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
+                reading.problem(f"{entry.path}/link", f"revision link: {exc}", kind, name)
+                continue
+            if digest != "sha256:" + entry.name:
+                reading.problem(
+                    f"{entry.path}/link",
+                    f"revision link holds {digest}, not the digest its directory names",
+                    ProblemKind.UNREADABLE,
+                    name,
+                )
+                continue
+            revisions[digest] = when
+    finally:
+        _close(dir_fd)
 
     layers: list[str] | None = None
     if read_layers:

@@ -172,6 +172,20 @@ def test_broken_trees_read_the_same_with_workers(tree: Path, tmp_path: Path) -> 
     assert len(refused) >= 6
 
 
+def test_reading_closes_every_directory_it_opens(tree: Path, tmp_path: Path) -> None:
+    """Link files and manifests are opened relative to open directories: none stays open,
+    and the problems still name full paths."""
+    root = tmp_path / "broken"
+    shutil.copytree(tree, root, symlinks=True)
+    break_tree(root)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        inventory = read_inventory(root, workers=1)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert inventory.problems
+    assert all(p.path.startswith(str(root)) for p in inventory.problems)
+
+
 def test_index_child_without_revision_link_is_still_parsed(tree: Path, tmp_path: Path) -> None:
     root = tmp_path / "unlinked-child"
     shutil.copytree(tree, root, symlinks=True)
