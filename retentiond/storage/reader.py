@@ -409,6 +409,37 @@ class _RepoLinks:
     missing_problems: list[Problem]
 
 
+def _links_under(
+    reading: _Reading, directory: str, link: str, what: str, repository: str
+) -> Iterator[tuple[os.DirEntry[str], tuple[str, float] | LinkError]]:
+    """Each subdirectory of ``directory`` with its ``link`` file read (digest and mtime), or
+    why it could not be; the links are opened relative to the open directory (fewer path
+    lookups than full paths). An entry that is not a directory is a problem, not yielded."""
+    entries = _scandir(reading, directory, repository)
+    dir_fd = _open_dir(directory) if entries else None
+    try:
+        for entry in entries:
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                reading.problem(
+                    entry.path,
+                    f"{what} entry is not a directory",
+                    ProblemKind.UNREADABLE,
+                    repository,
+                )
+                continue
+            read: tuple[str, float] | LinkError
+            try:
+                if dir_fd is None:
+                    read = _read_link(f"{entry.path}/{link}")
+                else:
+                    read = _read_link(f"{entry.name}/{link}", dir_fd)
+            except LinkError as exc:
+                read = exc
+            yield entry, read
+    finally:
+        _close(dir_fd)
+
+
 def _read_repository(
     v2: str, index: int, repo: _RepoDir, read_layers: bool, blobs: BlobTable
 ) -> _RepoLinks:
@@ -416,65 +447,36 @@ def _read_repository(
     name = repo.name
     tags: list[tuple[str, str, float]] = []
     tags_dir = f"{repo.path}/_manifests/tags"
-    entries = _scandir(reading, tags_dir, name)
-    dir_fd = _open_dir(tags_dir) if entries else None
-    try:
-        for entry in entries:
-            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-                reading.problem(
-                    entry.path, "tag entry is not a directory", ProblemKind.UNREADABLE, name
-                )
-                continue
-            try:
-                if dir_fd is None:
-                    digest, pushed = _read_link(f"{entry.path}/current/link")
-                else:
-                    digest, pushed = _read_link(f"{entry.name}/current/link", dir_fd)
-            except LinkError as exc:
-                reading.problem(
-                    f"{entry.path}/current/link",
-                    f"tag {entry.name!r}: {exc}",
-                    ProblemKind.UNREADABLE,
-                    name,
-                )
-                continue
-            tags.append((entry.name, digest, pushed))
-    finally:
-        _close(dir_fd)
+    for entry, read in _links_under(reading, tags_dir, "current/link", "tag", name):
+        if isinstance(read, LinkError):
+            reading.problem(
+                f"{entry.path}/current/link",
+                f"tag {entry.name!r}: {read}",
+                ProblemKind.UNREADABLE,
+                name,
+            )
+            continue
+        tags.append((entry.name, *read))
 
     revisions: dict[str, float] = {}
     revisions_dir = f"{repo.path}/_manifests/revisions/sha256"
-    entries = _scandir(reading, revisions_dir, name)
-    dir_fd = _open_dir(revisions_dir) if entries else None
-    try:
-        for entry in entries:
-            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-                reading.problem(
-                    entry.path, "revision entry is not a directory", ProblemKind.UNREADABLE, name
-                )
-                continue
-            try:
-                if dir_fd is None:
-                    digest, when = _read_link(f"{entry.path}/link")
-                else:
-                    digest, when = _read_link(f"{entry.name}/link", dir_fd)
-            except LinkError as exc:
-                if str(exc) == "link file is missing":
-                    continue  # an empty revision directory, as GC leaves behind
-                kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
-                reading.problem(f"{entry.path}/link", f"revision link: {exc}", kind, name)
-                continue
-            if digest != "sha256:" + entry.name:
-                reading.problem(
-                    f"{entry.path}/link",
-                    f"revision link holds {digest}, not the digest its directory names",
-                    ProblemKind.UNREADABLE,
-                    name,
-                )
-                continue
-            revisions[digest] = when
-    finally:
-        _close(dir_fd)
+    for entry, read in _links_under(reading, revisions_dir, "link", "revision", name):
+        if isinstance(read, LinkError):
+            if str(read) == "link file is missing":
+                continue  # an empty revision directory, as GC leaves behind
+            kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
+            reading.problem(f"{entry.path}/link", f"revision link: {read}", kind, name)
+            continue
+        digest, when = read
+        if digest != "sha256:" + entry.name:
+            reading.problem(
+                f"{entry.path}/link",
+                f"revision link holds {digest}, not the digest its directory names",
+                ProblemKind.UNREADABLE,
+                name,
+            )
+            continue
+        revisions[digest] = when
 
     layers: list[str] | None = None
     if read_layers:
