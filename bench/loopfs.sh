@@ -26,6 +26,10 @@ case "$cmd" in
     fi
     mkdir -p "$mountpoint"
     device=$(losetup --find --show --direct-io=on "$image")
+    # direct I/O: the page cache then holds the filesystem once, as for a disk, not also the
+    # image's pages (losetup may fall back silently when it is set before the first read)
+    [[ $(cat "/sys/block/${device#/dev/}/loop/dio") == 1 ]] || losetup --direct-io=on "$device"
+    echo "$device: direct I/O $(cat "/sys/block/${device#/dev/}/loop/dio")"
     mount -o noinit_itable "$device" "$mountpoint"  # no background zeroing of inode tables
     df -h "$mountpoint"; df -i "$mountpoint"
     ;;

@@ -19,6 +19,10 @@ By default caches are warm (one untimed run of each command first; ``--no-warmup
 for trees too large for the page cache anyway); ``--cold`` drops the page cache before every
 run (root only), which makes every command wait on the disk.
 
+Then (``--no-sizes-check`` skips it) the inventory is read twice more in-process, as ``plan``
+reads it (layer sizes from the manifests) and with every blob's ``data`` stat'ed (what ``apply``
+uses): the blobs, sizes and reclaimable set must be the same.
+
 Then the removal phase of ``apply``, ``--apply-runs`` times, each on two fresh copies of
 ``repositories/`` (``cp -a``; blobs are shared through a symbolic link, nothing writes them):
 retentiond's quarantine renames (``retentiond.storage.removal.move_out``, timed around the
@@ -86,6 +90,7 @@ class TreeResult:
     apply: dict[str, list[Measure]] = field(default_factory=dict)
     removals: int = 0
     check: str = ""
+    sizes_check: str = ""
 
     def median(self, name: str, what: str = "wall") -> float:
         measures = self.runs.get(name) or self.apply.get(name) or []
@@ -293,6 +298,28 @@ def bench_apply(result: TreeResult, tree: Path, work: Path, runs: int) -> None:
         shutil.rmtree(moved)
 
 
+def check_sizes(tree: Path) -> str:
+    """The plan reads layer sizes from manifests; ``stat_blobs`` (what apply uses) reads every
+    blob's data: both must give the same blobs, sizes and reclaimable set."""
+    policies = list(validate_policies_text(POLICY, "keep-last-20.yaml").policies)
+    found = []
+    for stat_blobs in (False, True):
+        inventory = read_inventory(tree, stat_blobs=stat_blobs)
+        plan = make_plan(inventory, policies, Safety(untagged_min_age=timedelta(hours=1)),
+                         datetime.now(UTC))
+        found.append((dict(inventory.blobs), dict(plan.reclaimable)))
+        del inventory, plan
+    (blobs, reclaimable), (stat_blobs_found, stat_reclaimable) = found
+    same = blobs == stat_blobs_found and reclaimable == stat_reclaimable
+    return (
+        f"sizes {'MATCH' if same else 'MISMATCH'}: {len(blobs):,} blobs "
+        f"({sum(blobs.values()):,} bytes) and {len(reclaimable):,} reclaimable "
+        f"({sum(reclaimable.values()):,} bytes) as the plan reads them; with every data stat'ed: "
+        f"{len(stat_blobs_found):,} ({sum(stat_blobs_found.values()):,} bytes) and "
+        f"{len(stat_reclaimable):,} ({sum(stat_reclaimable.values()):,} bytes)"
+    )
+
+
 def bench_tree(tree: Path, args: argparse.Namespace) -> TreeResult:
     summary = json.loads((tree / SUMMARY_FILE).read_text())
     result = TreeResult(str(tree), summary)
@@ -317,6 +344,9 @@ def bench_tree(tree: Path, args: argparse.Namespace) -> TreeResult:
                 drop_caches()
             sampled = timed(cmds["plan"], sample=True)
             result.runs["plan"][0].tree_pss = sampled.tree_pss
+        if args.sizes_check:
+            log(f"{tree.name}: plan's sizes against every blob's data stat'ed")
+            result.sizes_check = check_sizes(tree)
         if args.apply_runs:
             log(f"{tree.name}: apply removal phase")
             bench_apply(result, tree, work, args.apply_runs)
@@ -386,6 +416,9 @@ def report(results: list[TreeResult], args: argparse.Namespace) -> str:
                 )
         lines.append("")
         lines += [f"- {Path(r.root).name}: {r.check}" for r in results if r.check]
+    if any(r.sizes_check for r in results):
+        lines.append("")
+        lines += [f"- {Path(r.root).name}: {r.sizes_check}" for r in results if r.sizes_check]
     return "\n".join(lines)
 
 
@@ -407,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="no untimed first run (for trees larger than the page cache)")
     parser.add_argument("--apply-runs", type=int, default=1, help="0: skip the apply phase")
     parser.add_argument("--no-tree-memory", dest="tree_memory", action="store_false")
+    parser.add_argument("--no-sizes-check", dest="sizes_check", action="store_false",
+                        help="skip comparing the plan's sizes with every blob's data stat'ed")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch space for configs and copies (default: next to each tree)")
     parser.add_argument("--delete", action="store_true",

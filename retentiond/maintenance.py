@@ -226,7 +226,10 @@ class MaintenanceRun:
 
     def make_the_plan(self) -> Plan:
         started = time.monotonic()
-        inventory = read_inventory(self.root, read_created=_needs_created(self.deps.policies))
+        # what is deleted and reported is counted from every blob's data as on disk
+        inventory = read_inventory(
+            self.root, read_created=_needs_created(self.deps.policies), stat_blobs=True
+        )
         plan = make_plan(inventory, self.deps.policies, self.deps.config.safety, self.deps.clock())
         self.inventory = inventory
         self.timed("plan", time.monotonic() - started)

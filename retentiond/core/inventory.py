@@ -76,6 +76,8 @@ class Manifest:
     subject: str | None = None
     config: str | None = None
     platform: str | None = None
+    #: the sizes the descriptors of ``blobs`` state (-1: none stated); not kept in the table
+    blob_sizes: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def is_index(self) -> bool:
@@ -531,6 +533,11 @@ class PackedManifest:
     def plain(self) -> bool:
         """Nothing but the record: no children, subject or absent blobs."""
         return not self.children and self.subject is None and not self.absent
+
+
+def record_references(record: bytes) -> memoryview:
+    """The blob ids a packed record references: its children's, then its blobs'."""
+    return memoryview(record)[_HEADER.size :].cast("I")
 
 
 class IdLookup(Protocol):

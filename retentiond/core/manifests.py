@@ -57,27 +57,45 @@ def _subject(doc: dict[str, Any]) -> str | None:
     return None
 
 
+def _descriptor_digests(key: str, descriptors: list[Any]) -> list[str]:
+    """The digests of ``descriptors`` (one loop; the error names the first bad one)."""
+    digests: list[str] = []
+    for desc in descriptors:
+        digest = desc.get("digest") if isinstance(desc, dict) else None
+        if not isinstance(digest, str):
+            i = len(digests)
+            return [_descriptor_digest(desc, f"{key}[{i}]")]  # raises
+        digests.append(digest)
+    return digests
+
+
+def _stated_size(desc: Any) -> int:
+    size = desc.get("size")
+    return size if type(size) is int and size >= 0 else -1
+
+
 def _image(digest: str, media_type: str, doc: dict[str, Any]) -> Manifest:
     config = doc.get("config")
     config_digest = "" if config is None else _descriptor_digest(config, "config")
-    layers = tuple(
-        _descriptor_digest(d, f"layers[{i}]") for i, d in enumerate(_descriptor_list(doc, "layers"))
-    )
-    blobs = ((config_digest,) if config_digest else ()) + layers
+    descriptors = _descriptor_list(doc, "layers")
+    layers = _descriptor_digests("layers", descriptors)
+    sizes = list(map(_stated_size, descriptors))
+    if config_digest:
+        layers.insert(0, config_digest)
+        sizes.insert(0, _stated_size(config))
+    blobs = tuple(layers)
     return Manifest(
         digest=digest,
         media_type=media_type,
         blobs=blobs,
         subject=_subject(doc),
         config=config_digest or None,
+        blob_sizes=tuple(sizes),
     )
 
 
 def _index(digest: str, media_type: str, doc: dict[str, Any]) -> Manifest:
-    children = tuple(
-        _descriptor_digest(d, f"manifests[{i}]")
-        for i, d in enumerate(_descriptor_list(doc, "manifests"))
-    )
+    children = tuple(_descriptor_digests("manifests", _descriptor_list(doc, "manifests")))
     return Manifest(digest=digest, media_type=media_type, children=children, subject=_subject(doc))
 
 

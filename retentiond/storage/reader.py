@@ -4,19 +4,28 @@ Only reads; never follows a symbolic link and never leaves ``<root>/docker/regis
 cannot trust becomes a :class:`~retentiond.core.inventory.Problem` with its path, and the planner
 leaves the repository concerned alone.
 
-It reads what a plan needs and nothing more: the size of every blob's ``data``, every tag's
-``current/link`` and every revision link (content and mtime), and every manifest blob they name,
-once, even when many repositories link it. A tag's ``index/`` history is never read, nor are
-``_layers`` links unless asked for (``verify``).
+It reads what a plan needs and nothing more: the names in the blob store's prefix directories,
+every tag's ``current/link`` and every revision link (content and mtime), and every manifest blob
+they name, once, even when many repositories link it. A tag's ``index/`` history is never read,
+nor are ``_layers`` links unless asked for (``verify``).
 
-A large tree is read by worker processes, in three phases:
+A large tree is read by worker processes, in four phases:
 
-1. the blob store, prefix directory by prefix directory, into a compact
-   :class:`~retentiond.core.inventory.BlobTable`;
+1. the blob store's prefix directories, into a compact
+   :class:`~retentiond.core.inventory.BlobTable` (a blob is a directory named by its digest);
 2. the repositories' link files, repository by repository, as blob ids of that table
    (:class:`~retentiond.core.inventory.RepositoryColumns`);
 3. the manifest blobs, each parsed once and packed into a
-   :class:`~retentiond.core.inventory.ManifestTable` record.
+   :class:`~retentiond.core.inventory.ManifestTable` record; a manifest's size is the size of
+   what was read, a config's or layer's the size its manifests' descriptors state (the size
+   every client checks when it pulls the blob);
+4. ``data`` stat'ed for the blobs no readable manifest gave a size (or two different ones).
+
+Layer and config ``data`` files are not opened or stat'ed: on a large registry they are most
+of its inodes, and reading them doubled the time of a plan. When a blob directory turns out to
+have no usable ``data`` (a manifest blob that will not open, a blob of phase 4 without ``data``),
+the whole tree is read again with every ``data`` stat'ed, which is what the registry's GC counts
+as a blob; the result is then exact for such a tree too.
 
 The workers of phases 2 and 3 are forked after the table exists, so they share it without a
 copy. They return compact values (arrays, packed records); the parent assembles the inventory.
@@ -52,6 +61,7 @@ from retentiond.core.inventory import (
     Repository,
     RepositoryColumns,
     pack_manifest,
+    record_references,
 )
 from retentiond.core.manifests import ManifestError, is_digest, parse_created, parse_manifest
 from retentiond.errors import StorageError
@@ -67,6 +77,11 @@ PARALLEL_MIN_REPOSITORIES = 16
 PARALLEL_MIN_MANIFESTS = 2000
 #: tasks per worker: small enough to balance, large enough to amortize their cost
 _TASKS_PER_WORKER = 8
+
+#: a blob size not read yet
+UNKNOWN_SIZE = -1
+#: tell the kernel a page cache page is not needed again
+_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 #: ``progress(stage, done, total)``: stage is "blob directories", "repositories" or "manifests"
 Progress = Callable[[str, int, int], None]
@@ -104,6 +119,10 @@ def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
         if not stat.S_ISREG(st.st_mode):
             raise LinkError("link is not a regular file")
         data = os.read(fd, 200)
+        if _lives_in_inode(st) and _DONTNEED is not None:
+            # reading it made a 4 KiB page cache copy of 71 bytes: 9 GB at a million tags,
+            # which pushes out the inode cache that makes the next plan fast
+            os.posix_fadvise(fd, 0, 0, _DONTNEED)
     finally:
         os.close(fd)
     if not data:
@@ -112,6 +131,12 @@ def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
     if not is_digest(text):
         raise LinkError(f"link does not hold a sha256 digest: {text[:80]!r}")
     return text, st.st_mtime
+
+
+def _lives_in_inode(st: os.stat_result) -> bool:
+    """A file whose data takes less than a block (ext4 inline_data): no block of its own to
+    cache, the page cache holds a copy of what the inode holds."""
+    return st.st_size > 0 and st.st_blocks * 512 < st.st_blksize
 
 
 def read_link(path: str) -> tuple[str, datetime]:
@@ -225,8 +250,10 @@ def _blob_prefixes(reading: _Reading) -> list[str]:
     return sorted(prefixes)
 
 
-def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
-    """Every blob with a ``data`` file, as the registry's GC enumerates them, with its size."""
+def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
+    """Every blob directory under ``prefixes``. With ``stat_data``, only those with a ``data``
+    file, as the registry's GC enumerates them, with its size; without, every directory named
+    by a digest, its size unknown (its name is read from the prefix directory: no inode)."""
     reading = _Reading(Path(v2))
     keys: list[bytes] = []
     sizes = array("q")
@@ -237,9 +264,10 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
     for prefix in prefixes:
         own = int(prefix, 16) if _HEX2.fullmatch(prefix) else -1  # the first byte it holds
         buckets: dict[int, tuple[list[bytes], array[int], array[int]]] = {}
-        # in inode order: on a cold cache, the inode table is then read front to back
-        entries = sorted(_scandir(reading, f"{v2}/blobs/sha256/{prefix}"), key=_inode)
-        prefix_fd = _open_dir(f"{v2}/blobs/sha256/{prefix}") if entries else None
+        entries = _scandir(reading, f"{v2}/blobs/sha256/{prefix}")
+        if stat_data:  # in inode order: on a cold cache, the inode table is read front to back
+            entries.sort(key=_inode)
+        prefix_fd = _open_dir(f"{v2}/blobs/sha256/{prefix}") if entries and stat_data else None
         try:
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):
@@ -248,19 +276,30 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
                             entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
                         )
                     continue
-                try:
-                    if prefix_fd is None:
-                        st = lstat(f"{entry.path}/data")
-                    else:
-                        st = lstat(f"{entry.name}/data", dir_fd=prefix_fd)
-                except FileNotFoundError:
-                    continue  # an empty blob directory: the GC ignores it too
                 name = entry.name
                 try:
                     raw = fromhex(name)
                 except ValueError:
                     raw = b""
-                if len(raw) != 32 or len(name) != 64 or not (name.islower() or name.isdigit()):
+                valid = len(raw) == 32 and len(name) == 64 and (name.islower() or name.isdigit())
+                size = UNKNOWN_SIZE
+                if stat_data or not valid:
+                    try:
+                        if prefix_fd is None:
+                            st = lstat(f"{entry.path}/data")
+                        else:
+                            st = lstat(f"{name}/data", dir_fd=prefix_fd)
+                    except FileNotFoundError:
+                        continue  # an empty blob directory: the GC ignores it too
+                    if valid and not is_regular(st.st_mode):
+                        reading.problem(
+                            f"{entry.path}/data",
+                            "blob data is not a regular file",
+                            ProblemKind.UNREADABLE,
+                        )
+                        continue
+                    size = st.st_size
+                if not valid:
                     reading.problem(
                         entry.path,
                         "blob directory name is not a sha256 digest; "
@@ -268,21 +307,14 @@ def _walk_blobs(v2: str, prefixes: list[str]) -> _BlobPart:
                         ProblemKind.GC_ABORT,
                     )
                     continue
-                if not is_regular(st.st_mode):
-                    reading.problem(
-                        f"{entry.path}/data",
-                        "blob data is not a regular file",
-                        ProblemKind.UNREADABLE,
-                    )
-                    continue
                 if raw[0] != own:
-                    misplaced.append((raw, st.st_size))
+                    misplaced.append((raw, size))
                     continue
                 bucket = buckets.get(raw[1])
                 if bucket is None:
                     bucket = buckets[raw[1]] = ([], array("q"), array("Q"))
                 bucket[0].append(raw)
-                bucket[1].append(st.st_size)
+                bucket[1].append(size)
                 bucket[2].append(entry.inode())
         finally:
             _close(prefix_fd)
@@ -606,14 +638,47 @@ class _CachedIds:
         return ids
 
 
+@dataclass
+class _ParsedChunk:
+    """What a worker of phase 3 returns."""
+
+    manifests: list[_Parsed]
+    created: dict[str, datetime]
+    #: blob ids and sizes: of the manifests read (``read``), as descriptors state (``stated``);
+    #: only for blobs whose size the table does not know
+    read_ids: array[int] = field(default_factory=lambda: array("I"))
+    read_sizes: array[int] = field(default_factory=lambda: array("q"))
+    stated_ids: array[int] = field(default_factory=lambda: array("I"))
+    stated_sizes: array[int] = field(default_factory=lambda: array("q"))
+    #: a manifest blob whose size was not read could not be opened: its ``data`` may be missing
+    inexact: bool = False
+
+    #: what this chunk stated already (base layers and configs recur in many manifests)
+    _taken: dict[int, int] = field(default_factory=dict)
+
+    def state(self, blob_ids: Iterable[int], sizes: Iterable[int], known: array[int]) -> None:
+        taken = self._taken
+        for blob_id, size in zip(blob_ids, sizes, strict=True):
+            if blob_id == NO_ID or size < 0 or known[blob_id] != UNKNOWN_SIZE:
+                continue
+            if taken.get(blob_id) != size:
+                taken[blob_id] = size
+                self.stated_ids.append(blob_id)
+                self.stated_sizes.append(size)
+
+
 def _parse_manifests(
-    v2: str, read_created: bool, blobs: BlobTable | None, blob_ids: list[int]
-) -> tuple[list[_Parsed], dict[str, datetime]]:
-    """Read and pack the manifest of each blob; and the ``created`` times of their configs."""
+    v2: str, read_created: bool, sized: bool, blobs: BlobTable | None, blob_ids: list[int]
+) -> _ParsedChunk:
+    """Read and pack the manifest of each blob; and the ``created`` times of their configs.
+
+    ``sized``: the table knows every blob's size; else the sizes found are returned."""
     table = _shared_blobs(blobs)
+    known = table.sizes
     lookup = _CachedIds(table)
     media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
-    out: list[_Parsed] = []
+    chunk = _ParsedChunk([], {})
+    out = chunk.manifests
     configs: set[str] = set()
     store_fd = _open_dir(f"{v2}/blobs/sha256")
     try:
@@ -622,14 +687,23 @@ def _parse_manifests(
             manifest: Manifest | None = None
             error: str | None = None
             try:
-                manifest = parse_manifest(digest, read_blob(v2, digest, store_fd=store_fd))
+                data = read_blob(v2, digest, store_fd=store_fd)
+                if not sized:
+                    chunk.read_ids.append(blob_id)
+                    chunk.read_sizes.append(len(data))
+                manifest = parse_manifest(digest, data)
             except FileNotFoundError:
                 error = "manifest blob vanished while reading"
+                chunk.inexact = chunk.inexact or not sized
             except ManifestError as exc:
                 error = str(exc)
             except OSError as exc:
                 error = f"cannot read: {exc.strerror}"
+                chunk.inexact = chunk.inexact or not sized
             packed = pack_manifest(manifest, blob_id, lookup, media_types)
+            if not sized and manifest is not None and manifest.blob_sizes:
+                ids = record_references(packed.record)[len(manifest.children) :]
+                chunk.state(ids, manifest.blob_sizes, known)
             if packed.plain and error is None:
                 out.append(packed.record)
             else:
@@ -640,15 +714,14 @@ def _parse_manifests(
                 configs.add(manifest.config)
     finally:
         _close(store_fd)
-    created: dict[str, datetime] = {}
     for config in sorted(configs):
         try:
             when = parse_created(read_blob(v2, config, limit=16 * 1024 * 1024))
         except (OSError, ManifestError):
             continue
         if when is not None:
-            created[config] = when
-    return out, created
+            chunk.created[config] = when
+    return chunk
 
 
 # -- running the phases ---------------------------------------------------------------------------
@@ -688,7 +761,7 @@ def _workers(requested: int | None, size: int, threshold: int) -> int:
 def read_blob_sizes(root: Path) -> dict[str, int]:
     """Every blob with data and its size (what the GC's sweep enumerates)."""
     reading = _Reading(storage_v2(Path(root)))
-    part = _walk_blobs(str(reading.v2), _blob_prefixes(reading))
+    part = _walk_blobs(str(reading.v2), True, _blob_prefixes(reading))
     return dict(_blob_table([part]).items())
 
 
@@ -699,11 +772,15 @@ def read_inventory(
     read_layers: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    stat_blobs: bool = False,
 ) -> Inventory:
     """Read the tree under ``root`` (the registry's ``rootdirectory``).
 
     ``workers``: processes to read with; by default two per CPU (at most 16) for a large
     tree, none for a small one. ``progress`` is called as repositories and manifests are read.
+    ``stat_blobs``: stat every blob's ``data`` (its size as on disk, and only directories with
+    data are blobs: the GC's count even when a blob directory lost its data); by default the
+    sizes of layers and configs are the ones their manifests state (see the module's doc).
     """
     root = Path(root)
     v2 = storage_v2(root)
@@ -712,17 +789,41 @@ def read_inventory(
             f"{v2} does not exist: registry.root must be the registry's storage rootdirectory "
             "(the directory that contains docker/registry/v2)"
         )
+    args = (root, v2, read_created, read_layers, workers, progress or _no_progress)
+    inventory = None if stat_blobs else _read_tree(*args, sized=False)
+    if inventory is None:  # a blob directory without usable data: read as the GC counts
+        inventory = _read_tree(*args, sized=True)
+        assert inventory is not None, "a sized read always completes"
+    return inventory
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _read_tree(
+    root: Path,
+    v2: Path,
+    read_created: bool,
+    read_layers: bool,
+    workers: int | None,
+    report: Progress,
+    *,
+    sized: bool,
+) -> Inventory | None:
+    """The four phases; ``sized``: stat every blob's data in phase 1 (None: without, a blob
+    directory turned out to have no usable data)."""
     global _FORKED_BLOBS
     reading = _Reading(v2)
     prefixes = _blob_prefixes(reading)
     repo_dirs = _find_repositories(reading)
-    report = progress or (lambda stage, done, total: None)
 
     # 1: the blob store
     count = _workers(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
     blob_parts: list[_BlobPart] = []
     report("blob directories", 0, len(prefixes))
-    for part in _run(partial(_walk_blobs, str(v2)), _chunks(prefixes, 8 * count), count):
+    walk = partial(_walk_blobs, str(v2), sized)
+    for part in _run(walk, _chunks(prefixes, 8 * count), count):
         blob_parts.append(part)
         report("blob directories", sum(p.prefix_count for p in blob_parts), len(prefixes))
     blobs = _blob_table(blob_parts)
@@ -755,11 +856,15 @@ def read_inventory(
         del links
 
         # 3: manifests
+        sizes = _SizeFinder(blobs.sizes, sized)
         manifests, created, failed, parent_of = _read_manifests(
-            str(v2), repositories, blobs, inodes, read_created, workers, report
+            str(v2), repositories, blobs, inodes, read_created, workers, report, sizes
         )
     finally:
         _FORKED_BLOBS = None
+    # 4: the sizes no manifest gave
+    if not sized and (sizes.inexact or not _stat_unsized(str(v2), blobs, sizes, inodes, workers)):
+        return None
     problems += _unreadable_manifests(v2, repositories, blobs, failed, parent_of)
     return Inventory(
         root=str(root),
@@ -779,6 +884,7 @@ def _read_manifests(
     read_created: bool,
     workers: int | None,
     report: Progress,
+    sizes: _SizeFinder,
 ) -> tuple[ManifestTable, dict[str, datetime], dict[int, str], dict[int, int]]:
     """Parse every manifest a tag or revision names, and their children, each blob once.
 
@@ -801,11 +907,15 @@ def _read_manifests(
             todo.sort(key=inodes.__getitem__)
         count = _workers(workers, len(todo), PARALLEL_MIN_MANIFESTS)
         _FORKED_BLOBS = blobs if count > 1 else None
-        parse = partial(_parse_chunk, v2, read_created, None if count > 1 else blobs)
+        parse = partial(
+            _parse_chunk, v2, read_created, sizes.complete, None if count > 1 else blobs
+        )
         chunks = _chunks(todo, _TASKS_PER_WORKER * count)
         parsed = 0
-        for out, times in _run(parse, chunks, count):
-            created.update(times)
+        for chunk in _run(parse, chunks, count):
+            created.update(chunk.created)
+            sizes.add(chunk)
+            out = chunk.manifests
             for item in out:
                 if isinstance(item, bytes):
                     manifests.add_record(item)
@@ -824,6 +934,79 @@ def _read_manifests(
                     more[child] = None
         todo = list(more)
     return manifests, created, failed, parent_of
+
+
+class _SizeFinder:
+    """Fills in the sizes phase 1 did not read: a manifest's from what was read of it, any
+    other blob's from what the descriptors that name it state (when they agree)."""
+
+    def __init__(self, sizes: array[int], complete: bool) -> None:
+        self.sizes = sizes
+        self.complete = complete  # phase 1 stat'ed every blob: nothing to find
+        self.stated = bytearray(0 if complete else len(sizes))  # 1: size from a descriptor
+        self.disputed: set[int] = set()  # descriptors disagree: stat it
+        self.inexact = False
+
+    def add(self, chunk: _ParsedChunk) -> None:
+        sizes, stated = self.sizes, self.stated
+        for blob_id, size in zip(chunk.read_ids, chunk.read_sizes, strict=True):
+            sizes[blob_id] = size
+            stated[blob_id] = 0
+        for blob_id, size in zip(chunk.stated_ids, chunk.stated_sizes, strict=True):
+            if sizes[blob_id] == UNKNOWN_SIZE:
+                sizes[blob_id] = size
+                stated[blob_id] = 1
+            elif stated[blob_id] and sizes[blob_id] != size:
+                self.disputed.add(blob_id)
+        self.inexact = self.inexact or chunk.inexact
+
+    def unsized(self) -> list[int]:
+        """Blobs whose size is unknown or disputed."""
+        missing = array("q", [UNKNOWN_SIZE]).tobytes()
+        raw = self.sizes.tobytes()
+        found = {i for i in self.disputed if self.stated[i]}
+        at = raw.find(missing)
+        while at >= 0:
+            if at % len(missing) == 0:
+                found.add(at // len(missing))
+            at = raw.find(missing, at + 1)
+        return sorted(found)
+
+
+def _stat_unsized(
+    v2: str,
+    blobs: BlobTable,
+    sizes: _SizeFinder,
+    inodes: array[int] | None,
+    workers: int | None,
+) -> bool:
+    """Stat the data of the blobs no manifest gave a size; False when one has no regular
+    ``data`` (then the GC does not count it as a blob, and phase 1 must read as it does)."""
+    todo = sizes.unsized()
+    if inodes is not None:
+        todo.sort(key=inodes.__getitem__)
+    tasks = [(blob_id, blobs.digest_of(blob_id)) for blob_id in todo]
+    count = _workers(workers, len(todo), PARALLEL_MIN_MANIFESTS)
+    for part in _run(partial(_data_sizes, v2), _chunks(tasks, _TASKS_PER_WORKER * count), count):
+        for blob_id, size in part:
+            if size == UNKNOWN_SIZE:
+                return False
+            sizes.sizes[blob_id] = size
+    return True
+
+
+def _data_sizes(v2: str, blobs: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """The size of each blob's regular ``data`` file, UNKNOWN_SIZE when it has none."""
+    found = []
+    for blob_id, digest in blobs:
+        hexpart = digest.split(":", 1)[1]
+        try:
+            st = os.lstat(f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data")
+        except OSError:
+            found.append((blob_id, UNKNOWN_SIZE))
+            continue
+        found.append((blob_id, st.st_size if stat.S_ISREG(st.st_mode) else UNKNOWN_SIZE))
+    return found
 
 
 def _record_id(record: bytes) -> int:
@@ -847,9 +1030,11 @@ def _flagged(flags: bytearray) -> Iterator[int]:
 
 
 def _parse_chunk(
-    v2: str, read_created: bool, blobs: BlobTable | None, blob_ids: list[int]
-) -> tuple[list[_Parsed], dict[str, datetime]]:
-    return _parse_manifests(v2, read_created, blobs, blob_ids)
+    v2: str, read_created: bool, sized: bool, blobs: BlobTable | None, blob_ids: list[int]
+) -> _ParsedChunk:
+    chunk = _parse_manifests(v2, read_created, sized, blobs, blob_ids)
+    chunk._taken = {}  # not sent back
+    return chunk
 
 
 def _unreadable_manifests(

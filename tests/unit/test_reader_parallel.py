@@ -6,6 +6,7 @@ every way the reader knows about.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -203,3 +204,88 @@ def test_index_child_without_revision_link_is_still_parsed(tree: Path, tmp_path:
     one, two = read_inventory(root, workers=1), read_inventory(root, workers=2)
     assert child in one.manifests and child in two.manifests
     assert snapshot(one) == snapshot(two)
+
+
+# -- sizes: layers and configs from their manifests, data stat'ed only where that cannot do ----
+
+
+def blob_data(root: Path, digest: str) -> Path:
+    return v2(root) / "blobs/sha256" / digest[7:9] / digest[7:] / "data"
+
+
+def image_manifests(inventory: Inventory) -> list[Any]:
+    return sorted(
+        (m for m in inventory.manifests.values() if m.config), key=lambda m: m.digest
+    )
+
+
+def a_layer(inventory: Inventory, shared: bool) -> str:
+    """A layer that one manifest names (``shared``: that several do)."""
+    named: dict[str, int] = {}
+    for manifest in image_manifests(inventory):
+        for digest in manifest.blobs[1:]:
+            named[digest] = named.get(digest, 0) + 1
+    return sorted(d for d, n in named.items() if (n > 1) == shared)[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sizes_without_stat_equal_the_sizes_on_disk(tree: Path, workers: int) -> None:
+    fast = read_inventory(tree, workers=workers)
+    exact = read_inventory(tree, workers=workers, stat_blobs=True)
+    assert dict(fast.blobs) == read_blob_sizes(tree) == dict(exact.blobs)
+    assert snapshot(fast) == snapshot(exact)
+    assert plan_snapshot(fast) == plan_snapshot(exact)
+
+
+def test_layer_data_is_not_read_unless_asked(tree: Path, tmp_path: Path) -> None:
+    """The trade made for speed, pinned: a layer's data is taken on its manifest's word (the
+    size a client checks when it pulls it); ``stat_blobs`` (what apply uses) reads the disk."""
+    root = tmp_path / "copy"
+    shutil.copytree(tree, root, symlinks=True)
+    layer = a_layer(read_inventory(root, workers=1), shared=False)
+    stated = read_blob_sizes(root)[layer]
+    blob_data(root, layer).write_bytes(b"x" * (stated + 5))
+    assert read_inventory(root, workers=1).blobs[layer] == stated
+    assert read_inventory(root, workers=1, stat_blobs=True).blobs[layer] == stated + 5
+
+
+def test_disputed_and_unstated_sizes_are_stat_ed(tree: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(tree, root, symlinks=True)
+    before = read_inventory(root, workers=1)
+    shared = a_layer(before, shared=True)
+    namer = next(m for m in image_manifests(before) if shared in m.blobs)
+    doc = json.loads(blob_data(root, namer.digest).read_bytes())
+    for layer in doc["layers"]:
+        if layer["digest"] == shared:
+            layer["size"] += 1000  # one manifest now disagrees with the others
+    blob_data(root, namer.digest).write_bytes(json.dumps(doc).encode())
+    orphan = "sha256:" + "ab" * 32  # no manifest names it
+    blob_data(root, orphan).parent.mkdir(parents=True)
+    blob_data(root, orphan).write_bytes(b"orphan")
+    for workers in (1, 2):
+        inventory = read_inventory(root, workers=workers)
+        assert inventory.blobs[shared] == read_blob_sizes(root)[shared]
+        assert inventory.blobs[orphan] == 6
+        assert inventory.blobs[namer.digest] == blob_data(root, namer.digest).stat().st_size
+
+
+@pytest.mark.parametrize("what", ["manifest", "orphan"])
+def test_a_blob_directory_without_data_makes_the_read_stat_every_blob(
+    tree: Path, tmp_path: Path, what: str
+) -> None:
+    """The GC counts only directories with a data file: when a manifest blob's or an unnamed
+    blob's data is missing, the tree is read again the way the GC counts (same as stat_blobs)."""
+    root = tmp_path / "copy"
+    shutil.copytree(tree, root, symlinks=True)
+    if what == "manifest":
+        digest = image_manifests(read_inventory(root, workers=1))[0].digest
+        blob_data(root, digest).unlink()
+    else:
+        digest = "sha256:" + "cd" * 32
+        blob_data(root, digest).parent.mkdir(parents=True)
+    for workers in (1, 2):
+        inventory = read_inventory(root, workers=workers)
+        assert digest not in inventory.blobs
+        assert dict(inventory.blobs) == read_blob_sizes(root)
+        assert snapshot(inventory) == snapshot(read_inventory(root, workers=1, stat_blobs=True))
