@@ -122,7 +122,8 @@ def _utc(timestamp: float) -> datetime:
 
 
 class BlobTable(Mapping[str, int]):
-    """Every blob with data: digest -> size of its ``data`` file, in 40 bytes a blob.
+    """Every blob with data: digest -> size of its ``data`` file, in 40 bytes a blob (the
+    reader may take a layer's size from the manifests that state it: see its module doc).
 
     A dict would cost ~200 bytes a blob (the digest string alone takes 120). Here the digests
     are 32 raw bytes each in one byte string, grouped by their first two bytes (65536 shards,
