@@ -21,8 +21,9 @@ A large tree is read by worker processes, in four phases:
    every client checks when it pulls the blob);
 4. ``data`` stat'ed for the blobs no readable manifest gave a size (or two different ones).
 
-Layer and config ``data`` files are not opened or stat'ed: on a large registry they are most
-of its inodes, and reading them doubled the time of a plan. When a blob directory turns out to
+Layer and config ``data`` files are not opened or stat'ed: a stat reads the blob directory's
+and the file's inodes, 7M of the 12.5M a plan read at 1M tags, more than the inode cache of
+24 GiB holds with the rest. When a blob directory turns out to
 have no usable ``data`` (a manifest blob that will not open, a blob of phase 4 without ``data``),
 the whole tree is read again with every ``data`` stat'ed, which is what the registry's GC counts
 as a blob; the result is then exact for such a tree too.
