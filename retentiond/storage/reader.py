@@ -645,8 +645,9 @@ class _ParsedChunk:
 
     manifests: list[_Parsed]
     created: dict[str, datetime]
-    #: blob ids and sizes: of the manifests read (``read``), as descriptors state (``stated``);
-    #: only for blobs whose size the table does not know
+    #: blob ids and sizes: of the manifests read (``read``), as descriptors state (``stated``;
+    #: every size a descriptor states, once a chunk, whatever the parent knows already, so
+    #: that a disagreement is seen however the manifests fall into chunks)
     read_ids: array[int] = field(default_factory=lambda: array("I"))
     read_sizes: array[int] = field(default_factory=lambda: array("q"))
     stated_ids: array[int] = field(default_factory=lambda: array("I"))
@@ -657,10 +658,10 @@ class _ParsedChunk:
     #: what this chunk stated already (base layers and configs recur in many manifests)
     _taken: dict[int, int] = field(default_factory=dict)
 
-    def state(self, blob_ids: Iterable[int], sizes: Iterable[int], known: array[int]) -> None:
+    def state(self, blob_ids: Iterable[int], sizes: Iterable[int]) -> None:
         taken = self._taken
         for blob_id, size in zip(blob_ids, sizes, strict=True):
-            if blob_id == NO_ID or size < 0 or known[blob_id] != UNKNOWN_SIZE:
+            if blob_id == NO_ID or size < 0:
                 continue
             if taken.get(blob_id) != size:
                 taken[blob_id] = size
@@ -675,7 +676,6 @@ def _parse_manifests(
 
     ``sized``: the table knows every blob's size; else the sizes found are returned."""
     table = _shared_blobs(blobs)
-    known = table.sizes
     lookup = _CachedIds(table)
     media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
     chunk = _ParsedChunk([], {})
@@ -704,7 +704,7 @@ def _parse_manifests(
             packed = pack_manifest(manifest, blob_id, lookup, media_types)
             if not sized and manifest is not None and manifest.blob_sizes:
                 ids = record_references(packed.record)[len(manifest.children) :]
-                chunk.state(ids, manifest.blob_sizes, known)
+                chunk.state(ids, manifest.blob_sizes)
             if packed.plain and error is None:
                 out.append(packed.record)
             else:
