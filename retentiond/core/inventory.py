@@ -661,7 +661,7 @@ class ManifestTable(Mapping[str, Manifest]):
         if record is None or not record[5] & _HAS_CONFIG:
             return None
         n_children = _HEADER.unpack_from(record)[3]
-        ids = memoryview(record)[_HEADER.size :].cast("I")
+        ids = record_references(record)
         if ids[n_children] != NO_ID:
             return self._blobs.digest_of(ids[n_children])
         return self._absent[digest][sum(1 for i in ids[:n_children] if i == NO_ID)]
@@ -676,7 +676,7 @@ class ManifestTable(Mapping[str, Manifest]):
         if record is None:
             return ()
         n_children = _HEADER.unpack_from(record)[3]
-        return memoryview(record)[_HEADER.size :].cast("I")[:n_children]
+        return record_references(record)[:n_children]
 
     def mark(self, blob_ids: Iterable[int], marks: bytearray) -> None:
         """Mark what the registry's GC marks for revision links to the manifests of
@@ -687,7 +687,7 @@ class ManifestTable(Mapping[str, Manifest]):
             marks[blob_id] = 1
             record = records[blob_id]
             if record is not None:
-                for ref in memoryview(record)[_HEADER.size :].cast("I"):
+                for ref in record_references(record):
                     if ref != NO_ID:
                         marks[ref] = 1
 
@@ -702,7 +702,7 @@ class ManifestTable(Mapping[str, Manifest]):
                 total += sizes[blob_id]
             record = records[blob_id]
             if record is not None:
-                for ref in memoryview(record)[_HEADER.size :].cast("I"):
+                for ref in record_references(record):
                     if ref != NO_ID and unclaimed[ref]:
                         unclaimed[ref] = 0
                         total += sizes[ref]
@@ -725,7 +725,7 @@ class ManifestTable(Mapping[str, Manifest]):
         absent = iter(self._absent.get(digest, ()))
         refs = [
             next(absent) if i == NO_ID else self._blobs.digest_of(i)
-            for i in memoryview(record)[_HEADER.size :].cast("I")
+            for i in record_references(record)
         ]
         blobs = tuple(refs[n_children:])
         return Manifest(

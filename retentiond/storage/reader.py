@@ -655,11 +655,9 @@ class _ParsedChunk:
     #: a manifest blob whose size was not read could not be opened: its ``data`` may be missing
     inexact: bool = False
 
-    #: what this chunk stated already (base layers and configs recur in many manifests)
-    _taken: dict[int, int] = field(default_factory=dict)
-
-    def state(self, blob_ids: Iterable[int], sizes: Iterable[int]) -> None:
-        taken = self._taken
+    def state(self, blob_ids: Iterable[int], sizes: Iterable[int], taken: dict[int, int]) -> None:
+        """Add the sizes not in ``taken`` (what this chunk stated already: base layers and
+        configs recur in many manifests)."""
         for blob_id, size in zip(blob_ids, sizes, strict=True):
             if blob_id == NO_ID or size < 0:
                 continue
@@ -681,6 +679,7 @@ def _parse_manifests(
     chunk = _ParsedChunk([], {})
     out = chunk.manifests
     configs: set[str] = set()
+    taken: dict[int, int] = {}
     store_fd = _open_dir(f"{v2}/blobs/sha256")
     try:
         for blob_id in blob_ids:
@@ -704,7 +703,7 @@ def _parse_manifests(
             packed = pack_manifest(manifest, blob_id, lookup, media_types)
             if not sized and manifest is not None and manifest.blob_sizes:
                 ids = record_references(packed.record)[len(manifest.children) :]
-                chunk.state(ids, manifest.blob_sizes)
+                chunk.state(ids, manifest.blob_sizes, taken)
             if packed.plain and error is None:
                 out.append(packed.record)
             else:
@@ -909,7 +908,7 @@ def _read_manifests(
         count = _workers(workers, len(todo), PARALLEL_MIN_MANIFESTS)
         _FORKED_BLOBS = blobs if count > 1 else None
         parse = partial(
-            _parse_chunk, v2, read_created, sizes.complete, None if count > 1 else blobs
+            _parse_manifests, v2, read_created, sizes.complete, None if count > 1 else blobs
         )
         chunks = _chunks(todo, _TASKS_PER_WORKER * count)
         parsed = 0
@@ -963,15 +962,9 @@ class _SizeFinder:
 
     def unsized(self) -> list[int]:
         """Blobs whose size is unknown or disputed."""
-        missing = array("q", [UNKNOWN_SIZE]).tobytes()
-        raw = self.sizes.tobytes()
-        found = {i for i in self.disputed if self.stated[i]}
-        at = raw.find(missing)
-        while at >= 0:
-            if at % len(missing) == 0:
-                found.add(at // len(missing))
-            at = raw.find(missing, at + 1)
-        return sorted(found)
+        disputed = {i for i in self.disputed if self.stated[i]}
+        unknown = (i for i, size in enumerate(self.sizes) if size == UNKNOWN_SIZE)
+        return sorted(disputed.union(unknown))
 
 
 def _stat_unsized(
@@ -1028,14 +1021,6 @@ def _flagged(flags: bytearray) -> Iterator[int]:
     while at >= 0:
         yield at
         at = flags.find(1, at + 1)
-
-
-def _parse_chunk(
-    v2: str, read_created: bool, sized: bool, blobs: BlobTable | None, blob_ids: list[int]
-) -> _ParsedChunk:
-    chunk = _parse_manifests(v2, read_created, sized, blobs, blob_ids)
-    chunk._taken = {}  # not sent back
-    return chunk
 
 
 def _unreadable_manifests(
