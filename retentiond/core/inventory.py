@@ -18,7 +18,15 @@ from __future__ import annotations
 import enum
 import struct
 from array import array
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
+from collections.abc import (
+    Collection,
+    ItemsView,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate, compress
@@ -647,6 +655,11 @@ class ManifestTable(Mapping[str, Manifest]):
 
     def children_of(self, digest: str) -> tuple[str, ...]:
         return self._children.get(digest, ())
+
+    @property
+    def parents(self) -> Collection[str]:
+        """The manifests that have children (lists and indexes)."""
+        return self._children.keys()
 
     def subject_of(self, digest: str) -> str | None:
         return self._subjects.get(digest)

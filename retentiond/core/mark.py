@@ -57,6 +57,12 @@ def reachable(
         attached = attachments(linked, manifests)
     seen: set[str] = set()
     stack = list(roots)
+    if isinstance(manifests, ManifestTable):
+        # most manifests lead nowhere (images, unsigned): take them in one step, walk the rest
+        parents = manifests.parents
+        seen.update(stack)
+        stack = [d for d in seen if d in parents or d in attached]
+        seen.difference_update(stack)
     while stack:
         digest = stack.pop()
         if digest in seen:

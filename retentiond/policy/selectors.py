@@ -72,9 +72,13 @@ class Selector:
         return cls(tuple(patterns), tuple(include), tuple(exclude))
 
     def matches(self, name: str) -> bool:
-        return any(p.fullmatch(name) for p in self.include) and not any(
-            p.fullmatch(name) for p in self.exclude
-        )
+        include, exclude = self.include, self.exclude
+        if len(include) == 1:  # the usual selector, once per tag: no generator
+            if include[0].fullmatch(name) is None:
+                return False
+        elif not any(p.fullmatch(name) for p in include):
+            return False
+        return not exclude or not any(p.fullmatch(name) for p in exclude)
 
 
 ALL = Selector.parse(["**"])

@@ -28,24 +28,29 @@ have no usable ``data`` (a manifest blob that will not open, a blob of phase 4 w
 the whole tree is read again with every ``data`` stat'ed, which is what the registry's GC counts
 as a blob; the result is then exact for such a tree too.
 
-The workers of phases 2 and 3 are forked after the table exists, so they share it without a
-copy. They return compact values (arrays, packed records); the parent assembles the inventory.
-A process that runs threads (the daemon) reads in-process instead: forking it is not safe.
+Phases 2 to 4 run in one pool of workers, forked once the table exists, so that they share
+it without a copy. They return compact values (arrays, packed records); the parent assembles
+the inventory. A process that runs threads (the daemon) reads in-process instead: forking it
+is not safe.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import stat
 import sys
 import threading
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from itertools import compress
+from operator import attrgetter, methodcaller
 from pathlib import Path
 from typing import TypeVar
 
@@ -266,8 +271,17 @@ def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
         own = int(prefix, 16) if _HEX2.fullmatch(prefix) else -1  # the first byte it holds
         buckets: dict[int, tuple[list[bytes], array[int], array[int]]] = {}
         entries = _scandir(reading, f"{v2}/blobs/sha256/{prefix}")
+        plain = None if stat_data or own < 0 else _plain_prefix(prefix, entries)
+        if plain is not None:
+            raw_keys, seconds, prefix_inodes = plain
+            keys.append(raw_keys)
+            sizes.extend(array("q", [UNKNOWN_SIZE]) * len(prefix_inodes))
+            inodes.extend(prefix_inodes)
+            for second, count in sorted(seconds.items()):
+                counts[(own << 8) | second] = count
+            continue
         if stat_data:  # in inode order: on a cold cache, the inode table is read front to back
-            entries.sort(key=_inode)
+            entries.sort(key=_INODE)
         prefix_fd = _open_dir(f"{v2}/blobs/sha256/{prefix}") if entries and stat_data else None
         try:
             for entry in entries:
@@ -337,8 +351,34 @@ def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
     )
 
 
-def _inode(entry: os.DirEntry[str]) -> int:
-    return entry.inode()
+def _plain_prefix(
+    prefix: str, entries: list[os.DirEntry[str]]
+) -> tuple[bytes, Counter[int], array[int]] | None:
+    """The digests of a prefix directory as the registry writes one (nothing but directories
+    named by lowercase sha256 hex digests that start with the prefix), sorted, with how many
+    there are of each second byte and their inodes; a few C calls for the whole directory.
+    None when anything in it is unusual: then each entry is looked at in turn."""
+    if not all(map(_IS_DIR, entries)):
+        return None
+    entries = sorted(entries, key=_NAME)  # lowercase hex: the order of the bytes
+    names = [entry.name for entry in entries]
+    if not names:
+        return b"", Counter(), array("Q")
+    joined = "".join(names)
+    if set(map(len, names)) != {64} or names[0][:2] != prefix or names[-1][:2] != prefix:
+        return None  # sorted: when the first and the last start with the prefix, all do
+    try:
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    if raw.hex() != joined:  # upper case, or whitespace (which fromhex skips)
+        return None
+    return raw, Counter(raw[1::32]), array("Q", map(_INODE, entries))
+
+
+_IS_DIR = methodcaller("is_dir", follow_symlinks=False)
+_NAME = attrgetter("name")
+_INODE = methodcaller("inode")
 
 
 def _blob_inodes(parts: list[_BlobPart], blobs: BlobTable) -> array[int] | None:
@@ -748,14 +788,60 @@ def _run(fn: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R]:
         yield from pool.imap_unordered(fn, tasks)
 
 
+class _Forked:
+    """The workers of phases 2 to 4: forked once, when first needed, after the blob table
+    exists (they share it through the fork); a pool costs tens of milliseconds to start.
+
+    ``blobs`` is what a task passes on: None in a worker (it finds the table in
+    ``_FORKED_BLOBS``), the table itself when the phase runs in-process."""
+
+    def __init__(self, blobs: BlobTable, count: int) -> None:
+        self.table, self.count = blobs, count
+        self._pool: multiprocessing.pool.Pool | None = None
+
+    def forks(self, count: int, tasks: int) -> bool:
+        return min(count, self.count) > 1 and tasks > 1
+
+    def blobs(self, count: int, tasks: int) -> BlobTable | None:
+        return None if self.forks(count, tasks) else self.table
+
+    def run(self, fn: Callable[[T], R], tasks: list[T], count: int) -> Iterator[R]:
+        """``fn`` over ``tasks``, in any order; in the workers when ``forks(count, ...)``."""
+        if not self.forks(count, len(tasks)):
+            yield from map(fn, tasks)
+            return
+        if self._pool is None:
+            global _FORKED_BLOBS
+            _FORKED_BLOBS = self.table
+            try:
+                self._pool = multiprocessing.get_context("fork").Pool(self.count)
+            finally:
+                _FORKED_BLOBS = None  # the workers have their copy
+        yield from self._pool.imap_unordered(fn, tasks)
+
+    def __enter__(self) -> _Forked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+
 def _workers(requested: int | None, size: int, threshold: int) -> int:
-    if requested is not None:
-        count = requested
-    elif size < threshold:
-        count = 1
-    else:  # more than the CPUs: a tree that is not in the page cache waits on the disk
-        count = min(16, 2 * (os.cpu_count() or 1))
+    """How many processes to read ``size`` things with (1: in-process)."""
+    count = _wanted(requested, size, threshold)
     return count if count > 1 and _can_fork() else 1
+
+
+def _wanted(requested: int | None, size: int, threshold: int) -> int:
+    """:func:`_workers`, were this process free to fork (a pool's own threads make it look
+    as if it were not, once the pool runs)."""
+    if requested is not None:
+        return requested
+    if size < threshold:
+        return 1
+    return min(16, 2 * (os.cpu_count() or 1))  # more than the CPUs: a cold cache waits on disk
 
 
 def read_blob_sizes(root: Path) -> dict[str, int]:
@@ -813,7 +899,6 @@ def _read_tree(
 ) -> Inventory | None:
     """The four phases; ``sized``: stat every blob's data in phase 1 (None: without, a blob
     directory turned out to have no usable data)."""
-    global _FORKED_BLOBS
     reading = _Reading(v2)
     prefixes = _blob_prefixes(reading)
     repo_dirs = _find_repositories(reading)
@@ -833,14 +918,14 @@ def _read_tree(
     del blob_parts
 
     # 2: link files, as blob ids
-    _FORKED_BLOBS = blobs if count > 1 else None
-    try:
+    with _Forked(blobs, _workers(workers, 1 << 62, 0)) as forked:
+        count = _wanted(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
+        chunks = _chunks(list(enumerate(repo_dirs)), _TASKS_PER_WORKER * count)
         report("repositories", 0, len(repo_dirs))
-        read = partial(_read_repositories, str(v2), read_layers, None if count > 1 else blobs)
+        read = partial(_read_repositories, str(v2), read_layers, forked.blobs(count, len(chunks)))
         links: list[_RepoLinks | None] = [None] * len(repo_dirs)
         done = 0
-        chunks = _chunks(list(enumerate(repo_dirs)), _TASKS_PER_WORKER * count)
-        for result in _run(read, chunks, count):
+        for result in forked.run(read, chunks, count):
             for one in result:
                 links[one.index] = one
             done += len(result)
@@ -858,13 +943,13 @@ def _read_tree(
         # 3: manifests
         sizes = _SizeFinder(blobs.sizes, sized)
         manifests, created, failed, parent_of = _read_manifests(
-            str(v2), repositories, blobs, inodes, read_created, workers, report, sizes
+            forked, str(v2), repositories, inodes, read_created, workers, report, sizes
         )
-    finally:
-        _FORKED_BLOBS = None
-    # 4: the sizes no manifest gave
-    if not sized and (sizes.inexact or not _stat_unsized(str(v2), blobs, sizes, inodes, workers)):
-        return None
+        # 4: the sizes no manifest gave
+        if not sized and (
+            sizes.inexact or not _stat_unsized(forked, str(v2), sizes, inodes, workers)
+        ):
+            return None
     problems += _unreadable_manifests(v2, repositories, blobs, failed, parent_of)
     return Inventory(
         root=str(root),
@@ -877,9 +962,9 @@ def _read_tree(
 
 
 def _read_manifests(
+    forked: _Forked,
     v2: str,
     repositories: list[Repository],
-    blobs: BlobTable,
     inodes: array[int] | None,
     read_created: bool,
     workers: int | None,
@@ -890,7 +975,7 @@ def _read_manifests(
 
     Returns the table, config ``created`` times, the blobs that did not parse (with why) and,
     for index children no link names, the index that named them."""
-    global _FORKED_BLOBS
+    blobs = forked.table
     manifests = ManifestTable(blobs)
     created: dict[str, datetime] = {}
     failed: dict[int, str] = {}
@@ -905,14 +990,13 @@ def _read_manifests(
     while todo:
         if inodes is not None:  # in the order of the blobs on disk, as far as we know it
             todo.sort(key=inodes.__getitem__)
-        count = _workers(workers, len(todo), PARALLEL_MIN_MANIFESTS)
-        _FORKED_BLOBS = blobs if count > 1 else None
-        parse = partial(
-            _parse_manifests, v2, read_created, sizes.complete, None if count > 1 else blobs
-        )
+        count = _wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS)
         chunks = _chunks(todo, _TASKS_PER_WORKER * count)
+        table = forked.blobs(count, len(chunks))
+        parse = partial(_parse_manifests, v2, read_created, sizes.complete, table)
         parsed = 0
-        for chunk in _run(parse, chunks, count):
+        parents: list[int] = []  # lists and indexes (a bare record has no children)
+        for chunk in forked.run(parse, chunks, count):
             created.update(chunk.created)
             sizes.add(chunk)
             out = chunk.manifests
@@ -924,10 +1008,12 @@ def _read_manifests(
                 manifests.add(digest, PackedManifest(record, children, subject, absent))
                 if error is not None:
                     failed[_record_id(record)] = error
+                if children:
+                    parents.append(_record_id(record))
             parsed += len(out)
             report("manifests", parsed, len(todo))
         more: dict[int, None] = {}
-        for parent in todo:
+        for parent in sorted(parents):
             for child in manifests.children_ids(parent):
                 if child != NO_ID and not manifests.has_record(child) and child not in more:
                     parent_of.setdefault(child, parent)
@@ -963,13 +1049,13 @@ class _SizeFinder:
     def unsized(self) -> list[int]:
         """Blobs whose size is unknown or disputed."""
         disputed = {i for i in self.disputed if self.stated[i]}
-        unknown = (i for i, size in enumerate(self.sizes) if size == UNKNOWN_SIZE)
+        unknown = compress(range(len(self.sizes)), map(UNKNOWN_SIZE.__eq__, self.sizes))
         return sorted(disputed.union(unknown))
 
 
 def _stat_unsized(
+    forked: _Forked,
     v2: str,
-    blobs: BlobTable,
     sizes: _SizeFinder,
     inodes: array[int] | None,
     workers: int | None,
@@ -979,9 +1065,11 @@ def _stat_unsized(
     todo = sizes.unsized()
     if inodes is not None:
         todo.sort(key=inodes.__getitem__)
-    tasks = [(blob_id, blobs.digest_of(blob_id)) for blob_id in todo]
-    count = _workers(workers, len(todo), PARALLEL_MIN_MANIFESTS)
-    for part in _run(partial(_data_sizes, v2), _chunks(tasks, _TASKS_PER_WORKER * count), count):
+    tasks = [(blob_id, forked.table.digest_of(blob_id)) for blob_id in todo]
+    count = _wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS)
+    for part in forked.run(
+        partial(_data_sizes, v2), _chunks(tasks, _TASKS_PER_WORKER * count), count
+    ):
         for blob_id, size in part:
             if size == UNKNOWN_SIZE:
                 return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -166,7 +167,9 @@ def test_broken_trees_read_the_same_with_workers(tree: Path, tmp_path: Path) -> 
     assert any("symbolic link" in m for m in messages)
     assert any("not a sha256 digest" in m for m in messages)
     assert {p.kind for p in one.problems} >= {
-        ProblemKind.UNREADABLE, ProblemKind.GC_ABORT, ProblemKind.GC_HAZARD
+        ProblemKind.UNREADABLE,
+        ProblemKind.GC_ABORT,
+        ProblemKind.GC_HAZARD,
     }
     assert dict(one.blobs) == read_blob_sizes(root)
     refused = make_plan(one, [POLICY], Safety(), NOW).refused
@@ -214,9 +217,7 @@ def blob_data(root: Path, digest: str) -> Path:
 
 
 def image_manifests(inventory: Inventory) -> list[Any]:
-    return sorted(
-        (m for m in inventory.manifests.values() if m.config), key=lambda m: m.digest
-    )
+    return sorted((m for m in inventory.manifests.values() if m.config), key=lambda m: m.digest)
 
 
 def a_layer(inventory: Inventory, shared: bool) -> str:
@@ -289,3 +290,38 @@ def test_a_blob_directory_without_data_makes_the_read_stat_every_blob(
         assert digest not in inventory.blobs
         assert dict(inventory.blobs) == read_blob_sizes(root)
         assert snapshot(inventory) == snapshot(read_inventory(root, workers=1, stat_blobs=True))
+
+
+# -- prefix directories: as a registry writes them, read at once; anything odd, entry by entry --
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        None,  # nothing odd: the whole directory at once
+        "A" * 64,  # upper case: not a digest to the registry
+        "ab" + "c" * 61,  # 63 characters
+        "ab" + " c" * 31,  # whitespace, which bytes.fromhex would skip
+        "ab" + "g" * 62,  # not hex
+        "cd" + "e" * 62,  # in another prefix's directory
+        "file",  # a file, not a directory
+    ],
+)
+def test_prefix_directories_read_alike_at_once_and_one_by_one(
+    tmp_path: Path, odd: str | None
+) -> None:
+    prefix = tmp_path / "docker/registry/v2/blobs/sha256/ab"
+    names = ["ab" + f"{n:062x}" for n in (5, 1, 0x77, 3)] + ["ab" + "9" * 62]
+    names += [odd] if odd is not None and odd != "file" else []
+    for name in names:
+        (prefix / name).mkdir(parents=True)
+        (prefix / name / "data").write_bytes(b"x" * len(name))
+    if odd == "file":
+        (prefix / ("ab" + "f" * 62)).write_bytes(b"a file where a blob directory belongs")
+    fast = read_inventory(tmp_path, workers=1)  # sizes unknown: names only
+    exact = read_inventory(tmp_path, workers=1, stat_blobs=True)  # each entry, stat'ed
+    assert sorted(fast.blobs) == sorted(exact.blobs)  # ids in a shard: in the order found
+    assert [p.message for p in fast.problems] == [p.message for p in exact.problems]
+    assert sorted(fast.blobs) == sorted(
+        "sha256:" + n for n in names if re.fullmatch("[0-9a-f]{64}", n)
+    )  # a blob in another prefix's directory is still one
