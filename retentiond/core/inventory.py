@@ -30,7 +30,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate, compress
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -528,9 +528,9 @@ _PARSED = 1
 _HAS_CONFIG = 2
 
 
-@dataclass(frozen=True, slots=True)
-class PackedManifest:
-    """A manifest as :class:`ManifestTable` keeps it (see :func:`pack_manifest`)."""
+class PackedManifest(NamedTuple):
+    """A manifest as :class:`ManifestTable` keeps it (see :func:`pack_manifest`); a tuple:
+    the reader makes one per manifest blob."""
 
     record: bytes
     children: tuple[str, ...] = ()
@@ -570,8 +570,11 @@ def pack_manifest(
     flags = _PARSED | (_HAS_CONFIG if manifest.config else 0)
     references = manifest.references
     found = blobs.ids_of(references)
-    ids = array("I", (NO_ID if ref < 0 else ref for ref in found))
-    absent = tuple(digest for digest, ref in zip(references, found, strict=True) if ref < 0)
+    absent: tuple[str, ...] = ()
+    if -1 in found:
+        absent = tuple(digest for digest, ref in zip(references, found, strict=True) if ref < 0)
+        found = [NO_ID if ref < 0 else ref for ref in found]
+    ids = array("I", found)
     header = _HEADER.pack(blob_id, code, flags, len(manifest.children))
     return PackedManifest(header + ids.tobytes(), manifest.children, manifest.subject, absent)
 

@@ -77,6 +77,8 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
 #: the registry refuses manifests larger than this; a bigger "manifest" is not one
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: the first read of a blob: the whole of almost every manifest
+_FIRST_READ = 1 << 16
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: below these sizes the tree is read in-process (starting workers costs more than it saves)
 PARALLEL_MIN_REPOSITORIES = 16
@@ -168,17 +170,18 @@ def read_blob(
         path = f"{hexpart[:2]}/{hexpart}/data"
     fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=store_fd)
     try:
-        st = os.fstat(fd)
-        if st.st_size > limit:
-            raise ManifestError(f"{st.st_size} bytes, larger than any manifest")
-        data = os.read(fd, st.st_size + 1)  # blobs never change: usually all of it at once
-        if len(data) == st.st_size + 1 or len(data) < st.st_size:
+        # no fstat (a syscall per manifest): a read of a regular file stops short only at its
+        # end; a manifest cut short by one that did would not parse, and be reported
+        data = os.read(fd, _FIRST_READ)
+        if len(data) == _FIRST_READ:  # a large blob: the rest, up to the limit
             chunks = [data]
+            total = len(data)
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise ManifestError(f"more than {limit} bytes, larger than any manifest")
             data = b"".join(chunks)
-            if len(data) > limit:
-                raise ManifestError(f"{len(data)} bytes, larger than any manifest")
         return data
     finally:
         os.close(fd)
@@ -980,13 +983,12 @@ def _read_manifests(
     created: dict[str, datetime] = {}
     failed: dict[int, str] = {}
     parent_of: dict[int, int] = {}
-    wanted = bytearray(blobs.id_count)
+    wanted: set[int] = set()
     for repo in repositories:
         for ids in _link_ids(repo, blobs):
-            for blob_id in ids:
-                if blob_id != NO_ID:
-                    wanted[blob_id] = 1
-    todo = list(_flagged(wanted))
+            wanted.update(ids)
+    wanted.discard(NO_ID)
+    todo = sorted(wanted)
     while todo:
         if inodes is not None:  # in the order of the blobs on disk, as far as we know it
             todo.sort(key=inodes.__getitem__)
@@ -1102,13 +1104,6 @@ def _link_ids(repo: Repository, blobs: BlobTable) -> tuple[Iterable[int], Iterab
         return columns.revision_ids, columns.tag_ids
     tag_ids = [NO_ID if i < 0 else i for i in blobs.ids_of(t.digest for t in repo.tags)]
     return repo.revision_ids(blobs), tag_ids
-
-
-def _flagged(flags: bytearray) -> Iterator[int]:
-    at = flags.find(1)
-    while at >= 0:
-        yield at
-        at = flags.find(1, at + 1)
 
 
 def _unreadable_manifests(

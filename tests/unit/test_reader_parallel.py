@@ -325,3 +325,27 @@ def test_prefix_directories_read_alike_at_once_and_one_by_one(
     assert sorted(fast.blobs) == sorted(
         "sha256:" + n for n in names if re.fullmatch("[0-9a-f]{64}", n)
     )  # a blob in another prefix's directory is still one
+
+
+def test_manifest_blobs_of_any_size_read_whole_and_oversized_ones_refused(
+    tree: Path, tmp_path: Path
+) -> None:
+    """The first read takes 64 KiB: a larger manifest is read to its end, one larger than the
+    registry accepts (4 MiB) is unreadable, and its size is what was read."""
+    root = tmp_path / "sizes"
+    shutil.copytree(tree, root, symlinks=True)
+    repos = sorted(repositories(root))
+    big, huge = (
+        sorted((repo / "_manifests/tags").iterdir())[0] / "current/link" for repo in repos[:2]
+    )
+    big_data = blob_data(root, big.read_text())
+    doc = json.loads(big_data.read_bytes())
+    text = json.dumps(doc, indent=2).replace("\n", "\n" + " " * 10000)  # 100s of KiB, same JSON
+    assert len(text) > 1 << 17
+    big_data.write_text(text)
+    blob_data(root, huge.read_text()).write_bytes(b" " * (5 << 20))
+    inventory = read_inventory(root, workers=1)
+    assert inventory.blobs[big.read_text()] == len(text)
+    assert big.read_text() in inventory.manifests
+    messages = [p.message for p in inventory.problems]
+    assert any("larger than any manifest" in m and huge.read_text() in m for m in messages)
