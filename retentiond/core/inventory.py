@@ -640,13 +640,15 @@ class ManifestTable(Mapping[str, Manifest]):
         if packed.absent:
             self._absent[digest] = packed.absent
 
-    def add_record(self, record: bytes) -> None:
-        """:meth:`add` for a record with a blob and nothing else (``PackedManifest.plain``)."""
-        blob_id = _HEADER.unpack_from(record)[0]
-        if self._records[blob_id] is None:
-            self._records[blob_id] = record
-            if record[5] & _PARSED:
-                self._parsed += 1
+    def add_records(self, records: Iterable[bytes]) -> None:
+        """:meth:`add` for records with a blob and nothing else (``PackedManifest.plain``)."""
+        table, header = self._records, _HEADER
+        for record in records:
+            blob_id = header.unpack_from(record)[0]
+            if table[blob_id] is None:
+                table[blob_id] = record
+                if record[5] & _PARSED:
+                    self._parsed += 1
 
     def _record(self, digest: str) -> bytes | None:
         blob_id = self._blobs.id_of(digest)

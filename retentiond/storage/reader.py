@@ -69,7 +69,7 @@ from retentiond.core.inventory import (
     pack_manifest,
     record_references,
 )
-from retentiond.core.manifests import ManifestError, is_digest, parse_created, parse_manifest
+from retentiond.core.manifests import DIGEST_RE, ManifestError, parse_created, parse_manifest
 from retentiond.errors import StorageError
 
 V2 = ("docker", "registry", "v2")
@@ -80,6 +80,7 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: the first read of a blob: the whole of almost every manifest
 _FIRST_READ = 1 << 16
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_OPEN_FLAGS = os.O_RDONLY | _NOFOLLOW
 #: below these sizes the tree is read in-process (starting workers costs more than it saves)
 PARALLEL_MIN_REPOSITORIES = 16
 PARALLEL_MIN_MANIFESTS = 2000
@@ -117,7 +118,7 @@ def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
     ``path`` is relative to ``dir_fd`` when given (fewer path components for the kernel to
     resolve: a tree of millions of links is read mostly in path lookups)."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+        fd = os.open(path, _OPEN_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError as exc:
         raise LinkError("link file is missing") from exc
     except OSError as exc:
@@ -127,24 +128,19 @@ def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
         if not stat.S_ISREG(st.st_mode):
             raise LinkError("link is not a regular file")
         data = os.read(fd, 200)
-        if _lives_in_inode(st) and _DONTNEED is not None:
-            # reading it made a 4 KiB page cache copy of 71 bytes: 9 GB at a million tags,
-            # which pushes out the inode cache that makes the next plan fast
+        if st.st_blocks * 512 < st.st_blksize and data and _DONTNEED is not None:
+            # less than a block: its data lives in its inode (ext4 inline_data), and reading
+            # it made a 4 KiB page cache copy of 71 bytes: 9 GB at a million tags, which pushes
+            # out the inode cache that makes the next plan fast
             os.posix_fadvise(fd, 0, 0, _DONTNEED)
     finally:
         os.close(fd)
     if not data:
         raise LinkError("link file is empty (an interrupted write; the registry answers 500)")
     text = data.decode("ascii", "replace")
-    if not is_digest(text):
+    if DIGEST_RE.fullmatch(text) is None:
         raise LinkError(f"link does not hold a sha256 digest: {text[:80]!r}")
     return text, st.st_mtime
-
-
-def _lives_in_inode(st: os.stat_result) -> bool:
-    """A file whose data takes less than a block (ext4 inline_data): no block of its own to
-    cache, the page cache holds a copy of what the inode holds."""
-    return st.st_size > 0 and st.st_blocks * 512 < st.st_blksize
 
 
 def read_link(path: str) -> tuple[str, datetime]:
@@ -168,7 +164,7 @@ def read_blob(
         path = f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
     else:
         path = f"{hexpart[:2]}/{hexpart}/data"
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=store_fd)
+    fd = os.open(path, _OPEN_FLAGS, dir_fd=store_fd)
     try:
         # no fstat (a syscall per manifest): a read of a regular file stops short only at its
         # end; a manifest cut short by one that did would not parse, and be reported
@@ -655,9 +651,9 @@ def _shared_blobs(blobs: BlobTable | None) -> BlobTable:
     return table
 
 
-#: one manifest as a worker returns it: a record alone (the usual case), or the fields of a
-#: PackedManifest with its digest and the error that made it unreadable (or None)
-_Parsed = bytes | tuple[bytes, str, tuple[str, ...], str | None, tuple[str, ...], str | None]
+#: a manifest that is more than its record (see PackedManifest.plain), as a worker returns it:
+#: the fields of its PackedManifest, its digest and the error that made it unreadable (or None)
+_Parsed = tuple[bytes, str, tuple[str, ...], str | None, tuple[str, ...], str | None]
 
 
 class _CachedIds:
@@ -686,6 +682,7 @@ class _CachedIds:
 class _ParsedChunk:
     """What a worker of phase 3 returns."""
 
+    records: list[bytes]  # the usual manifest: its record is all there is to it
     manifests: list[_Parsed]
     created: dict[str, datetime]
     #: blob ids and sizes: of the manifests read (``read``), as descriptors state (``stated``;
@@ -719,8 +716,7 @@ def _parse_manifests(
     table = _shared_blobs(blobs)
     lookup = _CachedIds(table)
     media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
-    chunk = _ParsedChunk([], {})
-    out = chunk.manifests
+    chunk = _ParsedChunk([], [], {})
     configs: set[str] = set()
     taken: dict[int, int] = {}
     store_fd = _open_dir(f"{v2}/blobs/sha256")
@@ -748,9 +744,9 @@ def _parse_manifests(
                 ids = record_references(packed.record)[len(manifest.children) :]
                 chunk.state(ids, manifest.blob_sizes, taken)
             if packed.plain and error is None:
-                out.append(packed.record)
+                chunk.records.append(packed.record)
             else:
-                out.append(
+                chunk.manifests.append(
                     (packed.record, digest, packed.children, packed.subject, packed.absent, error)
                 )
             if read_created and manifest is not None and manifest.config:
@@ -1001,18 +997,14 @@ def _read_manifests(
         for chunk in forked.run(parse, chunks, count):
             created.update(chunk.created)
             sizes.add(chunk)
-            out = chunk.manifests
-            for item in out:
-                if isinstance(item, bytes):
-                    manifests.add_record(item)
-                    continue
-                record, digest, children, subject, absent, error = item
+            manifests.add_records(chunk.records)
+            for record, digest, children, subject, absent, error in chunk.manifests:
                 manifests.add(digest, PackedManifest(record, children, subject, absent))
                 if error is not None:
                     failed[_record_id(record)] = error
                 if children:
                     parents.append(_record_id(record))
-            parsed += len(out)
+            parsed += len(chunk.records) + len(chunk.manifests)
             report("manifests", parsed, len(todo))
         more: dict[int, None] = {}
         for parent in sorted(parents):
