@@ -118,38 +118,38 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
     doc["summary"]["tags_deleted"] = len(plan.tags_deleted)
     doc["summary"]["manifests_unlinked"] = len(plan.manifests_unlinked)
 
-    def keep(repository: str) -> bool:
-        return only is None or only.matches(repository)
+    deleted, unlinked = plan.tags_deleted, plan.manifests_unlinked
+    if only is not None:
+        deleted = tuple(t for t in deleted if only.matches(t.repository))
+        unlinked = tuple(m for m in unlinked if only.matches(m.repository))
 
     # one object per entry, as json.dumps(indent=2) writes it at depth 2; the strings that
     # repeat (repository, policy, reason) are encoded once
     encoded: dict[str, str] = {}
 
     def enc(text: str) -> str:
-        found = encoded.get(text)
-        if found is None:
-            found = encoded[text] = _string(text)
+        found = encoded[text] = _string(text)
         return found
 
+    known = encoded.get
     tag_item = _item("repository", "tag", "digest", "pushed_at", "policy", "reason")
     tags = (
         tag_item
         % (
-            enc(t.repository),
-            _string(t.tag),
-            _string(t.digest),
-            _string(_iso(t.pushed_at)),
-            enc(t.policy),
-            enc(t.reason),
+            known(repository) or enc(repository),
+            _string(tag),
+            _string(digest),
+            _iso(pushed_at),
+            known(policy) or enc(policy),
+            known(reason) or enc(reason),
         )
-        for t in plan.tags_deleted
-        if keep(t.repository)
+        for repository, tag, digest, pushed_at, policy, reason in deleted
     )
     manifest_item = _item("repository", "digest", "reason")
     manifests = (
-        manifest_item % (enc(m.repository), _string(m.digest), enc(m.reason))
-        for m in plan.manifests_unlinked
-        if keep(m.repository)
+        manifest_item
+        % (known(repository) or enc(repository), _string(digest), known(reason) or enc(reason))
+        for repository, digest, reason, _ in unlinked
     )
     streamed = {"tags": tags, "manifests": manifests}
     out.write("{")
@@ -178,7 +178,8 @@ def _write_list(items: Iterator[str], out: TextIO) -> None:
 
 
 def _iso(when: datetime) -> str:
-    """:func:`retentiond.render.iso`, several times faster (it runs once per deleted tag)."""
+    """:func:`retentiond.render.iso` as a JSON string, several times faster (it runs once per
+    deleted tag)."""
     if when.tzinfo is not UTC:
         when = when.astimezone(UTC)
-    return when.isoformat(timespec="seconds")[:19] + "Z"
+    return '"' + when.isoformat(timespec="seconds")[:19] + 'Z"'

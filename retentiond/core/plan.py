@@ -156,11 +156,9 @@ def _plan_repository(
         deleted_policy.setdefault(deletion.digest, deletion.policy)
     by_deleted = reachable(deleted_policy, manifests, attached=attached)
     untagged_policy = untagged_delete[0].name if untagged_delete else None
-    position = {digest: n for n, digest in enumerate(revisions)}
     result.unlinked = bytearray(len(revisions))
-    for digest in sorted(revisions):
-        if digest in alive:
-            continue
+    gone = sorted((digest, n) for n, digest in enumerate(revisions) if digest not in alive)
+    for digest, position in gone:
         if digest in by_deleted:
             result.unlinks.append(
                 ManifestUnlink(repo.name, digest, _UNREACHABLE, deleted_policy.get(digest))
@@ -169,7 +167,7 @@ def _plan_repository(
             result.unlinks.append(
                 ManifestUnlink(repo.name, digest, untagged_reason, untagged_policy)
             )
-        result.unlinked[position[digest]] = 1
+        result.unlinked[position] = 1
 
     # 6: remove a repository left with nothing, when allowed and quiet
     tags_left = len(tags) - len(result.tags)

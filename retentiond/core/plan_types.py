@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from retentiond.core.inventory import Problem
 
 
-@dataclass(frozen=True, slots=True)
-class TagDeletion:
+class TagDeletion(NamedTuple):
+    """A tag to delete (a tuple, as is :class:`ManifestUnlink`: a plan holds a million)."""
+
     repository: str
     tag: str
     digest: str
@@ -19,8 +21,7 @@ class TagDeletion:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestUnlink:
+class ManifestUnlink(NamedTuple):
     """A revision link to remove: ``<repository>/_manifests/revisions/sha256/<hex>``."""
 
     repository: str

@@ -62,7 +62,6 @@ def judge_tags(
         versioned.sort(reverse=True)
         highest = {name for _, name in versioned[: keep.semver]}
 
-    # the reasons are the same few strings for every tag: build each once
     order_word = "created" if policy.order_by is OrderBy.CREATED else "pushed"
     among_last = f"among the last {keep.last} {order_word}"
     not_among_last = f"not {among_last}"
@@ -70,7 +69,7 @@ def judge_tags(
     within, older = f"pushed within {age}", f"pushed more than {age} ago"
     highest_versions = f"among the {keep.semver} highest versions"
     not_highest = f"not {highest_versions}"
-    joined: dict[tuple[str, ...], str] = {}
+    made: dict[tuple[str, ...], Verdict] = {}  # the same few verdicts for every tag: each once
     verdicts: dict[str, Verdict] = {}
     for tag in scope:
         kept: list[str] = []
@@ -93,11 +92,9 @@ def judge_tags(
             else:
                 missed.append(not_highest)
         parts = tuple(kept) if kept else tuple(missed)
-        reason = joined.get(parts)
-        if reason is None:
-            reason = joined[parts] = ", ".join(parts)
-        if kept:
-            verdicts[tag.name] = Verdict(True, reason)
-        else:
-            verdicts[tag.name] = Verdict(False, reason or "the policy keeps no tag (keep: {})")
+        verdict = made.get(parts)
+        if verdict is None:
+            reason = ", ".join(parts) or "the policy keeps no tag (keep: {})"
+            verdict = made[parts] = Verdict(bool(kept), reason)
+        verdicts[tag.name] = verdict
     return verdicts
