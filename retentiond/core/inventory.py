@@ -205,26 +205,23 @@ class BlobTable(Mapping[str, int]):
         """:meth:`id_of` for many digests at once (the reader's hot loop)."""
         keys, base, extra, fromhex = self._keys, self._base, self._extra, bytes.fromhex
         out: list[int] = []
+        append = out.append
         for digest in digests:
             hexpart = digest[7:]
             try:
                 raw = fromhex(hexpart)
             except ValueError:
                 raw = b""
-            if (  # as digest_bytes, inlined
-                len(raw) != 32
-                or len(hexpart) != 64
-                or not digest.startswith("sha256:")
-                or not (hexpart.islower() or hexpart.isdigit())
-            ):
-                out.append(extra.get(digest, -1))
+            # as digest_bytes, inlined: canonical is 64 lowercase hex digits, nothing else
+            if len(raw) != 32 or raw.hex() != hexpart or not digest.startswith("sha256:"):
+                append(extra.get(digest, -1))
                 continue
             shard = (raw[0] << 8) | raw[1]
-            start, end = base[shard] << 5, base[shard + 1] << 5
-            at = keys.find(raw, start, end)
-            while at > start and (at - start) & 31:
-                at = keys.find(raw, at + 1, end)
-            out.append(at >> 5 if at >= 0 else -1)
+            start = base[shard] << 5
+            at = keys.find(raw, start, base[shard + 1] << 5)
+            while at > start and (at - start) & 31:  # found across two keys: look further
+                at = keys.find(raw, at + 1, base[shard + 1] << 5)
+            append(at >> 5 if at >= 0 else -1)
         return out
 
     def digests_of(self, blob_ids: Iterable[int]) -> list[str | None]:

@@ -656,28 +656,6 @@ def _shared_blobs(blobs: BlobTable | None) -> BlobTable:
 _Parsed = tuple[bytes, str, tuple[str, ...], str | None, tuple[str, ...], str | None]
 
 
-class _CachedIds:
-    """Blob ids of the digests manifests reference, with the shared ones (base layers, the
-    configs of the images of an index) remembered. Bounded: cleared when it grows large."""
-
-    def __init__(self, blobs: BlobTable, size: int = 50_000) -> None:
-        self.blobs, self.size = blobs, size
-        self.known: dict[str, int] = {}
-
-    def ids_of(self, digests: Iterable[str]) -> list[int]:
-        digests = list(digests)
-        known = self.known
-        ids = [known.get(d, -2) for d in digests]
-        if -2 in ids:
-            if len(known) > self.size:
-                known.clear()
-            misses = [k for k, i in enumerate(ids) if i == -2]
-            found = self.blobs.ids_of([digests[k] for k in misses])
-            for k, blob_id in zip(misses, found, strict=True):
-                ids[k] = known[digests[k]] = blob_id
-        return ids
-
-
 @dataclass
 class _ParsedChunk:
     """What a worker of phase 3 returns."""
@@ -714,7 +692,6 @@ def _parse_manifests(
 
     ``sized``: the table knows every blob's size; else the sizes found are returned."""
     table = _shared_blobs(blobs)
-    lookup = _CachedIds(table)
     media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
     chunk = _ParsedChunk([], [], {})
     configs: set[str] = set()
@@ -739,7 +716,7 @@ def _parse_manifests(
             except OSError as exc:
                 error = f"cannot read: {exc.strerror}"
                 chunk.inexact = chunk.inexact or not sized
-            packed = pack_manifest(manifest, blob_id, lookup, media_types)
+            packed = pack_manifest(manifest, blob_id, table, media_types)
             if not sized and manifest is not None and manifest.blob_sizes:
                 ids = record_references(packed.record)[len(manifest.children) :]
                 chunk.state(ids, manifest.blob_sizes, taken)
