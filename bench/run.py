@@ -3,7 +3,7 @@
     python bench/run.py --size 500x100 --size 1000x250        # generates bench/trees/<size>
     python bench/run.py /path/to/tree [...]                   # trees made by bench/generate.py
 
-For each tree, ``--runs`` rounds (default 3; median reported) of, in this order:
+For each tree, ``--runs`` runs (default 3; median reported) of each of:
 
 - ``floor``: ``bench/floor.py``, the plainest Python reading exactly what a plan needs;
 - ``plan``: ``retentiond plan --json`` with a generated config and policy (keep the last 20 tags
@@ -16,9 +16,13 @@ wall time and peak RSS of its largest process. ``plan`` also runs once more with
 process tree sampled (``--tree-memory``): the peak of the sum of the proportional set sizes
 (PSS) of the parent and its worker processes, so that shared pages count once.
 
-By default caches are warm (one untimed run of each command first; ``--no-warmup`` skips it,
-for trees too large for the page cache anyway); ``--cold`` drops the page cache before every
-run (root only), which makes every command wait on the disk.
+By default each command's runs come in a row, after one untimed run of it (``--order
+grouped``): each is measured with the cache holding what it reads itself, as far as that fits.
+``--order interleaved`` runs one warm-up of each, then rounds of floor, plan, GC; on a tree
+larger than the page cache each command then pays for what the one before it read (at 1M tags
+the GC between two plans doubles the plan's time). ``--no-warmup`` skips the untimed runs;
+``--cold`` drops the page cache before every run (root only), which makes every command wait
+on the disk.
 
 Then (``--no-sizes-check`` skips it) the inventory is read twice more in-process, as ``plan``
 reads it (layer sizes from the manifests) and with every blob's ``data`` stat'ed (what ``apply``
@@ -337,16 +341,22 @@ def bench_tree(tree: Path, args: argparse.Namespace) -> TreeResult:
         config, gc = write_config(tree, work)
         cmds = commands(tree, config, gc)
         result.runs = {name: [] for name in cmds}
-        if args.warmup and not args.cold:
-            for name, cmd in cmds.items():
+        warm_up = args.warmup and not args.cold
+        if args.order == "grouped":  # each command's runs in a row, after its own warm-up
+            first = -1 if warm_up else 0  # -1: the untimed warm-up
+            schedule = [(name, n) for name in cmds for n in range(first, args.runs)]
+        else:  # one warm-up of each, then rounds of floor, plan, GC
+            schedule = [(name, -1) for name in cmds if warm_up]
+            schedule += [(name, n) for n in range(args.runs) for name in cmds]
+        for name, n in schedule:
+            if args.cold:
+                drop_caches()
+            if n < 0:
                 log(f"{tree.name}: warm-up {name}")
-                timed(cmd)
-        for n in range(args.runs):
-            for name, cmd in cmds.items():
-                if args.cold:
-                    drop_caches()
+                timed(cmds[name])
+            else:
                 log(f"{tree.name}: run {n + 1}/{args.runs} {name}")
-                result.runs[name].append(timed(cmd))
+                result.runs[name].append(timed(cmds[name]))
         if args.tree_memory and args.runs:
             log(f"{tree.name}: plan, process tree memory")
             if args.cold:
@@ -378,8 +388,13 @@ def report(results: list[TreeResult], args: argparse.Namespace) -> str:
         if args.warmup
         else "no warm-up run"
     )
+    order = (
+        "each command's runs in a row"
+        if args.order == "grouped"
+        else "in rounds of floor, plan, GC"
+    )
     lines = [
-        f"Median of {args.runs} runs, {mode}; {os.cpu_count()} CPUs.",
+        f"Median of {args.runs} runs, {mode}, {order}; {os.cpu_count()} CPUs.",
         "",
         "| tree | repositories | tags | manifests | blobs | files | directories |",
         "|---|--:|--:|--:|--:|--:|--:|",
@@ -445,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="drop the page cache before runs")
+    parser.add_argument("--order", choices=("grouped", "interleaved"), default="grouped",
+                        help="grouped: each command's warm-up and runs in a row (the cache holds "
+                        "what that command reads, as far as it fits); interleaved: rounds of "
+                        "floor, plan, GC (each command runs in what the one before left)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="no untimed first run (for trees larger than the page cache)")
     parser.add_argument("--apply-runs", type=int, default=1, help="0: skip the apply phase")

@@ -127,8 +127,8 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
     # repeat (repository, policy, reason) are encoded once
     encoded: dict[str, str] = {}
 
-    def enc(text: str) -> str:
-        found = encoded[text] = _string(text)
+    def enc(text: str) -> str:  # after known(text) found nothing: encode it, once
+        encoded[text] = found = _string(text)
         return found
 
     known = encoded.get

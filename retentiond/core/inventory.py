@@ -18,15 +18,7 @@ from __future__ import annotations
 import enum
 import struct
 from array import array
-from collections.abc import (
-    Collection,
-    ItemsView,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-    ValuesView,
-)
+from collections.abc import Collection, ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate, compress
