@@ -962,6 +962,7 @@ def _read_manifests(
             wanted.update(ids)
     wanted.discard(NO_ID)
     todo = sorted(wanted)
+    del wanted  # tens of MB at a million tags, not to be held while the manifests are read
     while todo:
         if inodes is not None:  # in the order of the blobs on disk, as far as we know it
             todo.sort(key=inodes.__getitem__)
