@@ -241,16 +241,18 @@ class MaintenanceRun:
         self.entry["plan"] = plan_summary(plan)
         self.entry["removals"] = [r.to_json() for r in removals_for(plan, nested)]
         self.entry["reclaimable"] = dict(plan.reclaimable)
-        self.entry["deleted_tags"] = [[t.repository, t.tag, t.policy] for t in plan.tags_deleted]
+        deleted_tags = [[t.repository, t.tag, t.policy] for t in plan.tags_deleted]
+        self.entry["deleted_tags"] = deleted_tags
         self.entry["unlinked"] = [
             [m.repository, m.digest, m.policy] for m in plan.manifests_unlinked
         ]
         self.entry["repositories_removed"] = list(plan.repositories_removed)
+        deleted = {(repository, tag) for repository, tag, _ in deleted_tags}
         self.entry["kept_tags"] = sorted(
             [r.name, t.name, t.digest]
             for r in self.inventory.repositories
-            for t in r.tags
-            if (r.name, t.name) not in {(d.repository, d.tag) for d in plan.tags_deleted}
+            for t in r.materialize()[0]
+            if (r.name, t.name) not in deleted
         )
         self.entry["blob_count_before"] = len(self.inventory.blobs)
         self.reach("planned")

@@ -7,7 +7,7 @@ import gc
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import islice
 from json.encoder import encode_basestring_ascii as _string
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from retentiond.commands.context import JobContext, load_context
 from retentiond.core.plan import make_plan
-from retentiond.core.plan_types import Plan
+from retentiond.core.plan_types import ManifestUnlink, Plan, TagDeletion
 from retentiond.logs import get_logger
 from retentiond.policy.selectors import Selector
 from retentiond.render import plan_json, plan_table
@@ -118,10 +118,11 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
     doc["summary"]["tags_deleted"] = len(plan.tags_deleted)
     doc["summary"]["manifests_unlinked"] = len(plan.manifests_unlinked)
 
-    deleted, unlinked = plan.tags_deleted, plan.manifests_unlinked
-    if only is not None:
-        deleted = tuple(t for t in deleted if only.matches(t.repository))
-        unlinked = tuple(m for m in unlinked if only.matches(m.repository))
+    deleted: Iterable[TagDeletion] = plan.tags_deleted
+    unlinked: Iterable[ManifestUnlink] = plan.manifests_unlinked
+    if only is not None:  # read once, below: no need to keep what matches
+        deleted = (t for t in deleted if only.matches(t.repository))
+        unlinked = (m for m in unlinked if only.matches(m.repository))
 
     # one object per entry, as json.dumps(indent=2) writes it at depth 2; the strings that
     # repeat (repository, policy, reason) are encoded once

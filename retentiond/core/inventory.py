@@ -356,12 +356,16 @@ class RepositoryColumns:
     revision_times: array[float]
     missing: tuple[str, ...] = ()
 
-    def materialize(self) -> tuple[tuple[Tag, ...], Mapping[str, datetime]]:
+    def revision_digests(self) -> list[str]:
+        """The digest of each revision, in order."""
         missing = iter(self.missing)
-        revision_digests = [
-            d if d is not None else next(missing)
-            for d in self.blobs.digests_of(self.revision_ids)
+        return [
+            d if d is not None else next(missing) for d in self.blobs.digests_of(self.revision_ids)
         ]
+
+    def materialize(self) -> tuple[tuple[Tag, ...], Mapping[str, datetime]]:
+        revision_digests = self.revision_digests()
+        missing = iter(self.missing[self.revision_ids.count(NO_ID) :])  # the tags' ones
         revisions = _Timestamps(dict(zip(revision_digests, self.revision_times, strict=True)))
         # a tag's digest is the same string as its revision's
         known = dict(zip(self.revision_ids, revision_digests, strict=True))
@@ -494,6 +498,13 @@ class Repository:
             return len(self._revisions)
         assert self._columns is not None
         return len(self._columns.revision_ids)
+
+    def revision_digests(self) -> list[str]:
+        """The digests of ``revisions``, in order."""
+        if self._revisions is not None:
+            return list(self._revisions)
+        assert self._columns is not None
+        return self._columns.revision_digests()
 
     def revision_ids(self, blobs: BlobTable) -> Sequence[int]:
         """The blob id of each revision (``NO_ID`` when it has no blob), in ``revisions``

@@ -23,16 +23,20 @@ leaves unmarked once the plan's removals are made: global across repositories, s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import compress
+from typing import TypeVar
 
 from retentiond.core.inventory import NO_ID, Inventory, ProblemKind, Repository, Tag
 from retentiond.core.mark import attachments, gc_mark, reachable, unmarked
 from retentiond.core.plan_types import (
     ManifestUnlink,
     Plan,
+    PlanEntries,
     Refusal,
     RepositorySummary,
     TagDeletion,
@@ -48,6 +52,9 @@ _UNREACHABLE = "unreachable after tag deletions"
 class _RepoPlan:
     tags: list[TagDeletion] = field(default_factory=list)
     unlinks: list[ManifestUnlink] = field(default_factory=list)
+    #: the position of each deleted tag in the repository's tags, of each unlink in its revisions
+    tag_positions: list[int] = field(default_factory=list)
+    unlink_positions: list[int] = field(default_factory=list)
     #: 1 for each revision unlinked, in ``Repository.revisions`` order
     unlinked: bytearray = field(default_factory=bytearray)
     removed: bool = False
@@ -137,7 +144,7 @@ def _plan_repository(
         if tag.name in doomed:
             policy_of_digest.setdefault(tag.digest, doomed[tag.name][0])
     fallback_policy = untagged_delete[0].name if untagged_delete else policies[0].name
-    for tag in tags:
+    for position, tag in enumerate(tags):
         if tag.name in doomed:
             policy_name, reason = doomed[tag.name]
         elif tag.name in referrers:
@@ -149,6 +156,7 @@ def _plan_repository(
         result.tags.append(
             TagDeletion(repo.name, tag.name, tag.digest, tag.pushed_at, policy_name, reason)
         )
+        result.tag_positions.append(position)
 
     # the policy of the first deletion of each digest, in deletion order
     deleted_policy: dict[str, str] = {}
@@ -168,6 +176,7 @@ def _plan_repository(
                 ManifestUnlink(repo.name, digest, untagged_reason, untagged_policy)
             )
         result.unlinked[position] = 1
+        result.unlink_positions.append(position)
 
     # 6: remove a repository left with nothing, when allowed and quiet
     tags_left = len(tags) - len(result.tags)
@@ -210,8 +219,10 @@ def make_plan(
         f"untagged for more than {format_age(safety.untagged_min_age)} (untagged: delete)"
     )
 
-    tags: list[TagDeletion] = []
-    unlinks: list[ManifestUnlink] = []
+    tags: list[tuple[int, Callable[[], list[TagDeletion]]]] = []
+    unlinks: list[tuple[int, Callable[[], list[ManifestUnlink]]]] = []
+    tag_whys: _Codes[tuple[str, str]] = _Codes()
+    unlink_whys: _Codes[tuple[str, str | None]] = _Codes()
     gone: dict[str, bytearray] = {}  # the revisions unlinked, per repository
     removed: list[str] = []
     refused: list[Refusal] = []
@@ -227,9 +238,10 @@ def make_plan(
             if decided.refusal:
                 refused.append(Refusal(repo.name, decided.refusal))
                 decided = _RepoPlan(refusal=decided.refusal)
-        tags.extend(decided.tags)
-        unlinks.extend(decided.unlinks)
+        if decided.tags:  # kept as positions and codes: see PlanEntries
+            tags.append(_tag_part(repo, decided, tag_whys))
         if decided.unlinks:
+            unlinks.append(_unlink_part(repo, decided, unlink_whys))
             gone[repo.name] = decided.unlinked
         if decided.removed:
             removed.append(repo.name)
@@ -275,8 +287,8 @@ def make_plan(
         root=inventory.root,
         repositories=len(inventory.repositories),
         tags=sum(r.tag_count for r in inventory.repositories),
-        tags_deleted=tuple(tags),
-        manifests_unlinked=tuple(unlinks),
+        tags_deleted=PlanEntries(tags),
+        manifests_unlinked=PlanEntries(unlinks),
         repositories_removed=tuple(removed),
         refused=tuple(refused),
         reclaimable=reclaimable,
@@ -284,3 +296,68 @@ def make_plan(
         problems=inventory.problems,
         already_unreferenced=before,
     )
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _Codes(dict[K, int]):
+    """Each distinct value (a policy and a reason, say) numbered once; ``values`` by number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values_by_code: list[K] = []
+
+    def code(self, value: K) -> int:
+        found = self.get(value)
+        if found is None:
+            self[value] = found = len(self.values_by_code)
+            self.values_by_code.append(value)
+        return found
+
+
+def _tag_part(
+    repo: Repository, decided: _RepoPlan, codes: _Codes[tuple[str, str]]
+) -> tuple[int, Callable[[], list[TagDeletion]]]:
+    """A part of the plan's tag deletions (see PlanEntries): ``decided.tags`` as positions."""
+    whys = array("I", [codes.code((t.policy, t.reason)) for t in decided.tags])
+    positions = array("I", decided.tag_positions)
+    return len(positions), partial(_tag_deletions, repo, positions, whys, codes)
+
+
+def _unlink_part(
+    repo: Repository, decided: _RepoPlan, codes: _Codes[tuple[str, str | None]]
+) -> tuple[int, Callable[[], list[ManifestUnlink]]]:
+    """A part of the plan's manifest unlinks (see PlanEntries): ``decided.unlinks`` as positions."""
+    whys = array("I", [codes.code((m.reason, m.policy)) for m in decided.unlinks])
+    positions = array("I", decided.unlink_positions)
+    return len(positions), partial(_manifest_unlinks, repo, positions, whys, codes)
+
+
+def _tag_deletions(
+    repo: Repository, positions: array[int], whys: array[int], codes: _Codes[tuple[str, str]]
+) -> list[TagDeletion]:
+    """The TagDeletions of ``repo`` made again: the tags at ``positions``, their policies and
+    reasons coded in ``whys``."""
+    tags, _ = repo.materialize()
+    name, values = repo.name, codes.values_by_code
+    return [
+        TagDeletion(name, tag.name, tag.digest, tag.pushed_at, *values[why])
+        for tag, why in zip(map(tags.__getitem__, positions), whys, strict=True)
+    ]
+
+
+def _manifest_unlinks(
+    repo: Repository,
+    positions: array[int],
+    whys: array[int],
+    codes: _Codes[tuple[str, str | None]],
+) -> list[ManifestUnlink]:
+    """The ManifestUnlinks of ``repo`` made again: the revisions at ``positions``, their
+    reasons and policies coded in ``whys``."""
+    digests = repo.revision_digests()
+    name, values = repo.name, codes.values_by_code
+    return [
+        ManifestUnlink(name, digests[position], *values[why])
+        for position, why in zip(positions, whys, strict=True)
+    ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from itertools import accumulate
+from typing import NamedTuple, TypeVar, overload
 
 from retentiond.core.inventory import Problem
 
@@ -28,6 +30,62 @@ class ManifestUnlink(NamedTuple):
     digest: str
     reason: str
     policy: str | None = None
+
+
+T = TypeVar("T")
+
+
+class PlanEntries(Sequence[T]):
+    """A plan's tag deletions or manifest unlinks, built a repository at a time when read.
+
+    A plan of a million tag deletions and as many unlinks takes some 450 MB as tuples with their
+    strings and datetimes; the planner keeps, per repository, the positions of its entries in
+    the inventory's compact columns (about 8 bytes an entry), and ``build`` makes the tuples
+    again on each read. Behaves as the tuple it stands for: ``len``, indexing, slicing,
+    iteration in order, ``==`` with a tuple or another PlanEntries. Reading it through costs
+    what making the tuples costs, so code that needs the entries more than once keeps what it
+    needs of them (a set of names, say), not the sequence's iteration in a loop.
+    """
+
+    __slots__ = ("_ends", "_parts")
+
+    def __init__(self, parts: Iterable[tuple[int, Callable[[], Sequence[T]]]] = ()) -> None:
+        #: (how many entries, the function that makes them), one per repository with entries
+        self._parts = [(count, build) for count, build in parts if count]
+        self._ends = list(accumulate(count for count, _ in self._parts))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self) -> Iterator[T]:
+        for count, build in self._parts:
+            entries = build()
+            assert len(entries) == count, "a part builds as many entries as it counted"
+            yield from entries
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError("plan entry index out of range")
+        part = bisect_right(self._ends, position)
+        start = self._ends[part - 1] if part else 0
+        return self._parts[part][1]()[position - start]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlanEntries | tuple):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +111,9 @@ class Plan:
     root: str
     repositories: int
     tags: int
-    tags_deleted: tuple[TagDeletion, ...]
-    manifests_unlinked: tuple[ManifestUnlink, ...]
+    #: a tuple, or (from make_plan) PlanEntries that build the tuples as they are read
+    tags_deleted: Sequence[TagDeletion]
+    manifests_unlinked: Sequence[ManifestUnlink]
     repositories_removed: tuple[str, ...]
     refused: tuple[Refusal, ...]
     #: every blob the registry's GC will delete after these removals: digest -> size of its data

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from retentiond.core.inventory import (
     MEDIA_DOCKER_MANIFEST,
@@ -15,6 +18,7 @@ from retentiond.core.inventory import (
     Tag,
 )
 from retentiond.core.plan import make_plan
+from retentiond.core.plan_types import PlanEntries
 from retentiond.policy.model import KeepRules, Policy, Safety, Untagged
 from retentiond.policy.selectors import Selector
 
@@ -260,3 +264,31 @@ def test_semver_keeps_highest_versions() -> None:
     )
     # latest-build is the newest tag: it survives as the repository's most recent
     assert {t.tag for t in plan.tags_deleted} == {"1.0.0", "1.2.0"}  # semver 2.0 order
+
+
+def test_plan_entries_behave_as_the_tuple_they_stand_for() -> None:
+    built: list[str] = []
+
+    def part(*items: int) -> tuple[int, Callable[[], list[int]]]:
+        def build() -> list[int]:
+            built.append(",".join(map(str, items)))
+            return list(items)
+
+        return len(items), build
+
+    entries = PlanEntries([part(1, 2), part(), part(3), part(4, 5, 6)])
+    as_tuple = (1, 2, 3, 4, 5, 6)
+    assert len(entries) == 6 and list(entries) == list(as_tuple)
+    assert entries == as_tuple and as_tuple == entries and entries == PlanEntries([part(*as_tuple)])
+    assert entries != (1, 2, 3) and entries != (1, 2, 3, 4, 5, 7) and entries != [1, 2, 3, 4, 5, 6]
+    assert [entries[i] for i in range(-6, 6)] == [*as_tuple, *as_tuple]
+    assert entries[1:4] == (2, 3, 4) and entries[::-1] == as_tuple[::-1]
+    assert 5 in entries and 7 not in entries
+    for index in (6, -7):
+        with pytest.raises(IndexError):
+            entries[index]
+    assert repr(entries) == repr(as_tuple)
+    built.clear()
+    assert entries[3] == 4 and built == ["4,5,6"]  # only the part that holds it is built
+    empty = PlanEntries[int]()
+    assert len(empty) == 0 and not empty and empty == () and list(empty) == []

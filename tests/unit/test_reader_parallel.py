@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from bench.generate import Params, generate
-from retentiond.core.inventory import Inventory, ProblemKind
+from retentiond.core.inventory import Inventory, ProblemKind, Repository
 from retentiond.core.plan import make_plan
+from retentiond.core.plan_types import ManifestUnlink, PlanEntries, TagDeletion
 from retentiond.policy.model import KeepRules, Policy, Safety, Untagged
 from retentiond.policy.selectors import Selector
 from retentiond.storage.reader import read_blob_sizes, read_inventory
@@ -95,6 +96,31 @@ def test_workers_read_what_one_process_reads(tree: Path) -> None:
     assert len(one.repositories) == 24 and sum(r.tag_count for r in one.repositories) == 24 * 12
     assert dict(one.blobs) == read_blob_sizes(tree)
     assert len(one.created) > 0
+
+
+def test_a_read_tree_plans_as_its_plain_values(tree: Path) -> None:
+    """The plan of a read tree keeps its entries as positions in the compact repositories and
+    builds them when read; they are the tuples the same inventory written by hand gives."""
+    read = read_inventory(tree, workers=1)
+    plain = Inventory(
+        root=read.root,
+        repositories=tuple(
+            Repository(r.name, r.tags, dict(r.revisions), r.listed_by_gc, r.last_activity)
+            for r in read_inventory(tree, workers=1).repositories
+        ),
+        manifests=dict(read.manifests),
+        blobs=dict(read.blobs),
+        problems=read.problems,
+    )
+    assert all(r.columns is None for r in plain.repositories)
+    compact, by_hand = plan_snapshot(read), plan_snapshot(plain)
+    assert isinstance(compact["tags"], PlanEntries) and len(compact["tags"]) > 24
+    assert len(compact["manifests"]) > 24
+    assert compact == by_hand
+    assert all(type(t) is TagDeletion for t in compact["tags"])
+    assert all(type(m) is ManifestUnlink for m in compact["manifests"])
+    assert list(compact["tags"]) == list(compact["tags"])  # read again, built again, the same
+    assert all(r.columns is not None for r in read.repositories)
 
 
 def test_progress_is_reported(tree: Path) -> None:
