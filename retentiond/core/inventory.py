@@ -363,6 +363,19 @@ class RepositoryColumns:
             d if d is not None else next(missing) for d in self.blobs.digests_of(self.revision_ids)
         ]
 
+    def tags_at(self, positions: Sequence[int]) -> list[Tag]:
+        """The tags at ``positions`` (indexes in tag order), without building the others."""
+        if self.missing:
+            tags, _ = self.materialize()
+            return [tags[p] for p in positions]
+        names, ids, times = self.tag_names.split("\0"), self.tag_ids, self.tag_times
+        digests = self.blobs.digests_of([ids[p] for p in positions])
+        out: list[Tag] = []
+        for position, digest in zip(positions, digests, strict=True):
+            assert digest is not None, "a tag without a blob has its digest in missing"
+            out.append(Tag(names[position], digest, _utc(times[position])))
+        return out
+
     def materialize(self) -> tuple[tuple[Tag, ...], Mapping[str, datetime]]:
         revision_digests = self.revision_digests()
         missing = iter(self.missing[self.revision_ids.count(NO_ID) :])  # the tags' ones
@@ -498,6 +511,13 @@ class Repository:
             return len(self._revisions)
         assert self._columns is not None
         return len(self._columns.revision_ids)
+
+    def tags_at(self, positions: Sequence[int]) -> list[Tag]:
+        """``[tags[p] for p in positions]``, built now from the columns if need be."""
+        if self._tags is not None:
+            return [self._tags[p] for p in positions]
+        assert self._columns is not None
+        return self._columns.tags_at(positions)
 
     def revision_digests(self) -> list[str]:
         """The digests of ``revisions``, in order."""

@@ -339,11 +339,10 @@ def _tag_deletions(
 ) -> list[TagDeletion]:
     """The TagDeletions of ``repo`` made again: the tags at ``positions``, their policies and
     reasons coded in ``whys``."""
-    tags, _ = repo.materialize()
     name, values = repo.name, codes.values_by_code
     return [
         TagDeletion(name, tag.name, tag.digest, tag.pushed_at, *values[why])
-        for tag, why in zip(map(tags.__getitem__, positions), whys, strict=True)
+        for tag, why in zip(repo.tags_at(positions), whys, strict=True)
     ]
 
 

@@ -160,11 +160,13 @@ def test_repository_columns_materialize_like_plain_values() -> None:
     assert list(revisions) == [d(1), d(50), d(2)]
     assert revisions[d(1)] == T0 - timedelta(seconds=10)
     assert repo.revision_digests() == [d(1), d(50), d(2)]
+    assert repo.tags_at([3, 0]) == [tags[3], tags[0]]
     assert repo.tag_count == 4 and repo.revision_count == 3
     assert list(repo.revision_ids(blobs)) == [ids[1], NO_ID, ids[2]]
     assert repo.tags == tags and repo.revisions == revisions  # built once, then kept
     assert repo.tags is repo.tags
     assert repo.revision_digests() == [d(1), d(50), d(2)]  # from the values kept
+    assert repo.tags_at([2, 1]) == [tags[2], tags[1]]
 
 
 def test_empty_repository_columns() -> None:
