@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the job failed; 2 bad usage, invalid config or policy; 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -120,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # what reads our output stopped reading (`plan --json | head`)
+        # stdout goes nowhere from now on, so that the flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"retentiond {args.command}: output closed before all was written", file=sys.stderr)
+        return 1
     except Exception:
         print(
             f"retentiond {args.command}: internal error (a bug in retentiond; please report it "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +38,29 @@ def test_streamed_json_is_the_rendered_document(tmp_path: Path) -> None:
         out = io.StringIO()
         write_plan_json(plan, only, out)
         assert out.getvalue() == json.dumps(plan_json(plan, only), indent=2) + "\n"
+
+
+def test_output_closed_early_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """``retentiond plan --json | head``: no traceback when the reader stops reading."""
+    tree = tmp_path / "tree"
+    generate(tree, Params(repositories=30, tags=20, seed=5), jobs=1)
+    (tmp_path / "p.yaml").write_text(
+        "policies:\n  - name: few\n    repositories: ['**']\n    keep: {last: 2}\n"
+        "    allow_mass_delete: true\n"
+    )
+    config = tmp_path / "retentiond.yaml"
+    config.write_text(f"registry:\n  root: {tree}\npolicies: [p.yaml]\nstate_dir: {tmp_path}/s\n")
+    command = [sys.executable, "-m", "retentiond", "--config", str(config), "plan", "--json"]
+    whole = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    assert len(whole.stdout) > 1 << 17  # more than a pipe holds
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(100).startswith(b"{")
+        proc.stdout.close()
+        errors = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in errors
+    assert "retentiond plan: output closed before all was written" in errors
 
 
 class FakeTerminal(io.StringIO):
