@@ -302,7 +302,7 @@ K = TypeVar("K", bound=Hashable)
 
 
 class _Codes(dict[K, int]):
-    """Each distinct value (a policy and a reason, say) numbered once; ``values`` by number."""
+    """Each distinct value (a policy and a reason, say) numbered once; ``values_by_code[n]``."""
 
     def __init__(self) -> None:
         super().__init__()
