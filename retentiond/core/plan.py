@@ -50,11 +50,10 @@ _UNREACHABLE = "unreachable after tag deletions"
 
 @dataclass
 class _RepoPlan:
-    tags: list[TagDeletion] = field(default_factory=list)
-    unlinks: list[ManifestUnlink] = field(default_factory=list)
-    #: the position of each deleted tag in the repository's tags, of each unlink in its revisions
-    tag_positions: list[int] = field(default_factory=list)
-    unlink_positions: list[int] = field(default_factory=list)
+    #: each tag deleted: its position in the repository's tags, the policy, the reason
+    tags: list[tuple[int, str, str]] = field(default_factory=list)
+    #: each revision unlinked, in digest order: its position in revisions, the reason, the policy
+    unlinks: list[tuple[int, str, str | None]] = field(default_factory=list)
     #: 1 for each revision unlinked, in ``Repository.revisions`` order
     unlinked: bytearray = field(default_factory=bytearray)
     removed: bool = False
@@ -153,30 +152,22 @@ def _plan_repository(
             reason = f"belongs to {subject}, which is deleted"
         else:
             continue
-        result.tags.append(
-            TagDeletion(repo.name, tag.name, tag.digest, tag.pushed_at, policy_name, reason)
-        )
-        result.tag_positions.append(position)
+        result.tags.append((position, policy_name, reason))
 
     # the policy of the first deletion of each digest, in deletion order
     deleted_policy: dict[str, str] = {}
-    for deletion in result.tags:
-        deleted_policy.setdefault(deletion.digest, deletion.policy)
+    for position, policy_name, _ in result.tags:
+        deleted_policy.setdefault(tags[position].digest, policy_name)
     by_deleted = reachable(deleted_policy, manifests, attached=attached)
     untagged_policy = untagged_delete[0].name if untagged_delete else None
     result.unlinked = bytearray(len(revisions))
     gone = sorted((digest, n) for n, digest in enumerate(revisions) if digest not in alive)
     for digest, position in gone:
         if digest in by_deleted:
-            result.unlinks.append(
-                ManifestUnlink(repo.name, digest, _UNREACHABLE, deleted_policy.get(digest))
-            )
+            result.unlinks.append((position, _UNREACHABLE, deleted_policy.get(digest)))
         else:
-            result.unlinks.append(
-                ManifestUnlink(repo.name, digest, untagged_reason, untagged_policy)
-            )
+            result.unlinks.append((position, untagged_reason, untagged_policy))
         result.unlinked[position] = 1
-        result.unlink_positions.append(position)
 
     # 6: remove a repository left with nothing, when allowed and quiet
     tags_left = len(tags) - len(result.tags)
@@ -186,7 +177,7 @@ def _plan_repository(
 
     # safety.max_delete_ratio
     total = len(tags)
-    deleting = [p for p in policies if p.name in {d.policy for d in result.tags}]
+    deleting = [p for p in policies if p.name in {name for _, name, _ in result.tags}]
     exempt = bool(deleting) and all(p.allow_mass_delete for p in deleting)
     if (
         total >= safety.mass_delete_min_tags
@@ -319,18 +310,18 @@ class _Codes(dict[K, int]):
 def _tag_part(
     repo: Repository, decided: _RepoPlan, codes: _Codes[tuple[str, str]]
 ) -> tuple[int, Callable[[], list[TagDeletion]]]:
-    """A part of the plan's tag deletions (see PlanEntries): ``decided.tags`` as positions."""
-    whys = array("I", [codes.code((t.policy, t.reason)) for t in decided.tags])
-    positions = array("I", decided.tag_positions)
+    """A part of the plan's tag deletions (see PlanEntries): ``decided.tags``, compact."""
+    positions = array("I", [position for position, _, _ in decided.tags])
+    whys = array("I", [codes.code((policy, reason)) for _, policy, reason in decided.tags])
     return len(positions), partial(_tag_deletions, repo, positions, whys, codes)
 
 
 def _unlink_part(
     repo: Repository, decided: _RepoPlan, codes: _Codes[tuple[str, str | None]]
 ) -> tuple[int, Callable[[], list[ManifestUnlink]]]:
-    """A part of the plan's manifest unlinks (see PlanEntries): ``decided.unlinks`` as positions."""
-    whys = array("I", [codes.code((m.reason, m.policy)) for m in decided.unlinks])
-    positions = array("I", decided.unlink_positions)
+    """A part of the plan's manifest unlinks (see PlanEntries): ``decided.unlinks``, compact."""
+    positions = array("I", [position for position, _, _ in decided.unlinks])
+    whys = array("I", [codes.code((reason, policy)) for _, reason, policy in decided.unlinks])
     return len(positions), partial(_manifest_unlinks, repo, positions, whys, codes)
 
 

@@ -894,6 +894,7 @@ def _read_tree(
     del blob_parts
 
     # 2: link files, as blob ids
+    # the pool is as large as a phase of any size may want; each phase asks for its own count
     with _Forked(blobs, _workers(workers, 1 << 62, 0)) as forked:
         count = _wanted(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
         chunks = _chunks(list(enumerate(repo_dirs)), _TASKS_PER_WORKER * count)
