@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import stat
 import zoneinfo
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from retentiond.errors import ConfigError, SourceProblem, UsageError
+from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.schema import Checker, is_null
+from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
 
 T = TypeVar("T")
@@ -181,8 +184,22 @@ def find_config_path(
 
 
 def _existing(path: Path, origin: str) -> Path:
-    if not path.is_file():
-        raise UsageError(f"{origin}: no such file; check the path")
+    """``path`` when it names a regular file (through links); else UsageError saying what it is."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{origin}: no such file; check the path") from None
+    except OSError as exc:
+        raise UsageError(f"{origin}: {exc.strerror or exc}; check the path") from exc
+    if stat.S_ISDIR(mode):
+        raise UsageError(
+            f"{origin} is a directory; pass the config file itself,"
+            f" e.g. --config {path / LOCAL_CONFIG}"
+        )
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{origin} is {file_kind(mode)}, not a regular file; pass the config file itself"
+        )
     return path
 
 
@@ -197,12 +214,9 @@ def load_config(path: Path) -> Config:
 def check_config(path: Path) -> ConfigCheck:
     """Read and validate ``path``; nothing is raised, every problem is in the result."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return ConfigCheck(None, (SourceProblem(str(path), 1, 1, "not UTF-8 text"),), (), ())
-    except OSError as exc:
-        problem = SourceProblem(str(path), 1, 1, f"cannot read config file: {exc.strerror or exc}")
-        return ConfigCheck(None, (problem,), (), ())
+        text = read_source_file(path, "config file")
+    except SourceFileError as exc:
+        return ConfigCheck(None, (SourceProblem(str(path), 1, 1, str(exc)),), (), ())
     return check_config_text(text, str(path), base=path.absolute().parent)
 
 
@@ -233,12 +247,13 @@ def registry_password(
     ``$RETENTIOND_REGISTRY_PASSWORD``; None when neither gives one."""
     if registry.password_file is not None:
         try:
-            return registry.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
+            text = read_source_file(registry.password_file, "password file")
+        except SourceFileError as exc:
             raise UsageError(
-                f"registry.password_file {registry.password_file}: {exc.strerror or exc};"
+                f"registry.password_file {registry.password_file}: {exc};"
                 " fix the path or its permissions"
             ) from exc
+        return text.rstrip("\r\n")
     return (os.environ if environ is None else environ).get(PASSWORD_ENV_VAR) or None
 
 
@@ -248,7 +263,9 @@ def split_listen(listen: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{listen!r} is not host:port; write e.g. 127.0.0.1:9480 or 0.0.0.0:9480")
+        raise ValueError(
+            f"{excerpt(listen)} is not host:port; write e.g. 127.0.0.1:9480 or 0.0.0.0:9480"
+        )
     return host, int(port)
 
 
@@ -423,7 +440,8 @@ def _read_url(c: Checker, value: YamlValue, what: str, schemes: tuple[str, ...])
         example = f"{schemes[0]}://host:port"
         expected = " or ".join(schemes)
         c.problem(
-            value, f"{what} must be a URL with scheme {expected}, like {example}; got {text!r}"
+            value,
+            f"{what} must be a URL with scheme {expected}, like {example}; got {excerpt(text)}",
         )
         return None
     return text.rstrip("/")
@@ -466,7 +484,9 @@ def _read_timezone(c: Checker, value: YamlValue, what: str) -> str | None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         c.problem(
-            value, f"{what}: unknown time zone {name!r}; use an IANA name like UTC or Europe/Berlin"
+            value,
+            f"{what}: unknown time zone {excerpt(name)}; use an IANA name like UTC or"
+            " Europe/Berlin",
         )
         return None
     return name
@@ -491,7 +511,7 @@ def _read_cron(c: Checker, value: YamlValue, what: str, timezone: str) -> str | 
     if _NUMERIC_WEEKDAY.search(fields[4]):
         c.problem(
             value,
-            f"{what}: write the weekday by name (SUN, MON-FRI), not {fields[4]!r}:"
+            f"{what}: write the weekday by name (SUN, MON-FRI), not {excerpt(fields[4])}:"
             " weekday numbers differ between cron and the scheduler",
         )
         return None
@@ -500,6 +520,7 @@ def _read_cron(c: Checker, value: YamlValue, what: str, timezone: str) -> str | 
     try:
         CronTrigger.from_crontab(expression, timezone=timezone)
     except ValueError as exc:
-        c.problem(value, f"{what}: invalid cron expression {expression!r}: {exc}")
+        reason = shorten_quotes(str(exc))
+        c.problem(value, f"{what}: invalid cron expression {excerpt(expression)}: {reason}")
         return None
     return expression

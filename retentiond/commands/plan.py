@@ -17,8 +17,15 @@ from typing import Any, TextIO
 from retentiond.commands.context import JobContext, load_context
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import ManifestUnlink, Plan, TagDeletion
+from retentiond.errors import UsageError
 from retentiond.logs import get_logger
-from retentiond.policy.selectors import Selector
+from retentiond.policy.selectors import (
+    MAX_REPOSITORY_LENGTH,
+    Selector,
+    SelectorSyntaxError,
+    compile_pattern,
+)
+from retentiond.policy.text import excerpt
 from retentiond.render import plan_json, plan_table
 from retentiond.storage.reader import read_inventory
 
@@ -30,6 +37,7 @@ def run_plan(
     repositories: list[str] | None = None,
     quiet: bool = False,
 ) -> int:
+    only = repository_filter(repositories)
     ctx = load_context(config_arg)
     log = get_logger(job="plan")
     # The inventory and the plan are millions of objects in no reference cycle; the cyclic
@@ -38,17 +46,34 @@ def run_plan(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _run_plan(ctx, log, as_json, repositories, quiet)
+        return _run_plan(ctx, log, as_json, only, quiet)
     finally:
         if collecting:
             gc.enable()
+
+
+def repository_filter(patterns: list[str] | None) -> Selector | None:
+    """The ``--repository`` patterns as a selector (the rules of a policy's ``repositories``),
+    None without any; UsageError names a pattern that is invalid or refused."""
+    if not patterns:
+        return None
+    for pattern in patterns:
+        if not pattern.removeprefix("!").strip():
+            raise UsageError(
+                f"--repository {excerpt(pattern)}: empty pattern; give a glob like 'ci/**'"
+            )
+        try:
+            compile_pattern(pattern.removeprefix("!"))
+        except SelectorSyntaxError as exc:
+            raise UsageError(f"--repository {excerpt(pattern)}: {exc}") from exc
+    return Selector.parse(patterns, max_length=MAX_REPOSITORY_LENGTH)
 
 
 def _run_plan(
     ctx: JobContext,
     log: Any,
     as_json: bool,
-    repositories: list[str] | None,
+    only: Selector | None,
     quiet: bool,
 ) -> int:
     started = time.monotonic()
@@ -62,7 +87,6 @@ def _run_plan(
             line.clear()
     read_seconds = time.monotonic() - started
     plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC))
-    only = Selector.parse(repositories) if repositories else None
     if as_json:
         write_plan_json(plan, only, sys.stdout)
     else:

@@ -29,6 +29,7 @@ from typing import Any
 from retentiond.durations import UNITS
 from retentiond.policy import loader
 from retentiond.policy.model import KeepRules, OrderBy, Policy, Untagged
+from retentiond.policy.schema import MAX_COUNT
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
@@ -75,14 +76,14 @@ SELECTOR: dict[str, Any] = {
 KEEP_FIELDS: tuple[Field, ...] = (
     Field(
         "last",
-        {"type": "integer", "minimum": 1},
+        {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
         "Keep the N most recent tags in scope (by order_by).",
     ),
     Field(
         "within",
         {"type": "string", "pattern": _duration_pattern(), "examples": ["14d", "12h", "2w"]},
         "Keep the tags pushed (or created, with order_by: created) in this last period: a "
-        "whole number and a unit, s m h d w, e.g. 14d or 1h30m.",
+        "whole number and a unit, s m h d w, e.g. 14d or 1h30m; at most 100 years (36500d).",
     ),
     Field(
         "tags",
@@ -91,7 +92,7 @@ KEEP_FIELDS: tuple[Field, ...] = (
     ),
     Field(
         "semver",
-        {"type": "integer", "minimum": 1},
+        {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
         "Keep the N highest semantic versions among the tags in scope (semver 2.0 order; "
         "tags that are not versions never count).",
     ),

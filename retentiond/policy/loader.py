@@ -7,14 +7,17 @@ uses: it raises one :class:`~retentiond.errors.ConfigError` carrying every probl
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from retentiond.errors import ConfigError, SourceProblem
+from retentiond.policy.files import SourceFileError, read_source_file
 from retentiond.policy.model import KeepRules, OrderBy, Policy, Untagged
 from retentiond.policy.schema import Checker, is_null
-from retentiond.policy.selectors import ALL
+from retentiond.policy.selectors import ALL, MAX_TAG_LENGTH, Selector
+from retentiond.policy.text import excerpt
 from retentiond.policy.yaml_positions import Position, YamlList, YamlValue, load_yaml
 
 FILE_KEYS = ("policies",)
@@ -67,12 +70,9 @@ def check_policies(paths: Sequence[Path]) -> PolicyCheck:
     texts: list[tuple[str, str]] = []
     for path in files:
         try:
-            texts.append((str(path), path.read_text(encoding="utf-8")))
-        except UnicodeDecodeError:
-            problems.append(SourceProblem(str(path), 1, 1, "not UTF-8 text; save it as UTF-8"))
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            problems.append(SourceProblem(str(path), 1, 1, f"cannot read policy file: {reason}"))
+            texts.append((str(path), read_source_file(path, "policy file")))
+        except SourceFileError as exc:
+            problems.append(SourceProblem(str(path), 1, 1, str(exc)))
     checked = check_policy_texts(texts)
     return PolicyCheck(
         checked.policies if not problems else (),
@@ -131,11 +131,12 @@ def expand_paths(
     seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")
-            )
+            try:
+                found = _policy_files_in(path)
+            except OSError as exc:
+                reason = f"cannot list policy directory: {exc.strerror or exc}"
+                problems.append(SourceProblem(str(path), 1, 1, reason))
+                continue
             if not found:
                 warnings.append(
                     SourceProblem(
@@ -145,13 +146,30 @@ def expand_paths(
         elif path.exists():
             found = [path]
         else:
-            problems.append(SourceProblem(str(path), 1, 1, "no such policy file or directory"))
+            reason = "no such policy file or directory"
+            if path.is_symlink():
+                reason = "a symbolic link to nothing (its target is missing, or a loop of links)"
+            problems.append(SourceProblem(str(path), 1, 1, reason))
             continue
         for file in found:
-            if file.resolve() not in seen:
-                seen.add(file.resolve())
+            real = Path(os.path.realpath(file))  # never raises, even on a loop of links
+            if real not in seen:
+                seen.add(real)
                 files.append(file)
     return files, problems, warnings
+
+
+def _policy_files_in(directory: Path) -> list[Path]:
+    """The ``*.yaml``/``*.yml`` entries of ``directory`` that are not hidden and not directories.
+
+    A FIFO, device or dangling link named like a policy file is listed too, so that reading it
+    reports it instead of skipping it in silence.
+    """
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix in SUFFIXES and not p.name.startswith(".") and not p.is_dir()
+    )
 
 
 def _read_file(checker: Checker, root: YamlValue, names: list[_Named]) -> list[Policy]:
@@ -192,7 +210,9 @@ def _read_policy(checker: Checker, value: YamlValue, names: list[_Named]) -> Pol
         repositories = checker.read_selector(fields["repositories"], "repositories")
     else:
         checker.problem(item, 'repositories is required, e.g. repositories: ["ci/**"]')
-    tags = checker.read_selector(fields["tags"], "tags") if "tags" in fields else ALL
+    tags: Selector | None = ALL
+    if "tags" in fields:  # a tag too long for the registry is in no policy's scope
+        tags = checker.read_selector(fields["tags"], "tags", max_length=MAX_TAG_LENGTH)
     keep = None
     if "keep" in fields:
         keep = _read_keep(checker, fields["keep"])
@@ -241,7 +261,13 @@ def _read_keep(checker: Checker, value: YamlValue) -> KeepRules | None:
             if "within" in fields
             else None
         ),
-        tags=checker.read_selector(fields["tags"], "keep.tags") if "tags" in fields else None,
+        tags=(  # a tag too long for the registry is kept: never deleted unread
+            checker.read_selector(
+                fields["tags"], "keep.tags", max_length=MAX_TAG_LENGTH, when_too_long=True
+            )
+            if "tags" in fields
+            else None
+        ),
         semver=(
             checker.read_positive_int(fields["semver"], "keep.semver")
             if "semver" in fields
@@ -265,8 +291,8 @@ def _duplicate_names(names: list[_Named]) -> list[SourceProblem]:
                     place.file,
                     place.position.line,
                     place.position.column,
-                    f"duplicate policy name {name!r} (also at {others}); names must be unique"
-                    " across all policy files",
+                    f"duplicate policy name {excerpt(name)} (also at {others}); names must be"
+                    " unique across all policy files",
                 )
             )
     return problems

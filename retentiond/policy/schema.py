@@ -16,7 +16,13 @@ from typing import TypeVar
 
 from retentiond.durations import parse_duration
 from retentiond.errors import SourceProblem
-from retentiond.policy.selectors import Selector, SelectorSyntaxError, compile_pattern
+from retentiond.policy.selectors import (
+    MAX_REPOSITORY_LENGTH,
+    Selector,
+    SelectorSyntaxError,
+    compile_pattern,
+)
+from retentiond.policy.text import excerpt
 from retentiond.policy.yaml_positions import (
     Position,
     YamlList,
@@ -28,13 +34,15 @@ from retentiond.policy.yaml_positions import (
 
 E = TypeVar("E", bound=enum.Enum)
 
+MAX_COUNT = 1_000_000  # keep.last, keep.semver and other counts: more is a mistake
+
 
 def unknown_key_message(key: str, where: str, allowed: Collection[str]) -> str:
     """``unknown key 'withn' in keep; did you mean 'within'?`` or the list of known keys."""
     close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
     if close:
-        return f"unknown key {key!r} in {where}; did you mean {close[0]!r}?"
-    return f"unknown key {key!r} in {where}; expected one of: {', '.join(allowed)}"
+        return f"unknown key {excerpt(key)} in {where}; did you mean {close[0]!r}?"
+    return f"unknown key {excerpt(key)} in {where}; expected one of: {', '.join(allowed)}"
 
 
 def is_null(value: YamlValue | None) -> bool:
@@ -94,9 +102,13 @@ class Checker:
         return None
 
     def read_positive_int(self, value: YamlValue, what: str) -> int | None:
+        """A whole number from 1 to :data:`MAX_COUNT`."""
         raw = value.value if isinstance(value, YamlScalar) else None
         if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
-            return raw
+            if raw <= MAX_COUNT:
+                return raw
+            self.problem(value, f"{what} must be at most {MAX_COUNT:,}, got {describe(value)}")
+            return None
         self.problem(value, f"{what} must be a whole number of at least 1, got {describe(value)}")
         return None
 
@@ -121,7 +133,9 @@ class Checker:
         """A duration like ``14d`` or ``1h30m``."""
         raw = value.value if isinstance(value, YamlScalar) else None
         if isinstance(raw, int) and not isinstance(raw, bool):
-            self.problem(value, f"{what}: {raw} has no unit; write e.g. {raw}s, {raw}m or {raw}d")
+            n = raw if abs(raw) < 10**12 else 14
+            shown = excerpt(raw, quoted=False)
+            self.problem(value, f"{what}: {shown} has no unit; write e.g. {n}s, {n}m or {n}d")
             return None
         if not isinstance(raw, str):
             self.problem(
@@ -167,8 +181,18 @@ class Checker:
                 )
         return result
 
-    def read_selector(self, value: YamlValue, what: str) -> Selector | None:
-        """Globs, ``re:`` regexes and ``!`` exclusions; each bad pattern is reported where it is."""
+    def read_selector(
+        self,
+        value: YamlValue,
+        what: str,
+        *,
+        max_length: int = MAX_REPOSITORY_LENGTH,
+        when_too_long: bool = False,
+    ) -> Selector | None:
+        """Globs, ``re:`` regexes and ``!`` exclusions; each bad pattern is reported where it is.
+
+        ``max_length`` and ``when_too_long``: see :class:`~retentiond.policy.selectors.Selector`.
+        """
         before = len(self.problems)
         patterns = self._strings(value, what)
         for pattern, node in patterns:
@@ -181,4 +205,8 @@ class Checker:
                 self.problem(node, f"{what}: {exc}")
         if len(self.problems) > before:
             return None
-        return Selector.parse([pattern for pattern, _ in patterns])
+        return Selector.parse(
+            [pattern for pattern, _ in patterns],
+            max_length=max_length,
+            when_too_long=when_too_long,
+        )

@@ -4,7 +4,15 @@
 a small tree (:class:`YamlMap`, :class:`YamlList`, :class:`YamlScalar`), so validation can say
 ``FILE:LINE:COL`` for any value. Syntax errors, duplicate keys, non-string keys and unsupported
 tags become :class:`~retentiond.errors.SourceProblem` values instead of exceptions. Anchors,
-aliases and ``<<`` merge keys work as in plain YAML.
+aliases and ``<<`` merge keys work as in plain YAML, within bounds that a file written by
+hand never reaches and a hostile one cannot get past:
+
+- nesting: at most :data:`MAX_DEPTH` levels of lists and mappings (the parser recurses);
+- aliases: each alias is a copy of what its anchor names, so a few hundred bytes of aliases of
+  aliases can stand for billions of values (an "alias bomb"); at most :data:`MAX_ALIAS_VALUES`
+  values are copied through aliases in one file.
+
+Nothing in a message quotes more than an excerpt of the file (:mod:`retentiond.policy.text`).
 """
 
 from __future__ import annotations
@@ -15,8 +23,43 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from retentiond.errors import SourceProblem
+from retentiond.policy.text import excerpt, shorten_quotes
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+MAX_DEPTH = 64
+MAX_ALIAS_VALUES = 10_000
+
+
+class _Refused(Exception):
+    """The document exceeds a bound; the walk stops with this one problem."""
+
+    def __init__(self, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.column, self.message = line, column, message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than :data:`MAX_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _Refused(
+                    mark.line + 1,
+                    mark.column + 1,
+                    f"nested more than {MAX_DEPTH} levels deep (lists and mappings inside each"
+                    " other); flatten the structure",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +115,8 @@ class _Walker:
         self.problems: list[SourceProblem] = []
         self._constructor = yaml.SafeLoader("")
         self._active: set[int] = set()
+        self._walked: set[int] = set()
+        self._copied = 0  # values walked again because an alias refers to them
 
     def problem(self, position: Position, message: str) -> None:
         self.problems.append(SourceProblem(self.file, position.line, position.column, message))
@@ -81,6 +126,14 @@ class _Walker:
         if id(node) in self._active:
             self.problem(position, "an alias refers to a node that contains it; remove the cycle")
             return YamlScalar(None, position)
+        self._count(node, position)
+        if len(self._active) >= MAX_DEPTH:
+            raise _Refused(
+                position.line,
+                position.column,
+                f"nested more than {MAX_DEPTH} levels deep, counting what aliases (*name) bring"
+                " in; flatten the structure",
+            )
         self._active.add(id(node))
         try:
             if isinstance(node, MappingNode):
@@ -91,15 +144,33 @@ class _Walker:
         finally:
             self._active.discard(id(node))
 
+    def _count(self, node: Node, position: Position) -> None:
+        """Count a value walked twice (through an alias); refuse past :data:`MAX_ALIAS_VALUES`."""
+        if id(node) not in self._walked:
+            self._walked.add(id(node))
+            return
+        self._copied += 1
+        if self._copied > MAX_ALIAS_VALUES:
+            raise _Refused(
+                position.line,
+                position.column,
+                f"aliases (*name) copy more than {MAX_ALIAS_VALUES} values in this file (an"
+                " alias bomb?); write the values out instead of nesting aliases of aliases",
+            )
+
     def _scalar(self, node: Node) -> YamlScalar:
         position = _position(node)
         try:
             value = self._constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:
-            self.problem(position, f"unsupported YAML tag {node.tag!r}; remove the tag")
+            self.problem(position, f"unsupported YAML tag {excerpt(node.tag)}; remove the tag")
             value = node.value
-        except (yaml.YAMLError, ValueError, TypeError) as exc:
-            self.problem(position, f"cannot read this value: {exc}; quote it for a string")
+        except Exception as exc:  # PyYAML's constructors raise anything on some values its
+            # resolvers accept (an explicit !!timestamp that is no date: AttributeError)
+            reason = f"not a valid {excerpt(node.tag.rpartition(':')[2])}"
+            if isinstance(exc, yaml.YAMLError | ValueError | OverflowError):
+                reason = shorten_quotes(str(exc))
+            self.problem(position, f"cannot read this value: {reason}; quote it for a string")
             value = node.value
         return YamlScalar(value, position)
 
@@ -120,8 +191,8 @@ class _Walker:
                 first = explicit[key].key_position
                 self.problem(
                     key_position,
-                    f"duplicate key {key!r} (first at line {first.line}, column {first.column});"
-                    " remove one of them",
+                    f"duplicate key {excerpt(key)} (first at line {first.line},"
+                    f" column {first.column}); remove one of them",
                 )
                 continue
             explicit[key] = YamlEntry(key, key_position, self.walk(value_node))
@@ -144,22 +215,36 @@ class _Walker:
 def load_yaml(text: str, file: str) -> YamlDocument:
     """Parse one YAML document; every problem found is in the result, nothing is raised."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
+        if node is None:
+            return YamlDocument(file, None)
+        walker = _Walker(file)
+        root = walker.walk(node)
+    except _Refused as refused:
+        problem = SourceProblem(file, refused.line, refused.column, refused.message)
+        return YamlDocument(file, None, (problem,))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = ", ".join(str(part) for part in (exc.context, exc.problem) if part)
+        reason = shorten_quotes(reason)
         if exc.context == "while scanning an alias":
             reason += '; quote a value that starts with * or &, e.g. "* 3 * * SUN"'
         problem = SourceProblem(file, line, column, f"invalid YAML: {reason}")
         return YamlDocument(file, None, (problem,))
     except yaml.YAMLError as exc:
-        return YamlDocument(file, None, (SourceProblem(file, 1, 1, f"invalid YAML: {exc}"),))
-    if node is None:
-        return YamlDocument(file, None)
-    walker = _Walker(file)
-    root = walker.walk(node)
+        problem = SourceProblem(file, 1, 1, f"invalid YAML: {shorten_quotes(str(exc))}")
+        return YamlDocument(file, None, (problem,))
     return YamlDocument(file, root, tuple(walker.problems))
+
+
+def _compose(text: str) -> Node | None:
+    """The node graph of the one document in ``text`` (``yaml.compose``, depth-bounded)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def describe(value: YamlValue) -> str:
@@ -173,6 +258,4 @@ def describe(value: YamlValue) -> str:
         return "nothing (null)"
     if isinstance(raw, bool):
         return "true" if raw else "false"
-    if isinstance(raw, str):
-        return repr(raw)
-    return str(raw)
+    return excerpt(raw, quoted=isinstance(raw, str))

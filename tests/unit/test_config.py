@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -433,7 +434,8 @@ def test_registry_password(tmp_path: Path) -> None:
     assert registry_password(Config().registry, {"RETENTIOND_REGISTRY_PASSWORD": "env"}) == "env"
     assert registry_password(Config().registry, {}) is None
     secret.unlink()
-    with pytest.raises(UsageError, match=r"registry\.password_file .*pw: No such file"):
+    expected = r"registry\.password_file .*pw: cannot read password file: No such file"
+    with pytest.raises(UsageError, match=expected):
         registry_password(config.registry, {})
 
 
@@ -454,3 +456,53 @@ def test_split_listen(listen: str, expected: tuple[str, int]) -> None:
 def test_split_listen_rejects(listen: str) -> None:
     with pytest.raises(ValueError, match="is not host:port"):
         split_listen(listen)
+
+
+# ---------------------------------------------------------------- hostile config files
+
+
+def test_config_option_naming_a_directory_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as raised:
+        find_config_path(str(tmp_path))
+    assert str(raised.value) == (
+        f"--config {tmp_path} is a directory; pass the config file itself,"
+        f" e.g. --config {tmp_path / 'retentiond.yaml'}"
+    )
+
+
+def test_config_variable_naming_a_fifo_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fifo = tmp_path / "retentiond.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        find_config_path(None, environ={"RETENTIOND_CONFIG": str(fifo)})
+    (problem,) = check_config(fifo).problems  # were it opened anyway: refused, not blocked
+    assert problem.message.startswith("config file is a FIFO (named pipe), not a regular file")
+
+
+def test_config_larger_than_one_mebibyte_is_refused(tmp_path: Path) -> None:
+    big = write(tmp_path, "# " + "x" * (1024 * 1024))
+    (problem,) = check_config(big).problems
+    assert problem.message == (
+        "config file is larger than 1 MiB, the most retentiond reads; split it into several files"
+    )
+
+
+def test_password_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pw")
+    config = load_config(write(tmp_path, "registry: {username: u, password_file: pw}\n"))
+    with pytest.raises(UsageError, match=r"password file is a FIFO \(named pipe\)"):
+        registry_password(config.registry, {})
+
+
+def test_values_are_quoted_as_excerpts(tmp_path: Path) -> None:
+    secret = "s" * 40 + "TAIL-OF-A-SECRET"
+    path = write(
+        tmp_path,
+        f"registry: {{url: '{secret}'}}\nschedule: {{timezone: '{secret}', window: '{secret}'}}\n"
+        f"metrics: {{listen: '{secret}'}}\n{secret}: 1\n",
+    )
+    problems = check_config(path).problems
+    assert len(problems) == 5
+    assert all("TAIL-OF-A-SECRET" not in p.message for p in problems)

@@ -64,3 +64,17 @@ def test_format_then_parse_round_trips() -> None:
     for seconds in (1, 59, 61, 3600, 86399, 86400 * 17 + 5):
         value = timedelta(seconds=seconds)
         assert parse_duration(format_duration(value)) == value
+
+
+@pytest.mark.parametrize(
+    "text", ["99999999999d", "36501d", "5215w", "3153600001s", "9" * 5000 + "s"]
+)
+def test_durations_longer_than_100_years_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is longer than 100 years \(36500d\)") as raised:
+        parse_duration(text)
+    assert len(str(raised.value)) < 120  # an excerpt of the text, not all of it
+
+
+def test_100_years_is_accepted() -> None:
+    assert parse_duration("36500d") == timedelta(days=36500)
+    assert parse_duration("5214w") == timedelta(weeks=5214)

@@ -260,5 +260,5 @@ def test_undecodable_file(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"policies: []\n# caf\xe9\n")
     assert [p.message for p in check_policies([path]).problems] == [
-        "not UTF-8 text; save it as UTF-8"
+        "policy file is not UTF-8 text; save it as UTF-8"
     ]

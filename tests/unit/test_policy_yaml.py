@@ -103,3 +103,48 @@ def test_non_string_keys_are_problems() -> None:
     assert [p.message for p in document.problems] == [
         "a key must be a plain string, not a list or mapping"
     ]
+
+
+def test_alias_bomb_is_one_problem_not_a_hang() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n"
+        for p, n in zip("abcdefg", "bcdefgh", strict=True)
+    )
+    document = load_yaml(bomb, "x.yaml")
+    assert document.root is None
+    assert [p.message for p in document.problems] == [
+        "aliases (*name) copy more than 10000 values in this file (an alias bomb?); write the"
+        " values out instead of nesting aliases of aliases"
+    ]
+
+
+def test_aliases_within_the_bound_still_work() -> None:
+    text = "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n"
+    document = load_yaml(text, "x.yaml")
+    assert document.problems == ()
+
+
+def test_nesting_deeper_than_64_levels_is_one_problem() -> None:
+    for text in (
+        "a: " + "[" * 500 + "]" * 500,
+        "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 70)) + "  " * 70 + "v\n",
+    ):
+        document = load_yaml(text, "x.yaml")
+        assert document.root is None
+        (problem,) = document.problems
+        assert problem.message.startswith("nested more than 64 levels deep")
+
+
+def test_aliases_cannot_nest_past_the_bound_either() -> None:
+    inner = "[" * 40 + "x" + "]" * 40
+    text = f"a: &a {inner}\nb: &b {'[' * 30}*a{']' * 30}\n"
+    (problem,) = load_yaml(text, "x.yaml").problems
+    assert "counting what aliases (*name) bring in" in problem.message
+
+
+def test_messages_quote_only_an_excerpt_of_the_file() -> None:
+    secret = "x" * 30 + "TAIL-OF-A-SECRET" + "y" * 100
+    document = load_yaml(f"{secret}: 1\n{secret}: 2\nz: !{secret} 3\nw: *{secret}\n", "x.yaml")
+    for problem in document.problems:
+        assert "TAIL-OF-A-SECRET" not in problem.message
+        assert "\n" not in problem.message
