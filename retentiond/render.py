@@ -1,12 +1,23 @@
-"""Plans and verification results as text for people and JSON for machines."""
+"""Plans and verification results as text for people and JSON for machines.
+
+Names and messages in text output go through :func:`text`: a tag or repository name with a
+newline or a terminal escape (the tree is written by whoever can push) cannot break the table,
+forge a line or colour the terminal. JSON output is escaped by ``json`` itself.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+from retentiond.core.names import printable
 from retentiond.core.plan_types import Plan
 from retentiond.policy.selectors import Selector
+
+
+def text(value: str) -> str:
+    """``value`` as one line of text: control characters and backslashes escaped."""
+    return printable(value)
 
 
 def iso(when: datetime) -> str:
@@ -89,7 +100,7 @@ def plan_table(plan: Plan, only: Selector | None = None, verbose: bool = True) -
         note = "refused" if r.refused else ("removed" if r.removed else "")
         table.append(
             (
-                r.name,
+                text(r.name),
                 str(r.tags),
                 str(r.tags - r.tags_deleted),
                 str(r.tags_deleted),
@@ -116,12 +127,13 @@ def plan_table(plan: Plan, only: Selector | None = None, verbose: bool = True) -
     if verbose:
         for t in plan.tags_deleted:
             if only is None or only.matches(t.repository):
-                lines.append(f"  delete {t.repository}:{t.tag} ({t.policy}: {t.reason})")
+                # escaped as a whole: one check a line (a million at a million tags)
+                lines.append(text(f"  delete {t.repository}:{t.tag} ({t.policy}: {t.reason})"))
     for refusal in plan.refused:
         if only is None or only.matches(refusal.repository):
-            lines.append(f"refused {refusal.repository}: {refusal.reason}")
+            lines.append(text(f"refused {refusal.repository}: {refusal.reason}"))
     for problem in plan.problems:
-        lines.append(f"problem {problem}")
+        lines.append(text(f"problem {problem}"))
     if plan.gc_blocked:
         lines.append(
             "GC blocked: the registry's garbage collector would abort or destroy data on "

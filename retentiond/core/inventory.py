@@ -544,6 +544,10 @@ MANIFEST_MEDIA_TYPES = (
 )
 #: record header: own blob id, media type code, flags, number of children
 _HEADER = struct.Struct("=IBBH")
+#: the most children a record counts (16 bits); the parser refuses larger indexes
+MAX_CHILDREN = 0xFFFF
+#: the most media types a ManifestTable tells apart (8 bits)
+_MAX_MEDIA_TYPES = 0x100
 _PARSED = 1
 _HAS_CONFIG = 2
 
@@ -582,9 +586,19 @@ def pack_manifest(
     ``blob_id`` (NO_ID: none), for a ManifestTable over the table ``blobs`` looks up."""
     if manifest is None:
         return PackedManifest(_HEADER.pack(blob_id, 0, 0, 0))
+    if len(manifest.children) > MAX_CHILDREN:
+        raise ValueError(
+            f"manifest {manifest.digest} has {len(manifest.children)} children; a record holds "
+            f"at most {MAX_CHILDREN}"
+        )
     try:
         code = media_types.index(manifest.media_type)
     except ValueError:
+        if len(media_types) >= _MAX_MEDIA_TYPES:
+            raise ValueError(
+                f"manifest {manifest.digest}: more than {_MAX_MEDIA_TYPES} media types in one "
+                "table"
+            ) from None
         media_types.append(manifest.media_type)
         code = len(media_types) - 1
     flags = _PARSED | (_HAS_CONFIG if manifest.config else 0)
