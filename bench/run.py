@@ -271,7 +271,7 @@ def bench_apply(result: TreeResult, tree: Path, work: Path, runs: int) -> None:
             from retentiond.storage.removal import Removal, move_out
             removals = [Removal.from_json(r) for r in json.load(open(sys.argv[2]))]
             started = time.monotonic()
-            move_out(Path(sys.argv[1]), "bench", removals, lambda r: None)
+            move_out(Path(sys.argv[1]), "20000101T000000Z-000000", removals, lambda r: None)
             print(time.monotonic() - started)
             """
         )

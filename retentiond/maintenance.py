@@ -6,6 +6,11 @@ not all done: everything put back) by the next ``apply`` or ``serve``. Removals 
 into a quarantine (:mod:`retentiond.storage.removal`); the quarantine is purged once the GC has
 run, or held for ``safety.grace`` so that ``undo`` can put it back.
 
+What a run moves is saved in ``state_dir/removals/<run_id>.json`` before the first move;
+recovery and ``undo`` read it from there only (never from the quarantine, which is under the
+storage root), and a journal, list or history of the wrong shape stops the run with an error
+before anything changes.
+
 Phases, in order: started → maintenance → planned → removing → removed → gc → gc-done →
 cleaned → left → verified.
 """
@@ -15,7 +20,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,17 +41,29 @@ from retentiond.policy.model import OrderBy, Policy
 from retentiond.registry import RegistryClient
 from retentiond.render import iso, plan_summary
 from retentiond.runtime.base import MaintenanceState, Runtime
-from retentiond.state import Journal, append_history, read_history
-from retentiond.storage.cleanup import clean_after_gc
+from retentiond.state import (
+    Journal,
+    append_history,
+    drop_removals,
+    new_run_id,
+    read_history,
+    save_removals,
+)
+from retentiond.storage.cleanup import clean_after_gc, repository_names
 from retentiond.storage.reader import read_blob_sizes, read_inventory
 from retentiond.storage.removal import (
     Removal,
     check_writable,
     move_out,
+    opened_v2,
     purge,
     put_back,
     removals_for,
+    run_removals,
 )
+from retentiond.storage.safe_fs import UnsafeEntry, lstat_below, opened_dir
+
+__all__ = ["new_run_id"]  # made in retentiond.state, where its format is checked
 
 PHASES = (
     "started",
@@ -145,6 +161,8 @@ class MaintenanceRun:
         self.state: MaintenanceState | None = None
         self.inventory: Inventory | None = None
         self.errors: list[str] = entry.setdefault("errors", [])
+        #: what this run moves: from its plan, or (a run resumed) from ``state_dir``
+        self.planned_removals: list[Removal] | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -163,9 +181,25 @@ class MaintenanceRun:
     def timed(self, phase: str, seconds: float) -> None:
         self.timings[phase] = round(self.timings.get(phase, 0.0) + seconds, 3)
 
-    @property
     def removals(self) -> list[Removal]:
-        return [Removal.from_json(r) for r in self.entry.get("removals", [])]
+        """What this run moves, read from ``state_dir`` only (never from the quarantine)."""
+        if self.planned_removals is None:
+            found = run_removals(
+                self.deps.config.state_dir, self.root, self.run_id, self.entry.get("removals")
+            )
+            self.planned_removals = found or []
+        return self.planned_removals
+
+    def roll_back(self) -> None:
+        """Put back whatever this run moved; a failure is recorded in the run's errors."""
+        try:
+            result = put_back(self.root, self.run_id, self.removals())
+        except StorageError as exc:
+            self.errors.append(f"putting the removals back failed: {exc}")
+            return
+        self.errors.extend(result.conflicts)
+        if not result.conflicts:
+            drop_removals(self.deps.config.state_dir, self.run_id)
 
     # -- phases -----------------------------------------------------------------------------------
 
@@ -195,12 +229,19 @@ class MaintenanceRun:
             self.reach("maintenance")
 
     def _probe_repository(self) -> str:
-        v2 = self.root / "docker/registry/v2/repositories"
+        """A repository to try an upload to (its name only: no link is followed to find it)."""
         try:
-            names = sorted(
-                e.name for e in os.scandir(v2) if e.is_dir() and not e.name.startswith("_")
-            )
-        except OSError:
+            with (
+                opened_v2(self.root) as v2_fd,
+                opened_dir("repositories", v2_fd) as fd,
+                os.scandir(fd) as entries,
+            ):
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if e.is_dir(follow_symlinks=False) and not e.name.startswith("_")
+                )
+        except (StorageError, UnsafeEntry, OSError):
             names = []
         return names[0] if names else "retentiond-probe"
 
@@ -239,7 +280,11 @@ class MaintenanceRun:
         assert self.inventory is not None
         nested = {r.name for r in self.inventory.repositories if r.has_nested}
         self.entry["plan"] = plan_summary(plan)
-        self.entry["removals"] = [r.to_json() for r in removals_for(plan, nested)]
+        self.planned_removals = removals_for(plan, nested)
+        # before the first move, in retentiond's own directory: what undo and recovery trust
+        save_removals(
+            self.deps.config.state_dir, self.run_id, [r.to_json() for r in self.planned_removals]
+        )
         self.entry["reclaimable"] = dict(plan.reclaimable)
         deleted_tags = [[t.repository, t.tag, t.policy] for t in plan.tags_deleted]
         self.entry["deleted_tags"] = deleted_tags
@@ -267,7 +312,7 @@ class MaintenanceRun:
             count += 1
             fault_point(f"removing:{count}")
 
-        move_out(self.root, self.run_id, self.removals, done)
+        move_out(self.root, self.run_id, self.removals(), done)
         self.timed("delete", time.monotonic() - started)
         self.reach("removed")
 
@@ -297,10 +342,12 @@ class MaintenanceRun:
             self.errors.append(
                 f"{lost} blobs vanished that the plan did not expect to be reclaimed"
             )
-        repos = self._repository_names()
+        repos = repository_names(self.root)
         self.entry["blobs_gone"] = sorted(gone)
         self.forget_cached(repos)
         cleaned = clean_after_gc(self.root, repos, blobs_after)
+        if cleaned.skipped:
+            self.log.warning("cleaning left links alone", paths=list(cleaned.skipped[:20]))
         self.entry["cleaned"] = {
             "blob_prefix_dirs": cleaned.blob_prefix_dirs,
             "revision_dirs": cleaned.revision_dirs,
@@ -317,21 +364,11 @@ class MaintenanceRun:
             return
         sent = RedisCache(registry.redis_url).forget(
             self.entry.get("blobs_gone", []),
-            repositories if repositories is not None else self._repository_names(),
+            repositories if repositories is not None else repository_names(self.root),
         )
         self.log.info(
             "redis cache cleaned", blobs=len(self.entry.get("blobs_gone", [])), commands=sent
         )
-
-    def _repository_names(self) -> list[str]:
-        v2 = self.root / "docker/registry/v2/repositories"
-        names: list[str] = []
-        for dirpath, dirnames, _ in os.walk(v2):
-            rel = os.path.relpath(dirpath, v2)
-            if "_layers" in dirnames or "_manifests" in dirnames:
-                names.append(rel)
-            dirnames[:] = [d for d in dirnames if not d.startswith("_")]
-        return names
 
     def leave(self) -> None:
         started = time.monotonic()
@@ -364,9 +401,8 @@ class MaintenanceRun:
         with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
             for checks in pool.map(lambda item: registry.check_tags(*item), by_repo.items()):
                 broken += [f"{c.repository}:{c.tag}: {c.reason}" for c in checks if not c.ok]
-        v2 = self.root / "docker/registry/v2/repositories"
         for repo, tag, _ in self.entry.get("deleted_tags", []):
-            if (v2 / repo / "_manifests/tags" / tag).exists():
+            if self._tag_present(repo, tag):
                 continue  # pushed again since the run left maintenance
             status = registry.tag_status(repo, tag)
             if status != 404:
@@ -376,9 +412,14 @@ class MaintenanceRun:
         self.reach("verified")
         return broken
 
-
-def new_run_id(now: datetime) -> str:
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    def _tag_present(self, repository: str, tag: str) -> bool:
+        """Whether a tag directory is there again (looked at without following a link)."""
+        try:
+            with opened_v2(self.root) as v2_fd:
+                lstat_below(f"repositories/{repository}/_manifests/tags/{tag}", v2_fd)
+        except (StorageError, UnsafeEntry, OSError):
+            return False
+        return True
 
 
 def _finish_record(run: MaintenanceRun, status: str) -> dict[str, Any]:
@@ -443,12 +484,18 @@ def _purge_expired(deps: Deps) -> list[str]:
     """After a GC, quarantines of earlier held runs are garbage: their blobs are gone."""
     purged = _held_runs(deps)
     for run_id in purged:
-        purge(Path(deps.config.registry.root), run_id)
+        _forget_quarantine(deps, run_id)
     for run_id in purged:
         append_history(
             deps.config.state_dir, {"run_id": run_id, "status": "purged", "purged": True}
         )
     return purged
+
+
+def _forget_quarantine(deps: Deps, run_id: str) -> None:
+    """Delete a run's quarantine, then its list of removals (undo is over for it)."""
+    purge(Path(deps.config.registry.root), run_id)
+    drop_removals(deps.config.state_dir, run_id)
 
 
 def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
@@ -510,7 +557,10 @@ def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
     if run.entry.get("gc_ran"):
         # the GC has collected what the quarantine held: drop it, outside the maintenance window
         started = time.monotonic()
-        purge(run.root, run.run_id)
+        try:
+            _forget_quarantine(deps, run.run_id)
+        except StorageError as exc:  # the run is done; what is left is reported, not fatal
+            run.errors.append(str(exc))
         run.timed("clean", time.monotonic() - started)
     broken = run.verify()
     status = "failed" if broken or run.errors else "ok"
@@ -536,14 +586,28 @@ def _summary_fields(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def load_journal(journal: Journal) -> dict[str, Any] | None:
+    """The run in progress, checked: a journal of the wrong shape is an error, never acted on."""
+    entry = journal.load()
+    if entry is None:
+        return None
+    if entry["phase"] not in PHASES:
+        raise journal.malformed(f"has the phase {entry['phase'][:40]!r}, not one of {PHASES}")
+    state = entry.get("maintenance_state")
+    if state is not None and state not in {s.value for s in MaintenanceState}:
+        raise journal.malformed(f"has the maintenance_state {state[:40]!r}")
+    return entry
+
+
 def recover_interrupted(deps: Deps) -> RunResult | None:
     """Finish or roll back a run that a crash interrupted. Call with the run lock held.
 
     Before the removals were all made, the run is rolled back: everything is put back. After,
     it is finished: frozen again for the GC and the cleaning, then restarted and verified.
     """
+    read_history(deps.config.state_dir)  # checked before anything changes
     journal = Journal(deps.config.state_dir)
-    entry = journal.load()
+    entry = load_journal(journal)
     runtime = deps.runtime
     if entry is None:
         if runtime.recover():
@@ -551,19 +615,24 @@ def recover_interrupted(deps: Deps) -> RunResult | None:
                 "restored a registry that an earlier run left in maintenance"
             )
         return None
+    run = MaintenanceRun(deps, entry)
+    phase = entry["phase"]
+    rolling_back = not _after(phase, "removed")
+    if rolling_back:
+        run.removals()  # read and checked before anything changes
     mark = getattr(runtime, "mark_interrupted", None)
     if callable(mark):
         mark()
     runtime.recover()
-    run = MaintenanceRun(deps, entry)
     entry["resumed"] = True
-    phase = entry["phase"]
-    if not _after(phase, "removed"):
-        conflicts = put_back(Path(deps.config.registry.root), run.run_id, run.removals)
-        run.errors.extend(conflicts)
+    if rolling_back:
+        errors = len(run.errors)
+        run.roll_back()
         deps.registry.wait_answering(timeout=120)
         record = _finish_record(run, "rolled-back")
-        run.log.warning("rolled back an interrupted run", phase=phase, conflicts=len(conflicts))
+        run.log.warning(
+            "rolled back an interrupted run", phase=phase, conflicts=len(run.errors) - errors
+        )
         return RunResult(run.run_id, "rolled-back", record)
     run.log.warning("finishing an interrupted run", phase=phase)
     if phase == "gc":
@@ -580,6 +649,7 @@ def run_maintenance(deps: Deps, *, dry_run: bool = False, no_gc: bool = False) -
     now = deps.clock()
     run_id = new_run_id(now)
     log = get_logger(run_id=run_id, job="maintenance", dry_run=dry_run)
+    read_history(config.state_dir)  # checked before anything changes
     deps.registry.check_health()
     problems = deps.runtime.check() if config.runtime.kind is not RuntimeKind.NONE else []
     if problems:
@@ -645,7 +715,8 @@ def run_maintenance(deps: Deps, *, dry_run: bool = False, no_gc: bool = False) -
         run.remove()
     except BaseException as exc:
         # nothing or not all removed: put back whatever moved, bring the registry back
-        put_back(Path(config.registry.root), run_id, run.removals)
+        if run.planned_removals is not None:
+            run.roll_back()
         try:
             if run.entry.get("maintenance_state") is not None:
                 deps.runtime.leave_maintenance()

@@ -1,46 +1,66 @@
-"""``retentiond undo RUN_ID``: put back what a run removed, while its quarantine still holds it."""
+"""``retentiond undo RUN_ID``: put back what a run removed, while its quarantine still holds it.
+
+What to put back is read from ``state_dir`` only (``removals/<RUN_ID>.json``, checked whole),
+never from the quarantine, which lives under the storage root where the registry writes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from retentiond.commands.context import load_context
 from retentiond.errors import RetentiondError, UsageError
 from retentiond.logs import get_logger
-from retentiond.state import append_history, read_history, run_lock
-from retentiond.storage.removal import held_removals, put_back
+from retentiond.state import (
+    append_history,
+    drop_removals,
+    read_history,
+    run_id_problem,
+    run_lock,
+)
+from retentiond.storage.removal import put_back, quarantine_exists, run_removals
+
+
+def _check_undoable(run_id: str, state_dir: Path, history: list[dict[str, Any]]) -> None:
+    records = [r for r in history if r["run_id"] == run_id]
+    if not records:
+        known = ", ".join(r["run_id"] for r in history[-5:]) or "none"
+        raise UsageError(f"no run {run_id!r} in {state_dir}; recent runs: {known}")
+    later = history[history.index(records[0]) + 1 :]
+    collected = any(r.get("gc_ran") for r in records) or any(
+        r.get("gc_ran") or r.get("gc_before_removals") for r in later
+    )
+    if collected or any(r.get("purged") for r in records):
+        raise RetentiondError(
+            f"run {run_id} cannot be undone: a garbage collection has run since, so its "
+            "blobs are gone. Push the images again from their source"
+        )
 
 
 def run_undo(config_arg: Path | None, run_id: str) -> int:
+    problem = run_id_problem(run_id)
+    if problem is not None:
+        raise UsageError(f"RUN_ID {problem}; see `run_id` in state_dir/runs.jsonl")
     ctx = load_context(config_arg)
     root = Path(ctx.config.registry.root)
-    with run_lock(ctx.config.state_dir):
-        history = read_history(ctx.config.state_dir)
-        records = [r for r in history if r.get("run_id") == run_id]
-        if not records:
-            known = ", ".join(r["run_id"] for r in history[-5:] if "run_id" in r) or "none"
-            raise UsageError(f"no run {run_id!r} in {ctx.config.state_dir}; recent runs: {known}")
-        later = history[history.index(records[0]) + 1 :]
-        collected = any(r.get("gc_ran") for r in records) or any(
-            r.get("gc_ran") or r.get("gc_before_removals") for r in later
-        )
-        if collected or any(r.get("purged") for r in records):
-            raise RetentiondError(
-                f"run {run_id} cannot be undone: a garbage collection has run since, so its "
-                "blobs are gone. Push the images again from their source"
-            )
-        removals = held_removals(root, run_id)
-        if removals is None:
+    state_dir = ctx.config.state_dir
+    with run_lock(state_dir):
+        _check_undoable(run_id, state_dir, read_history(state_dir))
+        removals = run_removals(state_dir, root, run_id)
+        if removals is None or not quarantine_exists(root, run_id):
             raise RetentiondError(f"run {run_id} has nothing in quarantine to put back")
-        conflicts = put_back(root, run_id, removals)
+        result = put_back(root, run_id, removals)
+        if not result.conflicts:
+            drop_removals(state_dir, run_id)
         append_history(
-            ctx.config.state_dir,
-            {"run_id": run_id, "status": "undone", "purged": True, "conflicts": conflicts},
+            state_dir,
+            {"run_id": run_id, "status": "undone", "purged": True, "conflicts": result.conflicts},
         )
-    for line in conflicts:
+    for line in result.conflicts:
         print(f"conflict: {line}")
-    print(f"run {run_id}: put back {len(removals) - len(conflicts)} of {len(removals)} removals")
+    print(f"run {run_id}: put back {result.restored} of {len(removals)} removals")
     get_logger(job="undo", run_id=run_id).info(
-        "undo", restored=len(removals) - len(conflicts), conflicts=len(conflicts)
+        "undo", restored=result.restored, conflicts=len(result.conflicts)
     )
-    return 1 if conflicts else 0
+    return 1 if result.conflicts else 0

@@ -299,6 +299,7 @@ def test_kill_9_at_every_step_is_finished_or_rolled_back(point: str, registry: R
     assert pullable(registry, "ci/app", "new")  # read-write again
     assert_tree_tidy(registry.root)
     assert not (setup.state / "journal.json").exists()
+    assert not list((setup.state / "removals").glob("*")), "a list of removals left behind"
     statuses = [r["status"] for r in setup.history()]
     assert statuses[-1] == "ok", setup.history()
 
@@ -324,8 +325,15 @@ def test_no_gc_then_undo_puts_everything_back(registry: RunningRegistry, tmp_pat
     setup.run("apply", "--yes", "--no-gc")
     assert not pullable(registry, "app", "old")
     run_id = setup.history()[-1]["run_id"]
+    # what undo puts back is listed in state_dir, not in the quarantine under the storage root
+    listing = setup.state / "removals" / f"{run_id}.json"
+    listed = json.loads(listing.read_text())
+    assert "repositories/app/_manifests/tags/old" in [r["live"] for r in listed]
+    held = sorted(p.name for p in (registry.root / "retentiond-quarantine" / run_id).iterdir())
+    assert held == [f"{r['index']:07d}" for r in listed]
     setup.run("undo", run_id)
     assert pullable(registry, "app", "old") and pullable(registry, "app", "latest")
+    assert not listing.exists()
     # after a GC has run, undo refuses
     setup.run("apply", "--yes")
     refused = setup.run("undo", setup.history()[-1]["run_id"], check=False)
@@ -364,6 +372,7 @@ def test_grace_holds_removals_for_undo_then_reclaims(registry: RunningRegistry,
     assert refused.returncode == 1 and "cannot be undone" in refused.stderr
     assert pullable(registry, "app", "latest")
     assert not (registry.root / "retentiond-quarantine" / first["run_id"]).exists()
+    assert not (setup.state / "removals" / f"{first['run_id']}.json").exists()
 
 
 def test_registry_that_does_not_answer_changes_nothing(registry: RunningRegistry,
