@@ -13,7 +13,6 @@ daemon starts inside it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -33,7 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from retentiond.config import Config, RuntimeKind, split_listen
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
-from retentiond.errors import ConfigError, RetentiondError
+from retentiond.errors import ConfigError, RetentiondError, StorageError
 from retentiond.logs import get_logger
 from retentiond.maintenance import (
     Cancelled,
@@ -54,7 +53,7 @@ from retentiond.registry import RegistryClient
 from retentiond.render import iso, plan_summary
 from retentiond.runtime.base import Runtime
 from retentiond.state import Busy, read_history, run_lock, write_atomic
-from retentiond.storage.reader import read_inventory, storage_v2
+from retentiond.storage.reader import check_storage, read_inventory
 
 #: minimum seconds a maintenance needs besides the GC (freeze, restart, verify) when there
 #: is no history to estimate from
@@ -301,14 +300,21 @@ class Daemon:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        v2 = storage_v2(Path(self.config.registry.root))
         checks = {
             "config": True,
             "policies": self.state.policies > 0,
-            "storage": v2.is_dir() and os.access(v2, os.R_OK),
+            "storage": self._storage_readable(),
             "registry": self.registry.answering(),
         }
         return all(checks.values()), checks
+
+    def _storage_readable(self) -> bool:
+        """The top of the tree opens as a plan would open it (no link below the root)."""
+        try:
+            check_storage(Path(self.config.registry.root))
+        except StorageError:
+            return False
+        return True
 
     def status(self) -> dict[str, Any]:
         next_window = self.window.get_next_fire_time(None, self.clock().astimezone(self.tz))

@@ -8,6 +8,7 @@ from pathlib import Path
 from retentiond.commands.context import load_context
 from retentiond.core.verify import broken_tags
 from retentiond.logs import get_logger
+from retentiond.render import text
 from retentiond.storage.reader import read_inventory
 
 
@@ -31,7 +32,12 @@ def run_verify(config_arg: Path | None, *, as_json: bool = False) -> int:
                         for b in broken
                     ],
                     "problems": [
-                        {"path": p.path, "kind": p.kind.value, "message": p.message}
+                        {
+                            "path": p.path,
+                            "kind": p.kind.value,
+                            "repository": p.repository,
+                            "message": p.message,
+                        }
                         for p in inventory.problems
                     ],
                 },
@@ -40,9 +46,9 @@ def run_verify(config_arg: Path | None, *, as_json: bool = False) -> int:
         )
     else:
         for b in broken:
-            print(f"broken {b.repository}:{b.tag}: {b.reason}")
+            print(text(f"broken {b.repository}:{b.tag}: {b.reason}"))
         for p in inventory.problems:
-            print(f"problem {p}")
+            print(text(f"problem {p}"))
         print(
             f"{tags - len(broken)} of {tags} tags resolve to complete images"
             + (f"; {len(broken)} broken" if broken else "")

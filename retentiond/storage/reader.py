@@ -4,6 +4,46 @@ Only reads; never follows a symbolic link and never leaves ``<root>/docker/regis
 cannot trust becomes a :class:`~retentiond.core.inventory.Problem` with its path, and the planner
 leaves the repository concerned alone.
 
+Nothing under the root is trusted as a path or as a file type (the tree is written by the
+registry, that is by anyone who can push). ``v2``, ``blobs/sha256`` and ``repositories`` are
+opened once, without following links, and every other path is opened relative to their
+descriptors (which forked workers inherit) with no symbolic link followed in any component
+(:mod:`retentiond.storage.safe_fs`: ``openat2`` with ``RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH``,
+else ``O_NOFOLLOW`` per component); directories are listed through their descriptor (an entry's
+type is its own, never a link's target); files are opened ``O_NONBLOCK`` and ``fstat``'ed before
+any read (a FIFO never blocks, a device or a socket is never read); link files are read to 200
+bytes, manifests to :data:`MAX_MANIFEST_BYTES` (the registry's own limit), configs to
+:data:`MAX_CONFIG_BYTES`.
+
+What each kind of hostile entry means:
+
+- ``registry.root`` itself may be a symbolic link (it comes from the operator). Below it, a
+  link (or anything but a directory) as ``docker``, ``registry``, ``v2``, ``blobs``,
+  ``blobs/sha256`` or ``repositories`` fails the whole run (StorageError, exit 1) naming the
+  path: the registry writes none of them as links, so one is a deployment choice retentiond
+  does not make for the operator: point ``registry.root`` at the real directory.
+- A symbolic link, FIFO, socket or device anywhere inside a repository (its own directory,
+  ``_manifests``, ``_manifests/tags``, a tag's directory, its ``current/`` or ``current/link``,
+  ``revisions/sha256`` and its entries and links, ``_layers``, ``_layers/sha256``, an upload) or
+  as a manifest's ``data`` is a problem of kind :data:`UNSAFE` (``GC_ABORT``) of that
+  repository: it is refused, and no GC may run. The registry never writes one, and its GC
+  follows links where it reads (it would mark from files outside the root, walk into a linked
+  directory, block on a FIFO): refusing the repository is not enough to make a GC safe.
+- A link or a special file in the blob store (a prefix directory, a blob directory, a blob's
+  ``data`` when it is stat'ed) is an UNSAFE problem of no repository: no GC may run (the GC's
+  sweep would walk into a linked prefix and delete what it finds there), and the repositories
+  whose manifests it hides are refused because their blobs are missing.
+- A directory or file that cannot be read (permission denied, as a user other than the
+  registry's) inside a repository is an ``UNREADABLE`` problem of that repository: refused, and
+  the GC, run as the registry's user, may still read it. In the blob store it fails the run
+  (StorageError): without the whole blob store, what a GC reclaims cannot be known.
+- Not read at all, so never trusted: a tag's ``index/``, the ``_layers`` links but for
+  ``verify``, layer and config ``data`` but for their sizes in phase 4 (``lstat``) or
+  ``stat_blobs``.
+
+Whatever a worker meets in the tree or in a manifest becomes a problem of the repositories
+concerned; only a whole-run StorageError or a bug ends the read.
+
 It reads what a plan needs and nothing more: the names in the blob store's prefix directories,
 every tag's ``current/link`` and every revision link (content and mtime), and every manifest blob
 they name, once, even when many repositories link it. A tag's ``index/`` history is never read,
@@ -38,6 +78,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.pool
+import multiprocessing.process
 import os
 import re
 import stat
@@ -70,17 +111,35 @@ from retentiond.core.inventory import (
     record_references,
 )
 from retentiond.core.manifests import DIGEST_RE, ManifestError, parse_created, parse_manifest
+from retentiond.core.names import repository_name_problem, tag_name_problem
 from retentiond.errors import StorageError
+from retentiond.storage.safe_fs import (
+    FILE_FLAGS,
+    NotRegularFile,
+    SymlinkFound,
+    TooLarge,
+    UnsafeEntry,
+    kind_of,
+    lstat_below,
+    open_below,
+    open_dir,
+    open_root,
+    opened_dir,
+    opener,
+    read_fd,
+)
 
 V2 = ("docker", "registry", "v2")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
 #: the registry refuses manifests larger than this; a bigger "manifest" is not one
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: an image config is read for its ``created`` time up to this size
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: a link file holds ``sha256:`` and 64 hex digits; more is read only to say it is wrong
+_LINK_BYTES = 200
 #: the first read of a blob: the whole of almost every manifest
 _FIRST_READ = 1 << 16
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_OPEN_FLAGS = os.O_RDONLY | _NOFOLLOW
 #: below these sizes the tree is read in-process (starting workers costs more than it saves)
 PARALLEL_MIN_REPOSITORIES = 16
 PARALLEL_MIN_MANIFESTS = 2000
@@ -95,6 +154,18 @@ _DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None)
 #: ``progress(stage, done, total)``: stage is "blob directories", "repositories" or "manifests"
 Progress = Callable[[str, int, int], None]
 
+#: what a symbolic link or a special file inside a repository or the blob store means
+UNSAFE = ProblemKind.GC_ABORT
+_NOT_FOLLOWED = (
+    "not followed: the registry never writes one, and its GC would follow it and decide from "
+    "files outside the storage root; remove it"
+)
+
+
+def open_file_below(path: str, dir_fd: int) -> int:
+    """:func:`~retentiond.storage.safe_fs.open_below` of a file (no link followed, no block)."""
+    return open_below(path, dir_fd, FILE_FLAGS)
+
 
 def storage_v2(root: Path) -> Path:
     return root.joinpath(*V2)
@@ -108,31 +179,60 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
+def _unsafe_message(exc: UnsafeEntry) -> str:
+    """What an unsafe entry is and what to do, in a problem's message."""
+    if isinstance(exc, SymlinkFound):
+        return f"symbolic link, {_NOT_FOLLOWED}"
+    if isinstance(exc, NotRegularFile):
+        return f"{exc}; the registry's GC would block or fail on it: remove it"
+    return str(exc)
+
+
 class LinkError(ValueError):
-    """A link file that cannot be trusted."""
+    """A link file that cannot be trusted. ``kind``: how much that matters (UNSAFE for a link
+    or a special file in its path); ``where``: the component at fault, relative to the
+    directory the link was opened from (empty: the link file itself)."""
+
+    def __init__(
+        self, message: str, kind: ProblemKind = ProblemKind.UNREADABLE, where: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.where = where
 
 
-def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
-    """A ``link`` file's digest and mtime (seconds), read without following symlinks.
+def _read_link(
+    path: str, dir_fd: int, open_file: Callable[[str, int], int] = open_file_below
+) -> tuple[str, float]:
+    """A ``link`` file's digest and mtime (seconds), ``path`` relative to ``dir_fd``, no
+    symbolic link followed in any component, never blocking (a FIFO, a device or a socket is
+    refused by its type before any read), at most a few hundred bytes read.
 
-    ``path`` is relative to ``dir_fd`` when given (fewer path components for the kernel to
-    resolve: a tree of millions of links is read mostly in path lookups)."""
+    ``open_file``: :func:`~retentiond.storage.safe_fs.opener`'s, in a loop."""
     try:
-        fd = os.open(path, _OPEN_FLAGS, dir_fd=dir_fd)
+        fd = open_file(path, dir_fd)
     except FileNotFoundError as exc:
         raise LinkError("link file is missing") from exc
+    except UnsafeEntry as exc:
+        raise LinkError(_unsafe_message(exc), UNSAFE, exc.where) from exc
     except OSError as exc:
         raise LinkError(f"cannot open link: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise LinkError("link is not a regular file")
-        data = os.read(fd, 200)
+            raise LinkError(
+                f"link is {kind_of(st.st_mode)}, not a regular file; the registry's GC would "
+                "block or fail on it: remove it",
+                UNSAFE,
+            )
+        data = os.read(fd, _LINK_BYTES)
         if st.st_blocks * 512 < st.st_blksize and data and _DONTNEED is not None:
             # less than a block: its data lives in its inode (ext4 inline_data), and reading
             # it made a 4 KiB page cache copy of 71 bytes: 9 GB at a million tags, which pushes
             # out the inode cache that makes the next plan fast
             os.posix_fadvise(fd, 0, 0, _DONTNEED)
+    except OSError as exc:
+        raise LinkError(f"cannot read link: {exc.strerror}") from exc
     finally:
         os.close(fd)
     if not data:
@@ -144,8 +244,14 @@ def _read_link(path: str, dir_fd: int | None = None) -> tuple[str, float]:
 
 
 def read_link(path: str) -> tuple[str, datetime]:
-    """Read a ``link`` file without following symlinks: its digest and mtime."""
-    digest, mtime = _read_link(path)
+    """Read a ``link`` file (a trusted path: its last component is not followed, and it is
+    read only when it is a regular file): its digest and mtime."""
+    parent, _, name = path.rpartition("/")
+    dir_fd = open_root(parent or ".")
+    try:
+        digest, mtime = _read_link(name, dir_fd)
+    finally:
+        os.close(dir_fd)
     return digest, _utc(mtime)
 
 
@@ -154,30 +260,40 @@ def read_blob(
     digest: str,
     limit: int = MAX_MANIFEST_BYTES,
     store_fd: int | None = None,
+    open_file: Callable[[str, int], int] = open_file_below,
 ) -> bytes:
-    """Read a blob's data without following symlinks; FileNotFoundError when it is missing.
+    """Read a blob's data, at most ``limit`` bytes (ManifestError beyond), no symbolic link
+    followed below ``v2`` (an :class:`~retentiond.storage.safe_fs.UnsafeEntry` when one is, or
+    when ``data`` is not a regular file); FileNotFoundError when it is missing.
 
     ``store_fd``: an open ``blobs/sha256`` directory to resolve the path from (then ``v2`` is
-    not used)."""
+    not used); ``open_file``: :func:`~retentiond.storage.safe_fs.opener`'s, in a loop."""
     hexpart = digest.split(":", 1)[1]
     if store_fd is None:
-        path = f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
-    else:
-        path = f"{hexpart[:2]}/{hexpart}/data"
-    fd = os.open(path, _OPEN_FLAGS, dir_fd=store_fd)
+        v2_fd = open_root(str(v2))
+        try:
+            return _read_blob(f"blobs/sha256/{hexpart[:2]}/{hexpart}/data", v2_fd, limit)
+        finally:
+            os.close(v2_fd)
+    return _read_blob(f"{hexpart[:2]}/{hexpart}/data", store_fd, limit, open_file)
+
+
+def _read_blob(
+    path: str, dir_fd: int, limit: int, open_file: Callable[[str, int], int] = open_file_below
+) -> bytes:
+    fd = open_file(path, dir_fd)
     try:
-        # no fstat (a syscall per manifest): a read of a regular file stops short only at its
-        # end; a manifest cut short by one that did would not parse, and be reported
+        st = os.fstat(fd)  # a FIFO opened O_NONBLOCK reads nothing, but never as a manifest
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"data is {kind_of(st.st_mode)}, not a regular file", path)
+        if st.st_size > limit:
+            raise ManifestError(f"more than {limit} bytes, larger than any manifest")
         data = os.read(fd, _FIRST_READ)
         if len(data) == _FIRST_READ:  # a large blob: the rest, up to the limit
-            chunks = [data]
-            total = len(data)
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > limit:
-                    raise ManifestError(f"more than {limit} bytes, larger than any manifest")
-            data = b"".join(chunks)
+            try:
+                data = read_fd(fd, path, limit, data)
+            except TooLarge as exc:
+                raise ManifestError(f"more than {limit} bytes, larger than any manifest") from exc
         return data
     finally:
         os.close(fd)
@@ -194,36 +310,94 @@ class _Reading:
         self.problems.append(Problem(str(path), message, kind, repository))
 
 
-def _scandir(reading: _Reading, path: str, repository: str | None = None) -> list[os.DirEntry[str]]:
+# -- the top of the tree --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """Where the reader reads: ``v2`` (for messages; never opened by name) and open
+    descriptors of it, of ``blobs/sha256`` and of ``repositories`` (-1: the directory does not
+    exist). Forked workers inherit the descriptors: every path below is opened from them."""
+
+    v2: str
+    v2_fd: int
+    store_fd: int
+    repos_fd: int
+
+    def close(self) -> None:
+        for fd in (self.repos_fd, self.store_fd, self.v2_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _open_tree(root: Path) -> _Tree:
+    """Open ``<root>/docker/registry/v2``, its ``blobs/sha256`` and ``repositories``.
+
+    ``root`` (``registry.root``, the operator's) may be a symbolic link; nothing below it
+    may: ``docker``, ``registry``, ``v2``, ``blobs``, ``blobs/sha256`` or ``repositories`` as a
+    link (or as anything but a directory) is a StorageError for the whole run."""
+    v2 = storage_v2(root)
     try:
-        with os.scandir(path) as it:
-            return list(it)
-    except FileNotFoundError:
-        return []
-    except NotADirectoryError:
-        reading.problem(
-            path, "expected a directory, found a file", ProblemKind.UNREADABLE, repository
-        )
-        return []
-    except OSError as exc:
+        root_fd = open_root(str(root))
+    except (FileNotFoundError, NotADirectoryError) as exc:
         raise StorageError(
-            f"cannot read {path}: {exc.strerror}; check that retentiond runs as a user that can "
-            "read the registry's storage"
+            f"{v2} does not exist: registry.root must be the registry's storage rootdirectory "
+            "(the directory that contains docker/registry/v2)"
         ) from exc
-
-
-def _open_dir(path: str) -> int | None:
-    """A directory's file descriptor to resolve paths from, or None (then full paths are used
-    and any error is met, and reported, where the full path is opened)."""
+    except OSError as exc:
+        raise StorageError(_cannot_read(root, exc)) from exc
+    fds: list[int] = []
     try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return None
+        v2_fd = _open_top(root, root_fd, "/".join(V2), required=True)
+        fds.append(v2_fd)
+        store_fd = _open_top(v2, v2_fd, "blobs/sha256", required=False)
+        fds.append(store_fd)
+        repos_fd = _open_top(v2, v2_fd, "repositories", required=False)
+    except BaseException:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+        raise
+    finally:
+        os.close(root_fd)
+    return _Tree(str(v2), v2_fd, store_fd, repos_fd)
 
 
-def _close(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)
+def _open_top(base: Path, base_fd: int, path: str, *, required: bool) -> int:
+    """A directory at the top of the tree (-1 when it does not exist and is not required)."""
+    try:
+        return open_dir(path, base_fd)
+    except FileNotFoundError as exc:
+        if not required:
+            return -1
+        raise StorageError(
+            f"{base / path} does not exist: registry.root must be the registry's storage "
+            "rootdirectory (the directory that contains docker/registry/v2)"
+        ) from exc
+    except SymlinkFound as exc:
+        raise StorageError(
+            f"{base / exc.where} is a symbolic link: retentiond follows no link below "
+            "registry.root; set registry.root to the real storage rootdirectory, in which "
+            "docker/registry/v2 and its blobs/sha256 and repositories are directories"
+        ) from exc
+    except UnsafeEntry as exc:
+        raise StorageError(f"{base / (exc.where or path)}: {exc}; expected a directory") from exc
+    except OSError as exc:
+        raise StorageError(_cannot_read(base / path, exc)) from exc
+
+
+def _cannot_read(path: str | Path, exc: OSError) -> str:
+    return (
+        f"cannot read {path}: {exc.strerror}; check that retentiond runs as a user that can "
+        "read the registry's storage"
+    )
+
+
+def _list(fd: int) -> list[os.DirEntry[str]]:
+    """The entries of an open directory (their ``path`` is their name; their type, from the
+    directory, is never a link's target)."""
+    with os.scandir(fd) as it:
+        return list(it)
 
 
 # -- phase 1: the blob store ----------------------------------------------------------------------
@@ -244,22 +418,62 @@ class _BlobPart:
     problems: list[Problem]
 
 
-def _blob_prefixes(reading: _Reading) -> list[str]:
+def _blob_prefixes(reading: _Reading, tree: _Tree) -> list[str]:
     """The directories under ``blobs/sha256`` (symbolic links are problems, not followed)."""
+    if tree.store_fd < 0:
+        return []
+    store = f"{tree.v2}/blobs/sha256"
+    try:
+        entries = _list(tree.store_fd)
+    except OSError as exc:
+        raise StorageError(_cannot_read(store, exc)) from exc
     prefixes = []
-    for prefix in _scandir(reading, f"{reading.v2}/blobs/sha256"):
+    for prefix in entries:
         if prefix.is_dir(follow_symlinks=False):
             prefixes.append(prefix.name)
         elif prefix.is_symlink():
-            reading.problem(prefix.path, "symbolic link in the blob store", ProblemKind.UNREADABLE)
+            _blob_store_link(reading, f"{store}/{prefix.name}")
     return sorted(prefixes)
 
 
-def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
+def _blob_store_link(reading: _Reading, path: str) -> None:
+    """A symbolic link in the blob store: the registry's GC would walk into it, and delete
+    what it finds there that nothing marks (files outside the root)."""
+    reading.problem(path, f"symbolic link in the blob store, {_NOT_FOLLOWED}", UNSAFE)
+
+
+def _open_prefix(reading: _Reading, tree: _Tree, prefix: str) -> int | None:
+    """A prefix directory of the blob store, opened without following a link (None: it is
+    gone, or was swapped for a link since it was listed)."""
+    path = f"{tree.v2}/blobs/sha256/{prefix}"
+    try:
+        return open_dir(prefix, tree.store_fd)
+    except FileNotFoundError:
+        return None
+    except SymlinkFound:
+        _blob_store_link(reading, path)
+        return None
+    except UnsafeEntry as exc:
+        reading.problem(path, str(exc), UNSAFE)
+        return None
+    except OSError as exc:
+        raise StorageError(
+            _cannot_read(path, exc) + " (without the whole blob store, what a GC reclaims "
+            "cannot be known)"
+        ) from exc
+
+
+def _walk_blobs(tree: _Tree, stat_data: bool, prefixes: list[str]) -> _BlobPart:
     """Every blob directory under ``prefixes``. With ``stat_data``, only those with a ``data``
     file, as the registry's GC enumerates them, with its size; without, every directory named
-    by a digest, its size unknown (its name is read from the prefix directory: no inode)."""
-    reading = _Reading(Path(v2))
+    by a digest, its size unknown (its name is read from the prefix directory: no inode).
+
+    Prefix directories are opened from the blob store's descriptor without following links; a
+    blob directory is one by its type in the prefix directory (never a link's). Its ``data``
+    is stat'ed relative to the prefix directory (``lstat``: a ``data`` that is a link or a
+    special file is a problem); a blob directory swapped for a link between the listing and
+    the stat could show the size of a file elsewhere, never its content."""
+    reading = _Reading(Path(tree.v2))
     keys: list[bytes] = []
     sizes = array("q")
     inodes = array("Q")
@@ -269,28 +483,32 @@ def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
     for prefix in prefixes:
         own = int(prefix, 16) if _HEX2.fullmatch(prefix) else -1  # the first byte it holds
         buckets: dict[int, tuple[list[bytes], array[int], array[int]]] = {}
-        entries = _scandir(reading, f"{v2}/blobs/sha256/{prefix}")
-        plain = None if stat_data or own < 0 else _plain_prefix(prefix, entries)
-        if plain is not None:
-            raw_keys, seconds, prefix_inodes = plain
-            keys.append(raw_keys)
-            sizes.extend(array("q", [UNKNOWN_SIZE]) * len(prefix_inodes))
-            inodes.extend(prefix_inodes)
-            for second, count in sorted(seconds.items()):
-                counts[(own << 8) | second] = count
+        prefix_path = f"{tree.v2}/blobs/sha256/{prefix}"
+        prefix_fd = _open_prefix(reading, tree, prefix)
+        if prefix_fd is None:
             continue
-        if stat_data:  # in inode order: on a cold cache, the inode table is read front to back
-            entries.sort(key=_INODE)
-        prefix_fd = _open_dir(f"{v2}/blobs/sha256/{prefix}") if entries and stat_data else None
         try:
+            try:
+                entries = _list(prefix_fd)
+            except OSError as exc:
+                raise StorageError(_cannot_read(prefix_path, exc)) from exc
+            plain = None if stat_data or own < 0 else _plain_prefix(prefix, entries)
+            if plain is not None:
+                raw_keys, seconds, prefix_inodes = plain
+                keys.append(raw_keys)
+                sizes.extend(array("q", [UNKNOWN_SIZE]) * len(prefix_inodes))
+                inodes.extend(prefix_inodes)
+                for second, count in sorted(seconds.items()):
+                    counts[(own << 8) | second] = count
+                continue
+            if stat_data:  # in inode order: on a cold cache, the inode table is read front to back
+                entries.sort(key=_INODE)
             for entry in entries:
+                name = entry.name
                 if not entry.is_dir(follow_symlinks=False):
                     if entry.is_symlink():
-                        reading.problem(
-                            entry.path, "symbolic link in the blob store", ProblemKind.UNREADABLE
-                        )
+                        _blob_store_link(reading, f"{prefix_path}/{name}")
                     continue
-                name = entry.name
                 try:
                     raw = fromhex(name)
                 except ValueError:
@@ -299,23 +517,27 @@ def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
                 size = UNKNOWN_SIZE
                 if stat_data or not valid:
                     try:
-                        if prefix_fd is None:
-                            st = lstat(f"{entry.path}/data")
-                        else:
-                            st = lstat(f"{name}/data", dir_fd=prefix_fd)
+                        st = lstat(f"{name}/data", dir_fd=prefix_fd)
                     except FileNotFoundError:
                         continue  # an empty blob directory: the GC ignores it too
+                    except OSError as exc:
+                        raise StorageError(_cannot_read(f"{prefix_path}/{name}/data", exc)) from exc
                     if valid and not is_regular(st.st_mode):
                         reading.problem(
-                            f"{entry.path}/data",
-                            "blob data is not a regular file",
-                            ProblemKind.UNREADABLE,
+                            f"{prefix_path}/{name}/data",
+                            f"blob data is {kind_of(st.st_mode)}, not a regular file; "
+                            + (
+                                _NOT_FOLLOWED
+                                if stat.S_ISLNK(st.st_mode)
+                                else "the registry's GC would block or fail on it: remove it"
+                            ),
+                            UNSAFE,
                         )
                         continue
                     size = st.st_size
                 if not valid:
                     reading.problem(
-                        entry.path,
+                        f"{prefix_path}/{name}",
                         "blob directory name is not a sha256 digest; "
                         "the registry's GC aborts on it",
                         ProblemKind.GC_ABORT,
@@ -331,7 +553,7 @@ def _walk_blobs(v2: str, stat_data: bool, prefixes: list[str]) -> _BlobPart:
                 bucket[1].append(size)
                 bucket[2].append(entry.inode())
         finally:
-            _close(prefix_fd)
+            os.close(prefix_fd)
         for second in sorted(buckets):
             bucket_keys, bucket_sizes, bucket_inodes = buckets[second]
             keys += bucket_keys
@@ -414,36 +636,47 @@ def _blob_table(parts: list[_BlobPart]) -> BlobTable:
 @dataclass
 class _RepoDir:
     name: str
-    path: str
+    path: str  # for messages; opened by ``name`` from the repositories directory
     has_layers: bool
     has_manifests: bool
     has_uploads: bool
     has_nested: bool
+    #: its ``_layers``, ``_manifests`` or ``_uploads`` that are symbolic links (reported
+    #: when found; not read)
+    links: frozenset[str] = frozenset()
 
 
-def _find_repositories(reading: _Reading) -> list[_RepoDir]:
-    """The registry's catalog walk: every directory not starting with ``_``, recursively."""
+def _find_repositories(reading: _Reading, tree: _Tree) -> list[_RepoDir]:
+    """The registry's catalog walk: every directory not starting with ``_``, recursively.
+
+    Each directory is opened by its name relative to ``repositories`` with no link followed;
+    a symbolic link anywhere is an UNSAFE problem (the registry's catalog walk would follow
+    it), of the repository it is in (``_manifests`` and the like) or that it pretends to be."""
+    if tree.repos_fd < 0:
+        return []
     found: list[_RepoDir] = []
-    base = f"{reading.v2}/repositories"
-    stack = [("", base)]
+    base = f"{tree.v2}/repositories"
+    stack = [""]
     while stack:
-        name, path = stack.pop()
-        entries = _scandir(reading, path, name or None)
-        nested: list[tuple[str, str]] = []
+        name = stack.pop()
+        path = f"{base}/{name}" if name else base
+        entries = _list_repository_dir(reading, tree, name, path)
+        nested: list[str] = []
         flags = {"_layers": False, "_manifests": False, "_uploads": False}
+        links = set()
         for entry in entries:
+            child = f"{name}/{entry.name}" if name else entry.name
             if entry.is_symlink():
-                reading.problem(
-                    entry.path,
-                    "symbolic link in the repositories tree; not followed",
-                    ProblemKind.UNREADABLE,
-                    name or None,
-                )
+                owner = name if name and entry.name.startswith("_") else child
+                reading.problem(f"{base}/{child}", f"symbolic link, {_NOT_FOLLOWED}", UNSAFE, owner)
+                if entry.name in flags:  # the registry, following it, sees the directory
+                    flags[entry.name] = True
+                    links.add(entry.name)
                 continue
             if entry.name in flags:
                 flags[entry.name] = True
             elif not entry.name.startswith("_") and entry.is_dir(follow_symlinks=False):
-                nested.append((f"{name}/{entry.name}" if name else entry.name, entry.path))
+                nested.append(child)
         if name and (flags["_layers"] or flags["_manifests"]):
             found.append(
                 _RepoDir(
@@ -453,18 +686,47 @@ def _find_repositories(reading: _Reading) -> list[_RepoDir]:
                     flags["_manifests"],
                     flags["_uploads"],
                     bool(nested),
+                    frozenset(links),
                 )
             )
+            message = repository_name_problem(name)
+            if message is not None:
+                reading.problem(
+                    path,
+                    f"repository name {name!r}: {message}; the registry's GC aborts on it",
+                    ProblemKind.GC_ABORT,
+                    name,
+                )
         stack.extend(nested)
     found.sort(key=lambda r: r.name)
     return found
 
 
-def _dir_mtime(path: str) -> float | None:
+def _list_repository_dir(
+    reading: _Reading, tree: _Tree, name: str, path: str
+) -> list[os.DirEntry[str]]:
+    """The entries of ``repositories/<name>``; a problem of ``name`` when it cannot be read
+    (the ``repositories`` directory itself: a StorageError)."""
     try:
-        return os.lstat(path).st_mtime
-    except OSError:
-        return None
+        if not name:
+            return _list(tree.repos_fd)
+        with opened_dir(name, tree.repos_fd) as fd:
+            return _list(fd)
+    except FileNotFoundError:
+        return []
+    except UnsafeEntry as exc:  # swapped for a link since its parent was listed
+        reading.problem(path, _unsafe_message(exc), UNSAFE, name)
+        return []
+    except OSError as exc:
+        if not name:
+            raise StorageError(_cannot_read(path, exc)) from exc
+        reading.problem(
+            path,
+            f"cannot read: {exc.strerror}; nothing in it is decided",
+            ProblemKind.UNREADABLE,
+            name,
+        )
+        return []
 
 
 @dataclass
@@ -481,93 +743,164 @@ class _RepoLinks:
     missing_problems: list[Problem]
 
 
+class _RepoReading(_Reading):
+    """Reading one repository: ``fd`` is its open directory, ``base`` its path."""
+
+    def __init__(self, v2: str, repo: _RepoDir, fd: int) -> None:
+        super().__init__(Path(v2))
+        self.repo, self.fd, self.base = repo, fd, repo.path
+
+    def unsafe(self, path: str, exc: UnsafeEntry) -> None:
+        """``exc`` met opening ``path`` (its ``where`` is relative to the repository too)."""
+        where = exc.where or path
+        self.problem(f"{self.base}/{where}", _unsafe_message(exc), UNSAFE, self.repo.name)
+
+    def unreadable(self, path: str, exc: OSError) -> None:
+        self.problem(
+            f"{self.base}/{path}",
+            f"cannot read: {exc.strerror}; nothing in this repository is decided",
+            ProblemKind.UNREADABLE,
+            self.repo.name,
+        )
+
+    def entries(self, path: str) -> tuple[int, list[os.DirEntry[str]]] | None:
+        """The directory ``path`` of the repository, opened (the caller closes it) and listed;
+        None when it does not exist or cannot be read or trusted (then a problem says so)."""
+        try:
+            fd = open_dir(path, self.fd)
+        except FileNotFoundError:
+            return None
+        except UnsafeEntry as exc:
+            self.unsafe(path, exc)
+            return None
+        except OSError as exc:
+            self.unreadable(path, exc)
+            return None
+        try:
+            return fd, _list(fd)
+        except OSError as exc:
+            os.close(fd)
+            self.unreadable(path, exc)
+            return None
+
+
 def _links_under(
-    reading: _Reading, directory: str, link: str, what: str, repository: str
-) -> Iterator[tuple[os.DirEntry[str], tuple[str, float] | LinkError]]:
-    """Each subdirectory of ``directory`` with its ``link`` file read (digest and mtime), or
-    why it could not be; the links are opened relative to the open directory (fewer path
-    lookups than full paths). An entry that is not a directory is a problem, not yielded."""
-    entries = _scandir(reading, directory, repository)
-    dir_fd = _open_dir(directory) if entries else None
+    reading: _RepoReading, directory: str, link: str, what: str
+) -> Iterator[tuple[str, tuple[str, float] | LinkError]]:
+    """Each subdirectory of the repository's ``directory`` with its ``link`` file read
+    (digest and mtime), or why it could not be; every file opened relative to the open
+    directory, no link followed. An entry that is not a directory is a problem, not yielded."""
+    listed = reading.entries(directory)
+    if listed is None:
+        return
+    dir_fd, entries = listed
+    base = f"{reading.base}/{directory}"
+    open_file = opener()
     try:
         for entry in entries:
-            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            if entry.is_symlink():
                 reading.problem(
-                    entry.path,
+                    f"{base}/{entry.name}",
+                    f"{what} entry is a symbolic link, {_NOT_FOLLOWED}",
+                    UNSAFE,
+                    reading.repo.name,
+                )
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                reading.problem(
+                    f"{base}/{entry.name}",
                     f"{what} entry is not a directory",
                     ProblemKind.UNREADABLE,
-                    repository,
+                    reading.repo.name,
                 )
                 continue
             read: tuple[str, float] | LinkError
             try:
-                if dir_fd is None:
-                    read = _read_link(f"{entry.path}/{link}")
-                else:
-                    read = _read_link(f"{entry.name}/{link}", dir_fd)
+                read = _read_link(f"{entry.name}/{link}", dir_fd, open_file)
             except LinkError as exc:
                 read = exc
-            yield entry, read
+            yield entry.name, read
     finally:
-        _close(dir_fd)
+        os.close(dir_fd)
+
+
+def _link_problem(
+    reading: _RepoReading,
+    directory: str,
+    entry: str,
+    link: str,
+    error: LinkError,
+    label: str,
+    kind: ProblemKind,
+) -> None:
+    """A problem for a link file that could not be read: at the component at fault."""
+    where = error.where or f"{entry}/{link}"
+    reading.problem(
+        f"{reading.base}/{directory}/{where}",
+        f"{label}: {error}",
+        UNSAFE if error.kind is UNSAFE else kind,
+        reading.repo.name,
+    )
 
 
 def _read_repository(
-    v2: str, index: int, repo: _RepoDir, read_layers: bool, blobs: BlobTable
+    tree: _Tree, index: int, repo: _RepoDir, read_layers: bool, blobs: BlobTable
 ) -> _RepoLinks:
-    reading = _Reading(Path(v2))
+    """One repository's links; anything that cannot be read or trusted, down to the
+    repository's own directory, is a problem of the repository, never an exception."""
+    try:
+        fd = open_dir(repo.name, tree.repos_fd)
+    except (OSError, UnsafeEntry) as exc:
+        return _unread_repository(tree, index, repo, read_layers, exc)
+    try:
+        return _read_repository_at(_RepoReading(tree.v2, repo, fd), index, read_layers, blobs)
+    except (OSError, UnsafeEntry) as exc:  # what the steps above do not expect: still a problem
+        return _unread_repository(tree, index, repo, read_layers, exc)
+    finally:
+        os.close(fd)
+
+
+def _unread_repository(
+    tree: _Tree, index: int, repo: _RepoDir, read_layers: bool, exc: OSError | UnsafeEntry
+) -> _RepoLinks:
+    """A repository that could not be read: nothing in it, and the problem that says why."""
+    reading = _Reading(Path(tree.v2))
+    if isinstance(exc, UnsafeEntry):
+        reading.problem(repo.path, _unsafe_message(exc), UNSAFE, repo.name)
+    else:
+        reading.problem(
+            repo.path, f"cannot read: {exc.strerror}", ProblemKind.UNREADABLE, repo.name
+        )
+    return _RepoLinks(
+        index,
+        ("", array("I"), array("d"), array("I"), array("d"), ()),
+        None,
+        [] if read_layers else None,
+        reading.problems,
+        [],
+    )
+
+
+def _read_repository_at(
+    reading: _RepoReading, index: int, read_layers: bool, blobs: BlobTable
+) -> _RepoLinks:
+    repo = reading.repo
     name = repo.name
     tags: list[tuple[str, str, float]] = []
-    tags_dir = f"{repo.path}/_manifests/tags"
-    for entry, read in _links_under(reading, tags_dir, "current/link", "tag", name):
-        if isinstance(read, LinkError):
-            reading.problem(
-                f"{entry.path}/current/link",
-                f"tag {entry.name!r}: {read}",
-                ProblemKind.UNREADABLE,
-                name,
-            )
-            continue
-        tags.append((entry.name, *read))
-
     revisions: dict[str, float] = {}
-    revisions_dir = f"{repo.path}/_manifests/revisions/sha256"
-    for entry, read in _links_under(reading, revisions_dir, "link", "revision", name):
-        if isinstance(read, LinkError):
-            if str(read) == "link file is missing":
-                continue  # an empty revision directory, as GC leaves behind
-            kind = ProblemKind.GC_ABORT if repo.has_layers else ProblemKind.UNREADABLE
-            reading.problem(f"{entry.path}/link", f"revision link: {read}", kind, name)
-            continue
-        digest, when = read
-        if digest != "sha256:" + entry.name:
-            reading.problem(
-                f"{entry.path}/link",
-                f"revision link holds {digest}, not the digest its directory names",
-                ProblemKind.UNREADABLE,
-                name,
-            )
-            continue
-        revisions[digest] = when
+    if "_manifests" not in repo.links:
+        tags = _read_tags(reading)
+        revisions = _read_revisions(reading)
 
     layers: list[str] | None = None
     if read_layers:
-        linked = set()
-        for entry in _scandir(reading, f"{repo.path}/_layers/sha256", name):
-            if entry.is_dir(follow_symlinks=False) and HEX64.fullmatch(entry.name):
-                try:
-                    digest, _ = _read_link(f"{entry.path}/link")
-                except LinkError:
-                    continue
-                linked.add(digest)
-        layers = sorted(linked)
+        layers = [] if "_layers" in repo.links else _read_layer_links(reading)
 
     signs = [
         max(revisions.values(), default=None),
         max((t[2] for t in tags), default=None),
-        _dir_mtime(f"{repo.path}/_layers/sha256"),
-        _dir_mtime(f"{repo.path}/_uploads"),
-        *(_dir_mtime(e.path) for e in _scandir(reading, f"{repo.path}/_uploads", name)),
+        None if "_layers" in repo.links else _layers_mtime(reading),
+        *([] if "_uploads" in repo.links else _uploads_mtimes(reading)),
     ]
     present = [t for t in signs if t is not None]
     if revisions and not repo.has_layers:
@@ -592,9 +925,9 @@ def _read_repository(
         array("d", revisions.values()),
         tuple(missing),
     )
-    missing_problems = _Reading(Path(v2))
+    missing_problems = _Reading(reading.v2)
     if missing:
-        base = f"{v2}/repositories/{name}/_manifests"
+        base = f"{repo.path}/_manifests"
         for (tag, digest, _), tag_id in zip(tags, tag_ids, strict=True):
             if tag_id < 0:
                 missing_problems.problem(
@@ -616,16 +949,130 @@ def _read_repository(
         columns=columns,
         last_activity=max(present) if present else None,
         layers=layers,
-        problems=reading.problems,
+        problems=list(dict.fromkeys(reading.problems)),  # a link met twice is one problem
         missing_problems=missing_problems.problems,
     )
 
 
+def _read_tags(reading: _RepoReading) -> list[tuple[str, str, float]]:
+    """(tag, digest, mtime) of every tag whose ``current/link`` can be trusted."""
+    tags: list[tuple[str, str, float]] = []
+    directory = "_manifests/tags"
+    for tag, read in _links_under(reading, directory, "current/link", "tag"):
+        message = tag_name_problem(tag)
+        if message is not None:
+            reading.problem(
+                f"{reading.base}/{directory}/{tag}",
+                f"tag name {tag!r}: {message}",
+                ProblemKind.UNREADABLE,
+                reading.repo.name,
+            )
+            continue
+        if isinstance(read, LinkError):
+            _link_problem(
+                reading,
+                directory,
+                tag,
+                "current/link",
+                read,
+                f"tag {tag!r}",
+                ProblemKind.UNREADABLE,
+            )
+            continue
+        tags.append((tag, *read))
+    return tags
+
+
+def _read_revisions(reading: _RepoReading) -> dict[str, float]:
+    """The mtime of every revision link that can be trusted, by digest."""
+    revisions: dict[str, float] = {}
+    directory = "_manifests/revisions/sha256"
+    bad = ProblemKind.GC_ABORT if reading.repo.has_layers else ProblemKind.UNREADABLE
+    for hexpart, read in _links_under(reading, directory, "link", "revision"):
+        if isinstance(read, LinkError):
+            if str(read) == "link file is missing":
+                continue  # an empty revision directory, as GC leaves behind
+            _link_problem(reading, directory, hexpart, "link", read, "revision link", bad)
+            continue
+        digest, when = read
+        if digest != "sha256:" + hexpart:
+            reading.problem(
+                f"{reading.base}/{directory}/{hexpart}/link",
+                f"revision link holds {digest}, not the digest its directory names",
+                ProblemKind.UNREADABLE,
+                reading.repo.name,
+            )
+            continue
+        revisions[digest] = when
+    return revisions
+
+
+def _read_layer_links(reading: _RepoReading) -> list[str]:
+    """The digests the repository's ``_layers`` links name (links that cannot be read are
+    left out: ``verify`` then reports the blob as not linked), sorted."""
+    linked = set()
+    directory = "_layers/sha256"
+    for hexpart, read in _links_under(reading, directory, "link", "layer"):
+        if isinstance(read, LinkError):
+            if read.kind is UNSAFE:
+                _link_problem(reading, directory, hexpart, "link", read, "layer link", UNSAFE)
+            continue
+        if HEX64.fullmatch(hexpart):
+            linked.add(read[0])
+    return sorted(linked)
+
+
+def _layers_mtime(reading: _RepoReading) -> float | None:
+    """The mtime of ``_layers/sha256`` (a layer pushed); a link there is a problem (the
+    links inside it are read only by ``verify``: the registry's GC never reads them)."""
+    path = "_layers/sha256"
+    try:
+        st = lstat_below(path, reading.fd)
+    except FileNotFoundError:
+        return None
+    except UnsafeEntry as exc:
+        reading.unsafe(path, exc)
+        return None
+    except OSError as exc:
+        reading.unreadable(path, exc)
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        reading.unsafe(path, SymlinkFound(path, path))
+        return None
+    return st.st_mtime
+
+
+def _uploads_mtimes(reading: _RepoReading) -> list[float | None]:
+    """The mtimes of ``_uploads`` and of each upload in it (a push in progress)."""
+    listed = reading.entries("_uploads")
+    if listed is None:
+        return []
+    fd, entries = listed
+    try:
+        times: list[float | None] = [os.fstat(fd).st_mtime]
+        for entry in entries:
+            if entry.is_symlink():
+                reading.problem(
+                    f"{reading.base}/_uploads/{entry.name}",
+                    f"symbolic link, {_NOT_FOLLOWED}",
+                    UNSAFE,
+                    reading.repo.name,
+                )
+                continue
+            try:
+                times.append(entry.stat(follow_symlinks=False).st_mtime)
+            except OSError:
+                continue
+        return times
+    finally:
+        os.close(fd)
+
+
 def _read_repositories(
-    v2: str, read_layers: bool, blobs: BlobTable | None, chunk: list[tuple[int, _RepoDir]]
+    tree: _Tree, read_layers: bool, blobs: BlobTable | None, chunk: list[tuple[int, _RepoDir]]
 ) -> list[_RepoLinks]:
     table = _shared_blobs(blobs)
-    return [_read_repository(v2, index, repo, read_layers, table) for index, repo in chunk]
+    return [_read_repository(tree, index, repo, read_layers, table) for index, repo in chunk]
 
 
 def _repository(repo: _RepoDir, links: _RepoLinks, blobs: BlobTable) -> Repository:
@@ -672,6 +1119,8 @@ class _ParsedChunk:
     stated_sizes: array[int] = field(default_factory=lambda: array("q"))
     #: a manifest blob whose size was not read could not be opened: its ``data`` may be missing
     inexact: bool = False
+    #: manifest blobs whose ``data`` is a link or a special file (in a link's directory)
+    unsafe: list[int] = field(default_factory=list)
 
     def state(self, blob_ids: Iterable[int], sizes: Iterable[int], taken: dict[int, int]) -> None:
         """Add the sizes not in ``taken`` (what this chunk stated already: base layers and
@@ -685,55 +1134,68 @@ class _ParsedChunk:
                 self.stated_sizes.append(size)
 
 
+#: what a manifest blob may raise that makes it unreadable (the parser's own ManifestError is
+#: a ValueError; the others are there so that no manifest can stop the read of the tree)
+_MANIFEST_ERRORS = (ValueError, RecursionError, OverflowError)
+
+
 def _parse_manifests(
-    v2: str, read_created: bool, sized: bool, blobs: BlobTable | None, blob_ids: list[int]
+    tree: _Tree, read_created: bool, sized: bool, blobs: BlobTable | None, blob_ids: list[int]
 ) -> _ParsedChunk:
     """Read and pack the manifest of each blob; and the ``created`` times of their configs.
 
-    ``sized``: the table knows every blob's size; else the sizes found are returned."""
+    ``sized``: the table knows every blob's size; else the sizes found are returned. A blob
+    that cannot be read, trusted or parsed is an error of its manifest (a problem of the
+    repositories that link it), never an exception."""
     table = _shared_blobs(blobs)
     media_types = list(MANIFEST_MEDIA_TYPES)  # parse_manifest gives no other type
     chunk = _ParsedChunk([], [], {})
     configs: set[str] = set()
     taken: dict[int, int] = {}
-    store_fd = _open_dir(f"{v2}/blobs/sha256")
-    try:
-        for blob_id in blob_ids:
-            digest = table.digest_of(blob_id)
-            manifest: Manifest | None = None
-            error: str | None = None
-            try:
-                data = read_blob(v2, digest, store_fd=store_fd)
-                if not sized:
-                    chunk.read_ids.append(blob_id)
-                    chunk.read_sizes.append(len(data))
-                manifest = parse_manifest(digest, data)
-            except FileNotFoundError:
-                error = "manifest blob vanished while reading"
-                chunk.inexact = chunk.inexact or not sized
-            except ManifestError as exc:
-                error = str(exc)
-            except OSError as exc:
-                error = f"cannot read: {exc.strerror}"
-                chunk.inexact = chunk.inexact or not sized
-            packed = pack_manifest(manifest, blob_id, table, media_types)
-            if not sized and manifest is not None and manifest.blob_sizes:
-                ids = record_references(packed.record)[len(manifest.children) :]
-                chunk.state(ids, manifest.blob_sizes, taken)
-            if packed.plain and error is None:
-                chunk.records.append(packed.record)
-            else:
-                chunk.manifests.append(
-                    (packed.record, digest, packed.children, packed.subject, packed.absent, error)
-                )
-            if read_created and manifest is not None and manifest.config:
-                configs.add(manifest.config)
-    finally:
-        _close(store_fd)
+    store_fd = tree.store_fd
+    open_file = opener()
+    for blob_id in blob_ids:
+        digest = table.digest_of(blob_id)
+        manifest: Manifest | None = None
+        error: str | None = None
+        try:
+            data = read_blob(tree.v2, digest, store_fd=store_fd, open_file=open_file)
+            if not sized:
+                chunk.read_ids.append(blob_id)
+                chunk.read_sizes.append(len(data))
+            manifest = parse_manifest(digest, data)
+        except FileNotFoundError:
+            error = "manifest blob vanished while reading"
+            chunk.inexact = chunk.inexact or not sized
+        except UnsafeEntry as exc:
+            # a link or a special file: refused, and its size taken as 0 (no GC may run while
+            # it is there; reading the tree again as the GC counts would change nothing)
+            error = _unsafe_message(exc)
+            chunk.unsafe.append(blob_id)
+            if not sized:
+                chunk.read_ids.append(blob_id)
+                chunk.read_sizes.append(0)
+        except OSError as exc:
+            error = f"cannot read: {exc.strerror}"
+            chunk.inexact = chunk.inexact or not sized
+        except _MANIFEST_ERRORS as exc:
+            error = str(exc) if isinstance(exc, ManifestError) else f"cannot parse: {exc!r:.200}"
+        packed = pack_manifest(manifest, blob_id, table, media_types)
+        if not sized and manifest is not None and manifest.blob_sizes:
+            ids = record_references(packed.record)[len(manifest.children) :]
+            chunk.state(ids, manifest.blob_sizes, taken)
+        if packed.plain and error is None:
+            chunk.records.append(packed.record)
+        else:
+            chunk.manifests.append(
+                (packed.record, digest, packed.children, packed.subject, packed.absent, error)
+            )
+        if read_created and manifest is not None and manifest.config:
+            configs.add(manifest.config)
     for config in sorted(configs):
         try:
-            when = parse_created(read_blob(v2, config, limit=16 * 1024 * 1024))
-        except (OSError, ManifestError):
+            when = parse_created(read_blob(tree.v2, config, MAX_CONFIG_BYTES, store_fd))
+        except (OSError, UnsafeEntry, *_MANIFEST_ERRORS):
             continue
         if when is not None:
             chunk.created[config] = when
@@ -761,7 +1223,37 @@ def _run(fn: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R]:
         yield from map(fn, tasks)
         return
     with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
-        yield from pool.imap_unordered(fn, tasks)
+        yield from _results(pool, list(_processes(pool)), fn, tasks)
+
+
+def _processes(pool: multiprocessing.pool.Pool) -> list[multiprocessing.process.BaseProcess]:
+    return list(getattr(pool, "_pool", []))  # the pool's workers (not a public attribute)
+
+
+def _results(
+    pool: multiprocessing.pool.Pool,
+    workers: list[multiprocessing.process.BaseProcess],
+    fn: Callable[[T], R],
+    tasks: list[T],
+) -> Iterator[R]:
+    """``pool.imap_unordered(fn, tasks)``, but a worker that dies (killed by the OOM killer,
+    say) is a StorageError, not a wait forever for the task it took with it (the pool starts
+    another worker and never says)."""
+    results = pool.imap_unordered(fn, tasks)
+    while True:
+        try:
+            yield results.next(timeout=1.0)
+        except StopIteration:
+            return
+        except multiprocessing.TimeoutError:
+            for worker in workers:
+                if worker.exitcode is not None and worker.exitcode != 0:
+                    raise StorageError(
+                        f"a reader process (pid {worker.pid}) ended with exit code "
+                        f"{worker.exitcode} (a negative code is the signal that killed it, "
+                        "9 often the kernel's out-of-memory killer); run again, and give "
+                        "retentiond more memory if it happens again"
+                    ) from None
 
 
 class _Forked:
@@ -774,6 +1266,7 @@ class _Forked:
     def __init__(self, blobs: BlobTable, count: int) -> None:
         self.table, self.count = blobs, count
         self._pool: multiprocessing.pool.Pool | None = None
+        self._processes: list[multiprocessing.process.BaseProcess] = []
 
     def forks(self, count: int, tasks: int) -> bool:
         return min(count, self.count) > 1 and tasks > 1
@@ -791,9 +1284,10 @@ class _Forked:
             _FORKED_BLOBS = self.table
             try:
                 self._pool = multiprocessing.get_context("fork").Pool(self.count)
+                self._processes = _processes(self._pool)
             finally:
                 _FORKED_BLOBS = None  # the workers have their copy
-        yield from self._pool.imap_unordered(fn, tasks)
+        yield from _results(self._pool, self._processes, fn, tasks)
 
     def __enter__(self) -> _Forked:
         return self
@@ -820,10 +1314,19 @@ def _wanted(requested: int | None, size: int, threshold: int) -> int:
     return min(16, 2 * (os.cpu_count() or 1))  # more than the CPUs: a cold cache waits on disk
 
 
+def check_storage(root: Path) -> None:
+    """The StorageError :func:`read_inventory` would raise for the top of the tree (missing,
+    a symbolic link below ``root``, unreadable), or nothing: for a readiness check."""
+    _open_tree(Path(root)).close()
+
+
 def read_blob_sizes(root: Path) -> dict[str, int]:
     """Every blob with data and its size (what the GC's sweep enumerates)."""
-    reading = _Reading(storage_v2(Path(root)))
-    part = _walk_blobs(str(reading.v2), True, _blob_prefixes(reading))
+    tree = _open_tree(Path(root))
+    try:
+        part = _walk_blobs(tree, True, _blob_prefixes(_Reading(Path(tree.v2)), tree))
+    finally:
+        tree.close()
     return dict(_blob_table([part]).items())
 
 
@@ -845,17 +1348,15 @@ def read_inventory(
     sizes of layers and configs are the ones their manifests state (see the module's doc).
     """
     root = Path(root)
-    v2 = storage_v2(root)
-    if not v2.is_dir():
-        raise StorageError(
-            f"{v2} does not exist: registry.root must be the registry's storage rootdirectory "
-            "(the directory that contains docker/registry/v2)"
-        )
-    args = (root, v2, read_created, read_layers, workers, progress or _no_progress)
-    inventory = None if stat_blobs else _read_tree(*args, sized=False)
-    if inventory is None:  # a blob directory without usable data: read as the GC counts
-        inventory = _read_tree(*args, sized=True)
-        assert inventory is not None, "a sized read always completes"
+    tree = _open_tree(root)  # held open while workers are forked: they inherit it
+    try:
+        args = (root, tree, read_created, read_layers, workers, progress or _no_progress)
+        inventory = None if stat_blobs else _read_tree(*args, sized=False)
+        if inventory is None:  # a blob directory without usable data: read as the GC counts
+            inventory = _read_tree(*args, sized=True)
+            assert inventory is not None, "a sized read always completes"
+    finally:
+        tree.close()
     return inventory
 
 
@@ -865,7 +1366,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 def _read_tree(
     root: Path,
-    v2: Path,
+    tree: _Tree,
     read_created: bool,
     read_layers: bool,
     workers: int | None,
@@ -875,15 +1376,16 @@ def _read_tree(
 ) -> Inventory | None:
     """The four phases; ``sized``: stat every blob's data in phase 1 (None: without, a blob
     directory turned out to have no usable data)."""
+    v2 = Path(tree.v2)
     reading = _Reading(v2)
-    prefixes = _blob_prefixes(reading)
-    repo_dirs = _find_repositories(reading)
+    prefixes = _blob_prefixes(reading, tree)
+    repo_dirs = _find_repositories(reading, tree)
 
     # 1: the blob store
     count = _workers(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
     blob_parts: list[_BlobPart] = []
     report("blob directories", 0, len(prefixes))
-    walk = partial(_walk_blobs, str(v2), sized)
+    walk = partial(_walk_blobs, tree, sized)
     for part in _run(walk, _chunks(prefixes, 8 * count), count):
         blob_parts.append(part)
         report("blob directories", sum(p.prefix_count for p in blob_parts), len(prefixes))
@@ -899,7 +1401,7 @@ def _read_tree(
         count = _wanted(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
         chunks = _chunks(list(enumerate(repo_dirs)), _TASKS_PER_WORKER * count)
         report("repositories", 0, len(repo_dirs))
-        read = partial(_read_repositories, str(v2), read_layers, forked.blobs(count, len(chunks)))
+        read = partial(_read_repositories, tree, read_layers, forked.blobs(count, len(chunks)))
         links: list[_RepoLinks | None] = [None] * len(repo_dirs)
         done = 0
         for result in forked.run(read, chunks, count):
@@ -919,15 +1421,13 @@ def _read_tree(
 
         # 3: manifests
         sizes = _SizeFinder(blobs.sizes, sized)
-        manifests, created, failed, parent_of = _read_manifests(
-            forked, str(v2), repositories, inodes, read_created, workers, report, sizes
+        manifests, created, failed, parent_of, unsafe = _read_manifests(
+            forked, tree, repositories, inodes, read_created, workers, report, sizes
         )
         # 4: the sizes no manifest gave
-        if not sized and (
-            sizes.inexact or not _stat_unsized(forked, str(v2), sizes, inodes, workers)
-        ):
+        if not sized and (sizes.inexact or not _stat_unsized(forked, tree, sizes, inodes, workers)):
             return None
-    problems += _unreadable_manifests(v2, repositories, blobs, failed, parent_of)
+    problems += _unreadable_manifests(v2, repositories, blobs, failed, parent_of, unsafe)
     return Inventory(
         root=str(root),
         repositories=tuple(repositories),
@@ -940,22 +1440,24 @@ def _read_tree(
 
 def _read_manifests(
     forked: _Forked,
-    v2: str,
+    tree: _Tree,
     repositories: list[Repository],
     inodes: array[int] | None,
     read_created: bool,
     workers: int | None,
     report: Progress,
     sizes: _SizeFinder,
-) -> tuple[ManifestTable, dict[str, datetime], dict[int, str], dict[int, int]]:
+) -> tuple[ManifestTable, dict[str, datetime], dict[int, str], dict[int, int], set[int]]:
     """Parse every manifest a tag or revision names, and their children, each blob once.
 
-    Returns the table, config ``created`` times, the blobs that did not parse (with why) and,
-    for index children no link names, the index that named them."""
+    Returns the table, config ``created`` times, the blobs that did not parse (with why),
+    for index children no link names, the index that named them, and the blobs whose ``data``
+    is a link or a special file."""
     blobs = forked.table
     manifests = ManifestTable(blobs)
     created: dict[str, datetime] = {}
     failed: dict[int, str] = {}
+    unsafe: set[int] = set()
     parent_of: dict[int, int] = {}
     wanted: set[int] = set()
     for repo in repositories:
@@ -970,11 +1472,12 @@ def _read_manifests(
         count = _wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS)
         chunks = _chunks(todo, _TASKS_PER_WORKER * count)
         table = forked.blobs(count, len(chunks))
-        parse = partial(_parse_manifests, v2, read_created, sizes.complete, table)
+        parse = partial(_parse_manifests, tree, read_created, sizes.complete, table)
         parsed = 0
         parents: list[int] = []  # lists and indexes (a bare record has no children)
         for chunk in forked.run(parse, chunks, count):
             created.update(chunk.created)
+            unsafe.update(chunk.unsafe)
             sizes.add(chunk)
             manifests.add_records(chunk.records)
             for record, digest, children, subject, absent, error in chunk.manifests:
@@ -992,7 +1495,7 @@ def _read_manifests(
                     parent_of.setdefault(child, parent)
                     more[child] = None
         todo = list(more)
-    return manifests, created, failed, parent_of
+    return manifests, created, failed, parent_of, unsafe
 
 
 class _SizeFinder:
@@ -1028,7 +1531,7 @@ class _SizeFinder:
 
 def _stat_unsized(
     forked: _Forked,
-    v2: str,
+    tree: _Tree,
     sizes: _SizeFinder,
     inodes: array[int] | None,
     workers: int | None,
@@ -1041,7 +1544,7 @@ def _stat_unsized(
     tasks = [(blob_id, forked.table.digest_of(blob_id)) for blob_id in todo]
     count = _wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS)
     for part in forked.run(
-        partial(_data_sizes, v2), _chunks(tasks, _TASKS_PER_WORKER * count), count
+        partial(_data_sizes, tree), _chunks(tasks, _TASKS_PER_WORKER * count), count
     ):
         for blob_id, size in part:
             if size == UNKNOWN_SIZE:
@@ -1050,13 +1553,15 @@ def _stat_unsized(
     return True
 
 
-def _data_sizes(v2: str, blobs: list[tuple[int, str]]) -> list[tuple[int, int]]:
-    """The size of each blob's regular ``data`` file, UNKNOWN_SIZE when it has none."""
+def _data_sizes(tree: _Tree, blobs: list[tuple[int, str]]) -> list[tuple[int, int]]:
+    """The size of each blob's regular ``data`` file, UNKNOWN_SIZE when it has none (stat'ed
+    relative to the blob store; its prefix and blob directories are directories by their type
+    in phase 1's listing)."""
     found = []
     for blob_id, digest in blobs:
         hexpart = digest.split(":", 1)[1]
         try:
-            st = os.lstat(f"{v2}/blobs/sha256/{hexpart[:2]}/{hexpart}/data")
+            st = os.lstat(f"{hexpart[:2]}/{hexpart}/data", dir_fd=tree.store_fd)
         except OSError:
             found.append((blob_id, UNKNOWN_SIZE))
             continue
@@ -1083,8 +1588,11 @@ def _unreadable_manifests(
     blobs: BlobTable,
     failed: dict[int, str],
     parent_of: dict[int, int],
+    unsafe: set[int],
 ) -> list[Problem]:
-    """A problem per repository that links (or tags) a manifest that does not parse."""
+    """A problem per repository that links (or tags) a manifest that does not parse: GC_ABORT
+    when the registry's GC reads it (a revision link names it), or when its ``data`` is a
+    link or a special file (UNSAFE, whoever names it)."""
     if not failed:
         return []
     reading = _Reading(v2)
@@ -1112,7 +1620,9 @@ def _unreadable_manifests(
         for repo_name, gc_reads_it in owners_of(blob_id):
             kind = ProblemKind.GC_ABORT if gc_reads_it else ProblemKind.UNREADABLE
             suffix = "; the registry's GC aborts on it" if gc_reads_it else ""
+            if blob_id in unsafe:
+                kind, suffix = UNSAFE, ""
             reading.problem(
                 path, f"manifest {digest} is unreadable: {message}{suffix}", kind, repo_name
             )
-    return reading.problems
+    return list(dict.fromkeys(reading.problems))  # a repository may both tag and link it
