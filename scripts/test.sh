@@ -33,4 +33,9 @@ if [[ $status -eq 5 ]]; then
   echo "pytest collected no tests: failing" >&2
   exit 1
 fi
-exit "$status"
+if [[ $status -ne 0 ]]; then
+  exit "$status"
+fi
+
+echo "== fuzz (bounded: about 20 s per target)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh

@@ -526,6 +526,13 @@ class Repository:
         assert self._columns is not None
         return self._columns.revision_digests()
 
+    def tag_ids(self, blobs: BlobTable) -> Sequence[int]:
+        """The blob id of each tag's manifest (``NO_ID`` when it has no blob), in ``tags``
+        order; ``blobs`` must be the inventory's blob table."""
+        if self._columns is not None and self._columns.blobs is blobs:
+            return self._columns.tag_ids
+        return [NO_ID if i < 0 else i for i in blobs.ids_of(t.digest for t in self.tags)]
+
     def revision_ids(self, blobs: BlobTable) -> Sequence[int]:
         """The blob id of each revision (``NO_ID`` when it has no blob), in ``revisions``
         order; ``blobs`` must be the inventory's blob table."""

@@ -78,17 +78,24 @@ def gc_mark(
     inventory: Inventory,
     unlinked: Mapping[str, bytes | bytearray],
     removed_repositories: Collection[str] = (),
+    read_in_part: Collection[str] = (),
 ) -> bytearray:
     """What the registry 2.8 GC marks once the given revisions and repositories are gone.
 
     For every repository it lists (those with ``_layers``), for every revision link whose blob
     exists: the manifest blob and what it references (a list's children, not recursed into).
     ``unlinked`` flags, per repository, the revisions removed (1, in ``revisions`` order).
+    ``read_in_part``: repositories retentiond could not read whole (a link, an unreadable
+    directory): the GC may see revisions there that retentiond did not, so what their tags
+    name is marked too; no reclaimable byte is then promised on the strength of something
+    that could not be read.
     Returns one flag per blob id of ``inventory.blob_table`` (1: marked).
     """
     blobs, table = inventory.blob_table, inventory.manifest_table
     marks = bytearray(blobs.id_count)
     for repo in inventory.repositories:
+        if repo.name in read_in_part:
+            table.mark((i for i in repo.tag_ids(blobs) if i != NO_ID), marks)
         if not repo.listed_by_gc or repo.name in removed_repositories:
             continue
         ids: Iterable[int] = repo.revision_ids(blobs)

@@ -248,8 +248,8 @@ def make_plan(
             )
         )
 
-    marked_before = gc_mark(inventory, {})
-    marked_after = gc_mark(inventory, gone, removed)
+    marked_before = gc_mark(inventory, {}, read_in_part=distrust)
+    marked_after = gc_mark(inventory, gone, removed, read_in_part=distrust)
     before = unmarked(inventory, marked_before)
     reclaimable = unmarked(inventory, marked_after)
 

@@ -1360,6 +1360,13 @@ def read_inventory(
     return inventory
 
 
+def _problem_order(problem: Problem) -> tuple[str, str, str, str]:
+    """Problems in an order that does not depend on how directories list their entries (a
+    copy of the tree lists them in another order): the plan, refusal reasons included, is
+    the same for the same tree wherever it is."""
+    return (problem.repository or "", problem.path, problem.kind.value, problem.message)
+
+
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
@@ -1433,7 +1440,7 @@ def _read_tree(
         repositories=tuple(repositories),
         manifests=manifests,
         blobs=blobs,
-        problems=tuple(problems),
+        problems=tuple(sorted(problems, key=_problem_order)),
         created=created,
     )
 
