@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -54,31 +54,7 @@ from retentiond.render import iso, plan_summary
 from retentiond.runtime.base import Runtime
 from retentiond.state import Busy, read_history, run_lock, write_atomic
 from retentiond.storage.reader import check_storage, read_inventory
-
-#: minimum seconds a maintenance needs besides the GC (freeze, restart, verify) when there
-#: is no history to estimate from
-BASE_ESTIMATE = 60.0
-
-
-def estimate_seconds(history: list[dict[str, Any]], blobs: int) -> float:
-    """Expected run time: GC seconds per blob from the last runs that ran GC, times ``blobs``,
-    plus the other phases' time. Pure."""
-    rates: list[float] = []
-    others: list[float] = []
-    for record in history[-10:]:
-        durations = record.get("durations") or {}
-        blob_count = record.get("blob_count_before") or 0
-        if (
-            (record.get("gc_ran") or record.get("gc_before_removals"))
-            and durations.get("gc")
-            and blob_count
-        ):
-            rates.append(durations["gc"] / blob_count)
-        if durations:
-            others.append(sum(v for k, v in durations.items() if k != "gc"))
-    gc = max(rates) * blobs if rates else 0.0
-    rest = max(others) if others else BASE_ESTIMATE
-    return gc + rest
+from retentiond.windows import estimate_seconds, next_opening, seconds_left, window_bounds
 
 
 @dataclass
@@ -221,19 +197,8 @@ class Daemon:
             return plan
 
     def window_bounds(self, now: datetime) -> tuple[datetime, datetime] | None:
-        """The window ``now`` falls in, as (opened, closes), or None."""
-        length = self.config.schedule.window_length
-        probe = now.astimezone(self.tz) - length - timedelta(seconds=1)
-        opened: datetime | None = None
-        while True:
-            fire = self.window.get_next_fire_time(None, probe)
-            if fire is None or fire > now:
-                break
-            opened = fire
-            probe = fire + timedelta(seconds=1)
-        if opened is None or now >= opened + length:
-            return None
-        return opened, opened + length
+        """The window ``now`` falls in, as (opened, closes), or None (see retentiond.windows)."""
+        return window_bounds(self.window, self.config.schedule.window_length, self.tz, now)
 
     def maintenance_job(self) -> None:
         now = self.clock()
@@ -264,7 +229,7 @@ class Daemon:
             self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
             return
         estimate = estimate_seconds(read_history(self.config.state_dir), len(inventory.blobs))
-        left = (closes - self.clock()).total_seconds()
+        left = seconds_left(closes, self.clock())
         if estimate > left:
             self._skip(
                 SKIP_NOT_ENOUGH_TIME,
@@ -317,7 +282,7 @@ class Daemon:
         return True
 
     def status(self) -> dict[str, Any]:
-        next_window = self.window.get_next_fire_time(None, self.clock().astimezone(self.tz))
+        next_window = next_opening(self.window, self.tz, self.clock())
         return {
             "started_at": iso(self.state.started_at),
             "policies": self.state.policies,

@@ -7,7 +7,7 @@ event, so what a metric means is decided in this module and tested against a fre
 Series that alerts depend on exist from the start (``absent()`` is painful to alert on, and a
 counter series that appears already at 1 hides its first increase from ``increase()``):
 
-- ``job_failures_total{job}`` and ``last_success_timestamp_seconds{job}`` for every job in
+- ``job_failures_total{task}`` and ``last_success_timestamp_seconds{task}`` for every job in
   :data:`JOBS`; the timestamps start at the daemon's start time, so "no success for two
   windows" fires for a daemon that never succeeds, but not at its first start.
   :meth:`Metrics.observe_history` replaces that with the last successful run on disk.
@@ -42,7 +42,9 @@ from retentiond.core.plan_types import Plan
 
 PREFIX = "retentiond_"
 
-#: The scheduler's jobs: label values of ``job_failures_total`` and ``last_success_...``.
+#: The scheduler's jobs: values of the ``task`` label of ``job_failures_total`` and
+#: ``last_success_...``. The label is not called ``job``: Prometheus adds its own ``job`` label
+#: (the scrape job) to every series and would store ours as ``exported_job``.
 JOBS = ("plan", "maintenance", "verify")
 
 #: Phases of a maintenance run, as keys of a run record's ``durations`` (``clean`` is extra).
@@ -130,14 +132,14 @@ class Metrics:
         # jobs
         self.job_failures = Counter(
             PREFIX + "job_failures_total",
-            "Scheduled jobs that failed, by job (plan, maintenance, verify).",
-            ["job"],
+            "Scheduled jobs that failed, by task (plan, maintenance, verify).",
+            ["task"],
             registry=r,
         )
         self.last_success = Gauge(
             PREFIX + "last_success_timestamp_seconds",
-            "Unix time of the last successful job, by job; the daemon's start time until then.",
-            ["job"],
+            "Unix time of the last successful job, by task; the daemon's start time until then.",
+            ["task"],
             registry=r,
         )
         self.windows_skipped = Counter(
@@ -211,8 +213,8 @@ class Metrics:
 
         started = self.clock()
         for job in JOBS:
-            self.job_failures.labels(job=job)
-            self.last_success.labels(job=job).set(started)
+            self.job_failures.labels(task=job)
+            self.last_success.labels(task=job).set(started)
         for reason in WINDOW_SKIP_REASONS:
             self.windows_skipped.labels(reason=reason)
         for phase in PHASES:
@@ -234,7 +236,7 @@ class Metrics:
         self.tags.set(inventory_tags)
         self.storage_bytes.set(storage_bytes)
         self.storage_blobs.set(storage_blobs)
-        self.last_success.labels(job="plan").set(now)
+        self.last_success.labels(task="plan").set(now)
 
     def observe_run(
         self,
@@ -254,7 +256,7 @@ class Metrics:
         - ``maintenance_duration_seconds{phase}`` once per phase the run went through;
         - the read-only and unavailable gauges, when the run entered maintenance;
         - ``broken_tags``, when the run verified the registry;
-        - ``last_success_timestamp_seconds{job="maintenance"}`` when the status is one of
+        - ``last_success_timestamp_seconds{task="maintenance"}`` when the status is one of
           :data:`SUCCESS_STATUSES`, stamped ``now``, else the record's ``finished_at``, else
           the clock.
 
@@ -281,13 +283,13 @@ class Metrics:
             self.broken_tags.set(len(record.get("broken") or []))
         if status in SUCCESS_STATUSES:
             when = now if now is not None else _timestamp(record.get("finished_at"))
-            self.last_success.labels(job="maintenance").set(
+            self.last_success.labels(task="maintenance").set(
                 when if when is not None else self.clock()
             )
 
     def observe_history(self, records: Iterable[Mapping[str, Any]]) -> None:
         """At start: the last successful maintenance in the run history (``state.read_history``)
-        replaces the start time in ``last_success_timestamp_seconds{job="maintenance"}``, and
+        replaces the start time in ``last_success_timestamp_seconds{task="maintenance"}``, and
         the last run's read-only and unavailable seconds fill their gauges. No counter moves."""
         last_ok: float | None = None
         last_run: Mapping[str, Any] | None = None
@@ -299,14 +301,14 @@ class Metrics:
             if record.get("status") in SUCCESS_STATUSES and when is not None:
                 last_ok = when if last_ok is None else max(last_ok, when)
         if last_ok is not None:
-            self.last_success.labels(job="maintenance").set(last_ok)
+            self.last_success.labels(task="maintenance").set(last_ok)
         if last_run is not None:
             self.registry_read_only.set(float(last_run.get("read_only_seconds") or 0.0))
             self.registry_unavailable.set(float(last_run.get("unavailable_seconds") or 0.0))
 
     def observe_failure(self, job: str) -> None:
         """A job (``plan``, ``maintenance``, ``verify``) failed; the scheduler goes on."""
-        self.job_failures.labels(job=job).inc()
+        self.job_failures.labels(task=job).inc()
 
     def observe_reload(self, ok: bool, policies: int, names: Iterable[str] = ()) -> None:
         """A policy reload: accepted with ``policies`` policies (``names`` pre-creates their
@@ -328,7 +330,7 @@ class Metrics:
     def observe_verify(self, broken: int, now: float) -> None:
         """A verify job finished: ``broken`` tags do not resolve to complete images."""
         self.broken_tags.set(broken)
-        self.last_success.labels(job="verify").set(now)
+        self.last_success.labels(task="verify").set(now)
 
     # -- exposition -------------------------------------------------------------------------------
 

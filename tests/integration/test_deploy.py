@@ -27,7 +27,7 @@ import yaml
 
 from retentiond.commands.check import run_check
 from retentiond.config import Config, check_config
-from retentiond.metrics import Metrics
+from retentiond.metrics import JOBS, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -451,6 +451,16 @@ def test_every_alert_tells_the_operator_what_to_do() -> None:
         assert rule["labels"]["severity"] in ("warning", "critical")
 
 
+def test_the_rules_select_the_task_label_not_exported_job() -> None:
+    """retentiond's label is `task`: `job` clashed with the scrape's `job` and arrived as
+    `exported_job`, which no rule or unit test may select any more."""
+    for path in (ALERTS, ALERTS_TEST):
+        text = path.read_text(encoding="utf-8")
+        assert "exported_job=" not in text and "exported_job:" not in text, path.name
+    expressions = " ".join(rule["expr"] for rule in alerts())
+    assert 'task="maintenance"' in expressions and 'task="plan"' in expressions
+
+
 def exposed_names() -> set[str]:
     """Every sample name a fresh Metrics can expose (``_total``, ``_bucket`` ... included)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
@@ -584,8 +594,13 @@ def selectors(expression: str) -> list[str]:
 def test_a_real_prometheus_loads_the_rules_and_every_selector_finds_series(
     prometheus: PrometheusServer,
 ) -> None:
-    """The rules select series the way a real scrape labels them (retentiond's `job` label
-    arrives as `exported_job`), and a fresh daemon fires no alert."""
+    """The rules select series the way a real scrape labels them (retentiond's `task` label
+    arrives unchanged beside the scrape's `job`), and a fresh daemon fires no alert."""
+    for name in ("retentiond_job_failures_total", "retentiond_last_success_timestamp_seconds"):
+        series = [sample["metric"] for sample in prometheus.query(name)]
+        assert sorted(labels["task"] for labels in series) == sorted(JOBS), name
+        assert all(labels["job"] == "retentiond" and "exported_job" not in labels
+                   for labels in series), series
     for rule in alerts():
         for selector in selectors(rule["expr"]):
             if selector.startswith("up{") and "absent" in rule["expr"]:

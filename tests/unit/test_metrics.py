@@ -26,7 +26,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "unlinked_manifests_total": ("counter", ("policy",)),
     "deleted_blobs_total": ("counter", ()),
     "removed_repositories_total": ("counter", ()),
-    "job_failures_total": ("counter", ("job",)),
+    "job_failures_total": ("counter", ("task",)),
     "policy_reload_failures_total": ("counter", ()),
     "windows_skipped_total": ("counter", ("reason",)),
     "planned_reclaimable_bytes": ("gauge", ()),
@@ -34,7 +34,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "storage_bytes": ("gauge", ()),
     "storage_blobs": ("gauge", ()),
     "tags": ("gauge", ()),
-    "last_success_timestamp_seconds": ("gauge", ("job",)),
+    "last_success_timestamp_seconds": ("gauge", ("task",)),
     "registry_read_only_seconds": ("gauge", ()),
     "registry_unavailable_seconds": ("gauge", ()),
     "broken_tags": ("gauge", ()),
@@ -112,8 +112,8 @@ def test_series_alerts_need_exist_from_the_start(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     for job in JOBS:
-        assert value(registry, "job_failures_total", job=job) == 0
-        assert value(registry, "last_success_timestamp_seconds", job=job) == START
+        assert value(registry, "job_failures_total", task=job) == 0
+        assert value(registry, "last_success_timestamp_seconds", task=job) == START
     for reason in WINDOW_SKIP_REASONS:
         assert value(registry, "windows_skipped_total", reason=reason) == 0
     for phase in PHASES:
@@ -151,8 +151,8 @@ def test_observe_plan_sets_the_planned_and_storage_gauges(
     assert value(registry, "tags") == 7
     assert value(registry, "storage_bytes") == 10_000
     assert value(registry, "storage_blobs") == 12
-    assert value(registry, "last_success_timestamp_seconds", job="plan") == 99.0
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == START
+    assert value(registry, "last_success_timestamp_seconds", task="plan") == 99.0
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == START
 
 
 def test_observe_run_counts_what_a_run_removed(
@@ -170,8 +170,8 @@ def test_observe_run_counts_what_a_run_removed(
     assert value(registry, "registry_read_only_seconds") == 47.5
     assert value(registry, "registry_unavailable_seconds") == 2.25
     assert value(registry, "broken_tags") == 0
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == 500.0
-    assert value(registry, "job_failures_total", job="maintenance") == 0
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == 500.0
+    assert value(registry, "job_failures_total", task="maintenance") == 0
 
     metrics.observe_run(record(), now=600.0)  # counters add up
     assert value(registry, "reclaimed_bytes_total") == 6000
@@ -197,7 +197,7 @@ def test_observe_run_stamps_success_from_the_record_without_now(
 ) -> None:
     metrics.observe_run(record(finished_at="2026-11-28T03:10:00Z"))
     expected = datetime(2026, 11, 28, 3, 10, tzinfo=UTC).timestamp()
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == expected
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == expected
 
 
 def test_a_failed_run_after_its_removals_counts_them_but_is_no_success(
@@ -207,9 +207,9 @@ def test_a_failed_run_after_its_removals_counts_them_but_is_no_success(
     metrics.observe_run(record(status="failed", broken=broken), now=700.0)
     assert value(registry, "deleted_tags_total", policy="ci-builds") == 2
     assert value(registry, "broken_tags") == 2
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == START
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == START
     # counting the failure is the daemon's call, once
-    assert value(registry, "job_failures_total", job="maintenance") == 0
+    assert value(registry, "job_failures_total", task="maintenance") == 0
 
 
 @pytest.mark.parametrize("status", ["rolled-back", "cancelled"])
@@ -219,7 +219,7 @@ def test_removals_that_were_put_back_are_not_counted(
     metrics.observe_run(record(status=status, bytes_reclaimed=0, blobs_deleted=0))
     assert value(registry, "deleted_tags_total", policy="ci-builds") is None
     assert value(registry, "removed_repositories_total") == 0
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == START
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == START
 
 
 def test_a_run_that_failed_before_its_removals_completed_counts_none(
@@ -239,7 +239,7 @@ def test_a_run_that_failed_before_its_removals_completed_counts_none(
 
 def test_nothing_to_do_is_a_success(metrics: Metrics, registry: CollectorRegistry) -> None:
     metrics.observe_run({"plan": {"bytes_reclaimed": 0}}, status="nothing-to-do", now=800.0)
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == 800.0
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == 800.0
     assert value(registry, "reclaimed_bytes_total") == 0
     assert value(registry, "broken_tags") == 0
 
@@ -254,7 +254,7 @@ def test_observe_history_restores_the_last_success(
         {"run_id": "x", "status": "purged", "purged": True},
     ])
     expected = datetime(2026, 11, 1, 3, 10, tzinfo=UTC).timestamp()
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == expected
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == expected
     assert value(registry, "registry_read_only_seconds") == 9.0
     assert value(registry, "registry_unavailable_seconds") == 1.0
     assert value(registry, "reclaimed_bytes_total") == 0  # no counter moves
@@ -264,16 +264,16 @@ def test_observe_history_without_a_success_keeps_the_start_time(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     metrics.observe_history([record(status="failed")])
-    assert value(registry, "last_success_timestamp_seconds", job="maintenance") == START
+    assert value(registry, "last_success_timestamp_seconds", task="maintenance") == START
 
 
 def test_observe_failure_counts_per_job(metrics: Metrics, registry: CollectorRegistry) -> None:
     metrics.observe_failure("maintenance")
     metrics.observe_failure("maintenance")
     metrics.observe_failure("plan")
-    assert value(registry, "job_failures_total", job="maintenance") == 2
-    assert value(registry, "job_failures_total", job="plan") == 1
-    assert value(registry, "job_failures_total", job="verify") == 0
+    assert value(registry, "job_failures_total", task="maintenance") == 2
+    assert value(registry, "job_failures_total", task="plan") == 1
+    assert value(registry, "job_failures_total", task="verify") == 0
 
 
 def test_observe_reload(metrics: Metrics, registry: CollectorRegistry) -> None:
@@ -297,7 +297,7 @@ def test_observe_window_skipped(metrics: Metrics, registry: CollectorRegistry) -
 def test_observe_verify(metrics: Metrics, registry: CollectorRegistry) -> None:
     metrics.observe_verify(3, now=900.0)
     assert value(registry, "broken_tags") == 3
-    assert value(registry, "last_success_timestamp_seconds", job="verify") == 900.0
+    assert value(registry, "last_success_timestamp_seconds", task="verify") == 900.0
     metrics.observe_verify(0, now=950.0)
     assert value(registry, "broken_tags") == 0
 
@@ -317,5 +317,5 @@ def test_two_instances_do_not_share_a_registry() -> None:
     first, second = Metrics(), Metrics()
     first.observe_failure("plan")
     assert second.registry.get_sample_value(
-        "retentiond_job_failures_total", {"job": "plan"}
+        "retentiond_job_failures_total", {"task": "plan"}
     ) == 0
