@@ -763,18 +763,24 @@ class _RepoReading(_Reading):
             self.repo.name,
         )
 
-    def entries(self, path: str) -> tuple[int, list[os.DirEntry[str]]] | None:
-        """The directory ``path`` of the repository, opened (the caller closes it) and listed;
-        None when it does not exist or cannot be read or trusted (then a problem says so)."""
+    def attempt(self, path: str, action: Callable[[str, int], T]) -> T | None:
+        """``action(path, fd)`` on the repository's ``path``; None when it does not exist or
+        cannot be read or trusted (then a problem says so)."""
         try:
-            fd = open_dir(path, self.fd)
+            return action(path, self.fd)
         except FileNotFoundError:
             return None
         except UnsafeEntry as exc:
             self.unsafe(path, exc)
-            return None
         except OSError as exc:
             self.unreadable(path, exc)
+        return None
+
+    def entries(self, path: str) -> tuple[int, list[os.DirEntry[str]]] | None:
+        """The directory ``path`` of the repository, opened (the caller closes it) and listed;
+        None when it does not exist or cannot be read or trusted (then a problem says so)."""
+        fd = self.attempt(path, open_dir)
+        if fd is None:
             return None
         try:
             return fd, _list(fd)
@@ -1026,15 +1032,8 @@ def _layers_mtime(reading: _RepoReading) -> float | None:
     """The mtime of ``_layers/sha256`` (a layer pushed); a link there is a problem (the
     links inside it are read only by ``verify``: the registry's GC never reads them)."""
     path = "_layers/sha256"
-    try:
-        st = lstat_below(path, reading.fd)
-    except FileNotFoundError:
-        return None
-    except UnsafeEntry as exc:
-        reading.unsafe(path, exc)
-        return None
-    except OSError as exc:
-        reading.unreadable(path, exc)
+    st = reading.attempt(path, lstat_below)
+    if st is None:
         return None
     if stat.S_ISLNK(st.st_mode):
         reading.unsafe(path, SymlinkFound(path, path))

@@ -470,9 +470,7 @@ def test_config_option_naming_a_directory_says_what_to_pass(tmp_path: Path) -> N
     )
 
 
-def test_config_variable_naming_a_fifo_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_config_variable_naming_a_fifo_is_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "retentiond.yaml"
     os.mkfifo(fifo)
     with pytest.raises(UsageError, match=r"is a FIFO \(named pipe\), not a regular file"):
