@@ -4,7 +4,7 @@ The tree is what a registry would hold after the pushes it describes: the real r
 every tag of it, and its ``garbage-collect --dry-run`` finds nothing eligible (every blob is
 reached from a revision link). Content is real: every blob's ``data`` hashes to its digest.
 
-    python bench/generate.py /tmp/tree --repositories 500 --tags 100
+    python -m bench.generate /tmp/tree --repositories 500 --tags 100
 
 What a tree holds (every share is drawn per tag or repository from ``--seed``):
 
@@ -409,6 +409,7 @@ def generate(root: Path, params: Params, jobs: int = 2, progress: bool = False) 
         writer.mkdirs(repositories, *name.split("/"))
     total = writer.stats
     chunks = [list(range(k, min(k + 8, len(names)))) for k in range(0, len(names), 8)]
+    results: Iterator[Stats]
     if jobs > 1:
         pool = Pool(jobs, initializer=_init_worker, initargs=(params, str(v2), names, bases))
         results = pool.imap_unordered(_build_chunk, chunks)
@@ -477,4 +478,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,7 +1,9 @@
 """Hostile repositories mixed into a generated tree: the others planned as before, in the same time?
 
-    python bench/hostile.py --size 500x100                 # generates bench/trees/500x100
-    python bench/hostile.py /path/to/tree [--runs 3]       # a tree made by bench/generate.py
+    python -m bench.hostile --size 500x100                 # generates bench/trees/500x100
+    python -m bench.hostile /path/to/tree [--runs 3]       # a tree made by bench.generate
+
+(from the repository root, with the development venv's python).
 
 Makes a copy of the tree (``cp -al``: files are shared, every change below replaces a file or
 moves a directory, never writes one in place) and turns one repository per kind of
@@ -36,11 +38,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.generate import Params, generate
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-
-from bench.generate import Params, generate  # noqa: E402
 
 RETENTIOND = str(REPO / ".venv/bin/retentiond")
 POLICY = """\
@@ -297,7 +298,7 @@ def refusal_check(doc: dict[str, Any], made: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tree", nargs="?", type=Path, help="a tree made by bench/generate.py")
+    parser.add_argument("tree", nargs="?", type=Path, help="a tree made by bench.generate")
     parser.add_argument("--size", help="RxT: generate R repositories x T tags (seed 1)")
     parser.add_argument("--trees-dir", type=Path, default=BENCH / "trees")
     parser.add_argument("--runs", type=int, default=3)

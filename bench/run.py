@@ -1,7 +1,10 @@
 """Benchmark ``retentiond plan`` against the floor and the registry's own GC, on generated trees.
 
-    python bench/run.py --size 500x100 --size 1000x250        # generates bench/trees/<size>
-    python bench/run.py /path/to/tree [...]                   # trees made by bench/generate.py
+    python -m bench.run --size 500x100 --size 1000x250        # generates bench/trees/<size>
+    python -m bench.run /path/to/tree [...]                   # trees made by bench.generate
+
+(from the repository root, with the development venv's python: ``plan`` runs its
+``retentiond``, the quarantine timing imports its ``retentiond`` package).
 
 For each tree, ``--runs`` runs (default 3; median reported) of each of:
 
@@ -56,16 +59,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.generate import SUMMARY_FILE, Params, generate
+from retentiond.core.plan import make_plan
+from retentiond.policy.loader import validate_policies_text
+from retentiond.policy.model import Safety
+from retentiond.storage.reader import read_inventory
+from retentiond.storage.removal_list import removals_for
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(REPO))
-
-from bench.generate import SUMMARY_FILE, Params, generate  # noqa: E402
-from retentiond.core.plan import make_plan  # noqa: E402
-from retentiond.policy.loader import validate_policies_text  # noqa: E402
-from retentiond.policy.model import Safety  # noqa: E402
-from retentiond.storage.reader import read_inventory  # noqa: E402
-from retentiond.storage.removal import removals_for  # noqa: E402
 
 REGISTRY = os.environ.get("RETENTIOND_TEST_REGISTRY_BIN", "/usr/bin/docker-registry")
 RETENTIOND = shutil.which("retentiond", path=str(REPO / ".venv/bin")) or "retentiond"
@@ -99,7 +101,8 @@ class TreeResult:
 
     def median(self, name: str, what: str = "wall") -> float:
         measures = self.runs.get(name) or self.apply.get(name) or []
-        return statistics.median(getattr(m, what) for m in measures)
+        values: list[float] = [getattr(m, what) for m in measures]
+        return statistics.median(values)
 
 
 def ensure_time() -> str:
@@ -206,8 +209,7 @@ def write_config(tree: Path, workdir: Path) -> tuple[Path, Path]:
 
 def gc_config(root: Path) -> str:
     return (
-        "version: 0.1\nlog:\n  level: error\nstorage:\n"
-        f"  filesystem:\n    rootdirectory: {root}\n"
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
     )
 
 
@@ -244,9 +246,7 @@ def copy_repositories(tree: Path, dest: Path) -> Path:
     """``dest`` as a registry root: a copy of ``repositories/``, the blobs linked."""
     v2 = dest / "docker/registry/v2"
     v2.mkdir(parents=True)
-    subprocess.run(
-        ["cp", "-a", str(tree / "docker/registry/v2/repositories"), str(v2)], check=True
-    )
+    subprocess.run(["cp", "-a", str(tree / "docker/registry/v2/repositories"), str(v2)], check=True)
     os.symlink(tree / "docker/registry/v2/blobs", v2 / "blobs")
     return dest
 
@@ -254,8 +254,9 @@ def copy_repositories(tree: Path, dest: Path) -> Path:
 def bench_apply(result: TreeResult, tree: Path, work: Path, runs: int) -> None:
     policies = list(validate_policies_text(POLICY, "keep-last-20.yaml").policies)
     inventory = read_inventory(tree)
-    plan = make_plan(inventory, policies, Safety(untagged_min_age=timedelta(hours=1)),
-                     datetime.now(UTC))
+    plan = make_plan(
+        inventory, policies, Safety(untagged_min_age=timedelta(hours=1)), datetime.now(UTC)
+    )
     nested = [r.name for r in inventory.repositories if r.has_nested]
     removals = removals_for(plan, nested)
     result.removals = len(removals)
@@ -264,11 +265,11 @@ def bench_apply(result: TreeResult, tree: Path, work: Path, runs: int) -> None:
     mover = work / "move_out.py"
     mover.write_text(
         textwrap.dedent(
-            f"""\
+            """\
             import json, sys, time
-            sys.path.insert(0, {str(REPO)!r})
             from pathlib import Path
-            from retentiond.storage.removal import Removal, move_out
+            from retentiond.storage.removal import move_out
+            from retentiond.storage.removal_list import Removal
             removals = [Removal.from_json(r) for r in json.load(open(sys.argv[2]))]
             started = time.monotonic()
             move_out(Path(sys.argv[1]), "20000101T000000Z-000000", removals, lambda r: None)
@@ -318,8 +319,9 @@ def check_sizes(tree: Path) -> str:
     found = []
     for stat_blobs in (False, True):
         inventory = read_inventory(tree, stat_blobs=stat_blobs)
-        plan = make_plan(inventory, policies, Safety(untagged_min_age=timedelta(hours=1)),
-                         datetime.now(UTC))
+        plan = make_plan(
+            inventory, policies, Safety(untagged_min_age=timedelta(hours=1)), datetime.now(UTC)
+        )
         found.append((dict(inventory.blobs), dict(plan.reclaimable)))
         del inventory, plan
     (blobs, reclaimable), (stat_blobs_found, stat_reclaimable) = found
@@ -453,27 +455,49 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("trees", nargs="*", type=Path, help="trees made by bench/generate.py")
-    parser.add_argument("--size", action="append", default=[], metavar="REPOSxTAGS",
-                        help="generate (if missing) and measure bench/trees/REPOSxTAGS")
+    parser.add_argument("trees", nargs="*", type=Path, help="trees made by bench.generate")
+    parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="REPOSxTAGS",
+        help="generate (if missing) and measure bench/trees/REPOSxTAGS",
+    )
     parser.add_argument("--trees-dir", type=Path, default=BENCH / "trees")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="drop the page cache before runs")
-    parser.add_argument("--order", choices=("grouped", "interleaved"), default="grouped",
-                        help="grouped: each command's warm-up and runs in a row (the cache holds "
-                        "what that command reads, as far as it fits); interleaved: rounds of "
-                        "floor, plan, GC (each command runs in what the one before left)")
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
-                        help="no untimed first run (for trees larger than the page cache)")
+    parser.add_argument(
+        "--order",
+        choices=("grouped", "interleaved"),
+        default="grouped",
+        help="grouped: each command's warm-up and runs in a row (the cache holds "
+        "what that command reads, as far as it fits); interleaved: rounds of "
+        "floor, plan, GC (each command runs in what the one before left)",
+    )
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="no untimed first run (for trees larger than the page cache)",
+    )
     parser.add_argument("--apply-runs", type=int, default=1, help="0: skip the apply phase")
     parser.add_argument("--no-tree-memory", dest="tree_memory", action="store_false")
-    parser.add_argument("--no-sizes-check", dest="sizes_check", action="store_false",
-                        help="skip comparing the plan's sizes with every blob's data stat'ed")
-    parser.add_argument("--work", type=Path, default=None,
-                        help="scratch space for configs and copies (default: next to each tree)")
-    parser.add_argument("--delete", action="store_true",
-                        help="delete the generated trees afterwards")
+    parser.add_argument(
+        "--no-sizes-check",
+        dest="sizes_check",
+        action="store_false",
+        help="skip comparing the plan's sizes with every blob's data stat'ed",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="scratch space for configs and copies (default: next to each tree)",
+    )
+    parser.add_argument(
+        "--delete", action="store_true", help="delete the generated trees afterwards"
+    )
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args(argv)
     ensure_time()
@@ -486,8 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (tree / SUMMARY_FILE).exists():
             shutil.rmtree(tree, ignore_errors=True)
             log(f"generating {tree}")
-            summary = generate(tree, Params(repositories=repositories, tags=tags, seed=args.seed),
-                               jobs=os.cpu_count() or 1, progress=sys.stderr.isatty())
+            summary = generate(
+                tree,
+                Params(repositories=repositories, tags=tags, seed=args.seed),
+                jobs=os.cpu_count() or 1,
+                progress=sys.stderr.isatty(),
+            )
             log(f"generated {tree} in {summary['seconds']} s")
             generated.append(tree)
         trees.append(tree)
@@ -500,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in results], default=lambda o: o.__dict__,
-                                        indent=2))
+        args.json.write_text(
+            json.dumps([r.__dict__ for r in results], default=lambda o: o.__dict__, indent=2)
+        )
     if args.delete:
         for tree in generated:
             shutil.rmtree(tree)

@@ -1,5 +1,5 @@
 """Write the seed corpus of the fuzz targets under ``fuzz/corpus/`` (committed; run again after
-changing what it writes): ``python fuzz/make_corpus.py``.
+changing what it writes), from the repository's root: ``python -m fuzz.make_corpus``.
 
 - ``manifest/``: real manifests and configs as the tests push them (``tests.harness.images``:
   an OCI image, an OCI index, an artifact with a ``subject``), a Docker schema2 manifest and
@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.harness.images import (  # noqa: E402
+from tests.harness.images import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     make_oci_image,
     make_oci_index,
 )
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"

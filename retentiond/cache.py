@@ -63,8 +63,9 @@ class RedisCache:
                     sent += 1
                 for repo in repositories:
                     for _, chunk in batches:
-                        self._call(sock, lines, "DEL",
-                                   *(f"repository::{repo}::blobs::{d}" for d in chunk))
+                        self._call(
+                            sock, lines, "DEL", *(f"repository::{repo}::blobs::{d}" for d in chunk)
+                        )
                         self._call(sock, lines, "SREM", f"repository::{repo}::blobs", *chunk)
                         sent += 2
                 return sent

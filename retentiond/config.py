@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 from retentiond.errors import ConfigError, SourceProblem, UsageError
 from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
-from retentiond.policy.schema import Checker, is_null
 from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
 

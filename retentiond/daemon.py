@@ -34,12 +34,7 @@ from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
 from retentiond.errors import ConfigError, RetentiondError, StorageError
 from retentiond.logs import get_logger
-from retentiond.maintenance import (
-    Cancelled,
-    Deps,
-    recover_interrupted,
-    run_maintenance,
-)
+from retentiond.maintenance import RunResult, run_maintenance
 from retentiond.metrics import (
     SKIP_BUSY,
     SKIP_NOT_ENOUGH_TIME,
@@ -49,8 +44,11 @@ from retentiond.metrics import (
 )
 from retentiond.policy.loader import expand_paths, load_policies
 from retentiond.policy.model import OrderBy, Policy
+from retentiond.recovery import recover_interrupted
 from retentiond.registry import RegistryClient
 from retentiond.render import iso, plan_summary
+from retentiond.run_phases import Cancelled, MaintenanceServices
+from retentiond.run_records import RunRecord, RunStatus
 from retentiond.runtime.base import Runtime
 from retentiond.state import Busy, read_history, run_lock, write_atomic
 from retentiond.storage.reader import check_storage, read_inventory
@@ -63,7 +61,7 @@ class DaemonState:
 
     started_at: datetime
     last_plan: dict[str, Any] | None = None
-    last_run: dict[str, Any] | None = None
+    last_run: RunRecord | None = None
     last_error: str | None = None
     maintenance_running: bool = False
     policies: int = 0
@@ -140,8 +138,9 @@ class Daemon:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def deps(self) -> Deps:
-        return Deps(
+    def services(self) -> MaintenanceServices:
+        """What a maintenance run works with, the policies in force now."""
+        return MaintenanceServices(
             self.config,
             self.policies,
             self.runtime,
@@ -240,16 +239,16 @@ class Daemon:
         self.state.maintenance_running = True
         try:
             with run_lock(self.config.state_dir):
-                deps = self.deps()
-                resumed = recover_interrupted(deps)
-                if resumed is not None:
-                    self.metrics.observe_run(resumed.record)
-                result = run_maintenance(deps)
-            self.metrics.observe_run(result.record, status=result.status)
-            if result.record.get("removed"):
+                services = self.services()
+                self._observe(recover_interrupted(services))
+                result = run_maintenance(services)
+            if result.record is not None:
+                self.metrics.observe_run(result.record)
                 self.state.last_run = result.record
                 self.metrics.observe_verify(len(result.broken), time.time())
-            if result.status not in ("ok", "nothing-to-do"):
+            else:
+                self.metrics.observe_nothing_to_do()
+            if result.status not in (RunStatus.OK, RunStatus.NOTHING_TO_DO):
                 self.metrics.observe_failure("maintenance")
         except Cancelled:
             self.log.warning("maintenance stopped by signal; the registry is read-write")
@@ -261,6 +260,11 @@ class Daemon:
             self.log.error("maintenance failed", error=str(exc))
         finally:
             self.state.maintenance_running = False
+
+    def _observe(self, resumed: RunResult | None) -> None:
+        """Count the run that recovery finished or rolled back, if there was one."""
+        if resumed is not None and resumed.record is not None:
+            self.metrics.observe_run(resumed.record)
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -287,7 +291,7 @@ class Daemon:
             "started_at": iso(self.state.started_at),
             "policies": self.state.policies,
             "last_plan": self.state.last_plan,
-            "last_run": self.state.last_run,
+            "last_run": self.state.last_run.to_json() if self.state.last_run is not None else None,
             "last_error": self.state.last_error,
             "maintenance_running": self.state.maintenance_running,
             "next_window": iso(next_window) if next_window else None,
@@ -348,13 +352,10 @@ class Daemon:
         if self.config.runtime.kind is not RuntimeKind.NONE:
             with self.jobs_lock, run_lock(self.config.state_dir):
                 try:
-                    resumed = recover_interrupted(self.deps())
+                    self._observe(recover_interrupted(self.services()))
                 except RetentiondError as exc:
                     self.metrics.observe_failure("maintenance")
                     self.log.error("could not finish the interrupted run", error=str(exc))
-                    resumed = None
-                if resumed is not None:
-                    self.metrics.observe_run(resumed.record)
         schedule = self.config.schedule
         self.scheduler.add_job(
             self.guarded("plan", self.plan_job),

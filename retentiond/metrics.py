@@ -14,7 +14,9 @@ counter series that appears already at 1 hides its first increase from ``increas
 - ``windows_skipped_total{reason}`` for every reason in :data:`WINDOW_SKIP_REASONS`.
 - ``deleted_tags_total{policy}`` and ``unlinked_manifests_total{policy}`` for every policy
   named to :meth:`Metrics.observe_reload`.
-- ``maintenance_duration_seconds{phase}`` for every phase in :data:`PHASES`.
+- ``maintenance_duration_seconds{phase}`` for every timed part of a run in
+  :data:`~retentiond.run_records.DURATION_PHASES` (the keys of a run record's ``durations``;
+  not the journal's :class:`~retentiond.run_records.Phase`).
 
 ``maintenance_duration_seconds`` has one phase more than the contract lists: ``clean`` (removing
 the directories and links the GC leaves behind, after it). It is kept apart from ``gc`` so that
@@ -25,9 +27,8 @@ maintenance fits its window.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +40,7 @@ from prometheus_client import (
 )
 
 from retentiond.core.plan_types import Plan
+from retentiond.run_records import DURATION_PHASES, HistoryEntry, RunRecord, RunStatus
 
 PREFIX = "retentiond_"
 
@@ -46,9 +48,6 @@ PREFIX = "retentiond_"
 #: ``last_success_...``. The label is not called ``job``: Prometheus adds its own ``job`` label
 #: (the scrape job) to every series and would store ours as ``exported_job``.
 JOBS = ("plan", "maintenance", "verify")
-
-#: Phases of a maintenance run, as keys of a run record's ``durations`` (``clean`` is extra).
-PHASES = ("plan", "delete", "gc", "clean", "restart", "verify")
 
 #: Why a maintenance window was skipped: label values of ``windows_skipped_total``.
 SKIP_NOT_ENOUGH_TIME = "not_enough_time"  # the estimated run would not end inside the window
@@ -68,15 +67,31 @@ NO_POLICY = "(none)"
 
 #: Run statuses that count as a successful maintenance (``ok`` includes a GC held for
 #: ``safety.grace``; ``nothing-to-do`` is a maintenance that found nothing to remove).
-SUCCESS_STATUSES = ("ok", "nothing-to-do")
+SUCCESS_STATUSES = (RunStatus.OK, RunStatus.NOTHING_TO_DO)
 
 #: Run statuses whose removals were put back, so nothing they list was removed.
-ROLLED_BACK_STATUSES = ("rolled-back", "cancelled")
+ROLLED_BACK_STATUSES = (RunStatus.ROLLED_BACK, RunStatus.CANCELLED)
 
 #: Seconds to hours: a phase takes from under a second (plan on a small tree) to hours (GC of
 #: a large filesystem registry).
 DURATION_BUCKETS = (
-    0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, float("inf"),
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    float("inf"),
 )
 
 
@@ -217,7 +232,7 @@ class Metrics:
             self.last_success.labels(task=job).set(started)
         for reason in WINDOW_SKIP_REASONS:
             self.windows_skipped.labels(reason=reason)
-        for phase in PHASES:
+        for phase in DURATION_PHASES:
             self.maintenance_duration.labels(phase=phase)
 
     # -- events -----------------------------------------------------------------------------------
@@ -238,23 +253,16 @@ class Metrics:
         self.storage_blobs.set(storage_blobs)
         self.last_success.labels(task="plan").set(now)
 
-    def observe_run(
-        self,
-        record: Mapping[str, Any],
-        *,
-        status: str | None = None,
-        now: float | None = None,
-    ) -> None:
-        """A maintenance run ended, with ``record`` as ``maintenance._finish_record`` wrote it.
+    def observe_run(self, record: RunRecord, *, now: float | None = None) -> None:
+        """A maintenance run ended, with ``record`` (what it appended to ``runs.jsonl``).
 
-        ``status`` overrides ``record["status"]`` (a ``nothing-to-do`` result has a record
-        without one). What it updates:
+        What it updates:
 
         - the removal counters, unless the run was rolled back or cancelled (its removals were
           put back) or its removals never completed (no ``delete`` duration in the record);
         - ``reclaimed_bytes_total`` and ``deleted_blobs_total`` by what the GC really deleted;
-        - ``maintenance_duration_seconds{phase}`` once per phase the run went through;
-        - the read-only and unavailable gauges, when the run entered maintenance;
+        - ``maintenance_duration_seconds{phase}`` once per timed part the run went through;
+        - the read-only and unavailable gauges;
         - ``broken_tags``, when the run verified the registry;
         - ``last_success_timestamp_seconds{task="maintenance"}`` when the status is one of
           :data:`SUCCESS_STATUSES`, stamped ``now``, else the record's ``finished_at``, else
@@ -263,48 +271,51 @@ class Metrics:
         It never counts a failure: the daemon calls :meth:`observe_failure` for a run that
         raised or ended ``failed``, so each failure is counted once.
         """
-        status = status if status is not None else str(record.get("status", ""))
-        durations: Mapping[str, float] = record.get("durations") or {}
-        removed = status not in ROLLED_BACK_STATUSES and "delete" in durations
+        durations = record.durations
+        removed = record.status not in ROLLED_BACK_STATUSES and "delete" in durations
         if removed:
-            for _repo, _tag, policy in record.get("deleted_tags") or []:
+            for _repo, _tag, policy in record.deleted_tags:
                 self.deleted_tags.labels(policy=policy or NO_POLICY).inc()
-            for _repo, _digest, policy in record.get("unlinked") or []:
+            for _repo, _digest, policy in record.unlinked:
                 self.unlinked_manifests.labels(policy=policy or NO_POLICY).inc()
-            self.removed_repositories.inc(len(record.get("repositories_removed") or []))
-        self.reclaimed_bytes.inc(max(0, int(record.get("bytes_reclaimed") or 0)))
-        self.deleted_blobs.inc(max(0, int(record.get("blobs_deleted") or 0)))
+            self.removed_repositories.inc(len(record.repositories_removed))
+        self.reclaimed_bytes.inc(max(0, record.bytes_reclaimed))
+        self.deleted_blobs.inc(max(0, record.blobs_deleted))
         for phase, seconds in durations.items():
             self.maintenance_duration.labels(phase=phase).observe(float(seconds))
-        if "read_only_seconds" in record or "unavailable_seconds" in record:
-            self.registry_read_only.set(float(record.get("read_only_seconds") or 0.0))
-            self.registry_unavailable.set(float(record.get("unavailable_seconds") or 0.0))
+        self.registry_read_only.set(float(record.read_only_seconds))
+        self.registry_unavailable.set(float(record.unavailable_seconds))
         if "verify" in durations:
-            self.broken_tags.set(len(record.get("broken") or []))
-        if status in SUCCESS_STATUSES:
-            when = now if now is not None else _timestamp(record.get("finished_at"))
-            self.last_success.labels(task="maintenance").set(
-                when if when is not None else self.clock()
-            )
+            self.broken_tags.set(len(record.broken))
+        if record.status in SUCCESS_STATUSES:
+            self._maintenance_succeeded(now if now is not None else _timestamp(record.finished_at))
 
-    def observe_history(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def observe_nothing_to_do(self, now: float | None = None) -> None:
+        """A maintenance found nothing to remove (a success, with no record): stamped ``now``,
+        else the clock."""
+        self._maintenance_succeeded(now)
+
+    def _maintenance_succeeded(self, when: float | None) -> None:
+        self.last_success.labels(task="maintenance").set(when if when is not None else self.clock())
+
+    def observe_history(self, records: Iterable[HistoryEntry]) -> None:
         """At start: the last successful maintenance in the run history (``state.read_history``)
         replaces the start time in ``last_success_timestamp_seconds{task="maintenance"}``, and
         the last run's read-only and unavailable seconds fill their gauges. No counter moves."""
         last_ok: float | None = None
-        last_run: Mapping[str, Any] | None = None
+        last_run: HistoryEntry | None = None
         for record in records:
-            if record.get("status") in ("purged", None):
+            if record.status in (RunStatus.PURGED, None):
                 continue
             last_run = record
-            when = _timestamp(record.get("finished_at"))
-            if record.get("status") in SUCCESS_STATUSES and when is not None:
+            when = _timestamp(record.finished_at)
+            if record.status in SUCCESS_STATUSES and when is not None:
                 last_ok = when if last_ok is None else max(last_ok, when)
         if last_ok is not None:
             self.last_success.labels(task="maintenance").set(last_ok)
         if last_run is not None:
-            self.registry_read_only.set(float(last_run.get("read_only_seconds") or 0.0))
-            self.registry_unavailable.set(float(last_run.get("unavailable_seconds") or 0.0))
+            self.registry_read_only.set(float(last_run.read_only_seconds or 0.0))
+            self.registry_unavailable.set(float(last_run.unavailable_seconds or 0.0))
 
     def observe_failure(self, job: str) -> None:
         """A job (``plan``, ``maintenance``, ``verify``) failed; the scheduler goes on."""
@@ -340,9 +351,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _timestamp(value: Any) -> float | None:
+def _timestamp(value: str | None) -> float | None:
     """Unix time of an ISO 8601 string such as ``2026-11-28T03:00:00Z``, or None."""
-    if not isinstance(value, str):
+    if value is None:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -18,9 +18,11 @@ Every time is passed in by the caller; nothing here reads the clock or the disk.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Protocol
+from typing import Protocol
+
+from retentiond.run_records import HistoryEntry
 
 #: minimum seconds a maintenance needs besides the GC (freeze, restart, verify) when there
 #: is no history to estimate from
@@ -38,19 +40,15 @@ class FireTimes(Protocol):
     ) -> datetime | None: ...
 
 
-def estimate_seconds(history: Sequence[Mapping[str, Any]], blobs: int) -> float:
+def estimate_seconds(history: Sequence[HistoryEntry], blobs: int) -> float:
     """Expected run time: GC seconds per blob from the last runs that ran GC, times ``blobs``,
     plus the other phases' time."""
     rates: list[float] = []
     others: list[float] = []
     for record in history[-HISTORY_RUNS:]:
-        durations = record.get("durations") or {}
-        blob_count = record.get("blob_count_before") or 0
-        if (
-            (record.get("gc_ran") or record.get("gc_before_removals"))
-            and durations.get("gc")
-            and blob_count
-        ):
+        durations = record.durations or {}
+        blob_count = record.blob_count_before or 0
+        if (record.gc_ran or record.gc_before_removals) and durations.get("gc") and blob_count:
             rates.append(durations["gc"] / blob_count)
         if durations:
             others.append(sum(v for k, v in durations.items() if k != "gc"))

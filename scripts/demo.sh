@@ -27,7 +27,7 @@ for _ in range(100):
         time.sleep(0.2)
 PY
 echo "pushing sample images into the demo registry on 127.0.0.1:${port} ..."
-.venv/bin/python scripts/demo.py "$PWD/demo/registry" "$port"
+.venv/bin/python -m scripts.demo "$PWD/demo/registry" "$port"
 cat > demo/retentiond.yaml <<YAML
 registry:
   root: $PWD/demo/registry

@@ -20,9 +20,11 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 echo "== mypy"
 .venv/bin/mypy retentiond
+.venv/bin/mypy tests bench scripts fuzz
 
 echo "== pytest"
 set +e

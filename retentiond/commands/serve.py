@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retentiond.commands.apply import make_registry_client
-from retentiond.commands.context import load_context
+from retentiond.commands.context import load_context, make_registry_client
 from retentiond.daemon import Daemon
 from retentiond.metrics import Metrics
 from retentiond.runtime.factory import make_runtime

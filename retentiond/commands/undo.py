@@ -7,31 +7,25 @@ never from the quarantine, which lives under the storage root where the registry
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from retentiond.commands.context import load_context
 from retentiond.errors import RetentiondError, UsageError
 from retentiond.logs import get_logger
-from retentiond.state import (
-    append_history,
-    drop_removals,
-    read_history,
-    run_id_problem,
-    run_lock,
-)
+from retentiond.run_records import HistoryEntry, HistoryMark, RunStatus, run_id_problem
+from retentiond.state import append_history, drop_removals, read_history, run_lock
 from retentiond.storage.removal import put_back, quarantine_exists, run_removals
 
 
-def _check_undoable(run_id: str, state_dir: Path, history: list[dict[str, Any]]) -> None:
-    records = [r for r in history if r["run_id"] == run_id]
+def _check_undoable(run_id: str, state_dir: Path, history: list[HistoryEntry]) -> None:
+    records = [r for r in history if r.run_id == run_id]
     if not records:
-        known = ", ".join(r["run_id"] for r in history[-5:]) or "none"
+        known = ", ".join(r.run_id for r in history[-5:]) or "none"
         raise UsageError(f"no run {run_id!r} in {state_dir}; recent runs: {known}")
     later = history[history.index(records[0]) + 1 :]
-    collected = any(r.get("gc_ran") for r in records) or any(
-        r.get("gc_ran") or r.get("gc_before_removals") for r in later
+    collected = any(r.gc_ran for r in records) or any(
+        r.gc_ran or r.gc_before_removals for r in later
     )
-    if collected or any(r.get("purged") for r in records):
+    if collected or any(r.purged for r in records):
         raise RetentiondError(
             f"run {run_id} cannot be undone: a garbage collection has run since, so its "
             "blobs are gone. Push the images again from their source"
@@ -53,10 +47,7 @@ def run_undo(config_arg: Path | None, run_id: str) -> int:
         result = put_back(root, run_id, removals)
         if not result.conflicts:
             drop_removals(state_dir, run_id)
-        append_history(
-            state_dir,
-            {"run_id": run_id, "status": "undone", "purged": True, "conflicts": result.conflicts},
-        )
+        append_history(state_dir, HistoryMark(run_id, RunStatus.UNDONE, result.conflicts).to_json())
     for line in result.conflicts:
         print(f"conflict: {line}")
     print(f"run {run_id}: put back {result.restored} of {len(removals)} removals")

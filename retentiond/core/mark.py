@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from itertools import compress
 
-from retentiond.core.inventory import NO_ID, BlobSelection, Inventory, Manifest, ManifestTable
+from retentiond.core.blob_table import NO_ID, BlobSelection, inverted
+from retentiond.core.inventory import Inventory
+from retentiond.core.manifest_table import ManifestTable
 
 
-def _accessors(
-    manifests: Mapping[str, Manifest],
-) -> tuple[Callable[[str], tuple[str, ...]], Callable[[str], str | None]]:
-    """Children and subject of a digest, without building Manifest values when possible."""
-    if isinstance(manifests, ManifestTable):
-        return manifests.children_of, manifests.subject_of
-
-    def children(digest: str) -> tuple[str, ...]:
-        m = manifests.get(digest)
-        return m.children if m is not None else ()
-
-    def subject(digest: str) -> str | None:
-        m = manifests.get(digest)
-        return m.subject if m is not None else None
-
-    return children, subject
-
-
-def attachments(linked: Iterable[str], manifests: Mapping[str, Manifest]) -> dict[str, list[str]]:
+def attachments(linked: Iterable[str], manifests: ManifestTable) -> dict[str, list[str]]:
     """Subject digest -> the manifests in ``linked`` that name it as their ``subject``."""
-    if isinstance(manifests, ManifestTable) and not manifests.has_subjects:
+    if not manifests.has_subjects:
         return {}
-    _, subject_of = _accessors(manifests)
+    subject_of = manifests.subject_of
     attached: dict[str, list[str]] = {}
     for digest in linked:
         subject = subject_of(digest)
@@ -40,29 +24,19 @@ def attachments(linked: Iterable[str], manifests: Mapping[str, Manifest]) -> dic
 
 
 def reachable(
-    roots: Iterable[str],
-    manifests: Mapping[str, Manifest],
-    linked: Collection[str] = (),
-    *,
-    attached: Mapping[str, list[str]] | None = None,
+    roots: Iterable[str], manifests: ManifestTable, attached: Mapping[str, list[str]]
 ) -> set[str]:
     """Every manifest reached from ``roots`` through list/index children, recursively.
 
-    Manifests in ``linked`` whose ``subject`` is reached (signatures, SBOMs pushed by digest)
-    are reached too, with everything they reference. ``attached`` (see :func:`attachments`)
-    may be given instead of ``linked`` when it is already known.
+    The manifests ``attached`` to a manifest reached (see :func:`attachments`: signatures,
+    SBOMs pushed by digest) are reached too, with everything they reference.
     """
-    children_of, _ = _accessors(manifests)
-    if attached is None:
-        attached = attachments(linked, manifests)
-    seen: set[str] = set()
-    stack = list(roots)
-    if isinstance(manifests, ManifestTable):
-        # most manifests lead nowhere (images, unsigned): take them in one step, walk the rest
-        parents = manifests.parents
-        seen.update(stack)
-        stack = [d for d in seen if d in parents or d in attached]
-        seen.difference_update(stack)
+    children_of = manifests.children_of
+    # most manifests lead nowhere (images, unsigned): take them in one step, walk the rest
+    parents = manifests.parents
+    seen: set[str] = set(roots)
+    stack = [d for d in seen if d in parents or d in attached]
+    seen.difference_update(stack)
     while stack:
         digest = stack.pop()
         if digest in seen:
@@ -89,27 +63,23 @@ def gc_mark(
     directory): the GC may see revisions there that retentiond did not, so what their tags
     name is marked too; no reclaimable byte is then promised on the strength of something
     that could not be read.
-    Returns one flag per blob id of ``inventory.blob_table`` (1: marked).
+    Returns one flag per blob id of ``inventory.blobs`` (1: marked).
     """
-    blobs, table = inventory.blob_table, inventory.manifest_table
-    marks = bytearray(blobs.id_count)
+    table = inventory.manifests
+    marks = bytearray(inventory.blobs.id_count)
     for repo in inventory.repositories:
         if repo.name in read_in_part:
-            table.mark((i for i in repo.tag_ids(blobs) if i != NO_ID), marks)
+            table.mark((i for i in repo.tag_ids if i != NO_ID), marks)
         if not repo.listed_by_gc or repo.name in removed_repositories:
             continue
-        ids: Iterable[int] = repo.revision_ids(blobs)
+        ids: Iterable[int] = repo.revision_ids
         gone = unlinked.get(repo.name)
         if gone is not None:
-            ids = compress(ids, gone.translate(_FLIP))
+            ids = compress(ids, inverted(gone))
         table.mark((i for i in ids if i != NO_ID), marks)
     return marks
 
 
-#: bytes.translate table that turns 0 into 1 and 1 into 0
-_FLIP = bytes([1, 0]) + bytes(254)
-
-
 def unmarked(inventory: Inventory, marks: bytearray) -> BlobSelection:
     """The blobs the sweep deletes: every blob with data that is not marked, with its size."""
-    return inventory.blob_table.select(marks, 0)
+    return inventory.blobs.select(marks, 0)

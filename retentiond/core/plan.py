@@ -31,7 +31,8 @@ from functools import partial
 from itertools import compress
 from typing import TypeVar
 
-from retentiond.core.inventory import NO_ID, Inventory, ProblemKind, Repository, Tag
+from retentiond.core.blob_table import NO_ID
+from retentiond.core.inventory import Inventory
 from retentiond.core.mark import attachments, gc_mark, reachable, unmarked
 from retentiond.core.plan_types import (
     ManifestUnlink,
@@ -41,10 +42,15 @@ from retentiond.core.plan_types import (
     RepositorySummary,
     TagDeletion,
 )
+from retentiond.core.repository import Repository
 from retentiond.core.selection import format_age, judge_tags, referrer_subject
+from retentiond.core.values import ProblemKind, Tag
 from retentiond.policy.model import Policy, Safety, Untagged
 
-_TRUSTWORTHY = (ProblemKind.INCOMPLETE, ProblemKind.GC_HAZARD)
+#: the kinds of problem a repository is planned despite: an incomplete image decides nothing,
+#: and a GC hazard blocks the GC (``Plan.gc_blocked``), not the plan; any other problem of a
+#: repository makes the plan refuse it
+_PLANNED_DESPITE = (ProblemKind.INCOMPLETE, ProblemKind.GC_HAZARD)
 _UNREACHABLE = "unreachable after tag deletions"
 
 
@@ -62,7 +68,7 @@ class _RepoPlan:
 
 def _created_lookup(inventory: Inventory, tag: Tag) -> datetime | None:
     """An image's config ``created`` time; for an index, its newest child's."""
-    table = inventory.manifest_table
+    table = inventory.manifests
     if tag.digest not in table:
         return None
     config = table.config_of(tag.digest)
@@ -200,10 +206,10 @@ def make_plan(
     now: datetime,
 ) -> Plan:
     """Decide what to delete from ``inventory`` under ``policies`` at time ``now``."""
-    distrust: dict[str, str] = {}
+    untrusted: dict[str, str] = {}  # repository -> why it is refused
     for problem in inventory.problems:
-        if problem.repository and problem.kind not in _TRUSTWORTHY:
-            distrust.setdefault(
+        if problem.repository and problem.kind not in _PLANNED_DESPITE:
+            untrusted.setdefault(
                 problem.repository, f"cannot trust {problem.path}: {problem.message}"
             )
     untagged_reason = (
@@ -214,13 +220,13 @@ def make_plan(
     unlinks: list[tuple[int, Callable[[], list[ManifestUnlink]]]] = []
     tag_whys: _Codes[tuple[str, str]] = _Codes()
     unlink_whys: _Codes[tuple[str, str | None]] = _Codes()
-    gone: dict[str, bytearray] = {}  # the revisions unlinked, per repository
+    unlinked: dict[str, bytearray] = {}  # the revisions unlinked, per repository
     removed: list[str] = []
     refused: list[Refusal] = []
     summaries: list[RepositorySummary] = []
     for repo in inventory.repositories:
         applying = [p for p in policies if p.repositories.matches(repo.name)]
-        decided = _RepoPlan(refusal=distrust.get(repo.name))
+        decided = _RepoPlan(refusal=untrusted.get(repo.name))
         if decided.refusal is not None:
             if applying:
                 refused.append(Refusal(repo.name, decided.refusal))
@@ -233,7 +239,7 @@ def make_plan(
             tags.append(_tag_part(repo, decided, tag_whys))
         if decided.unlinks:
             unlinks.append(_unlink_part(repo, decided, unlink_whys))
-            gone[repo.name] = decided.unlinked
+            unlinked[repo.name] = decided.unlinked
         if decided.removed:
             removed.append(repo.name)
         summaries.append(
@@ -248,25 +254,26 @@ def make_plan(
             )
         )
 
-    marked_before = gc_mark(inventory, {}, read_in_part=distrust)
-    marked_after = gc_mark(inventory, gone, removed, read_in_part=distrust)
+    marked_before = gc_mark(inventory, {}, read_in_part=untrusted)
+    marked_after = gc_mark(inventory, unlinked, removed, read_in_part=untrusted)
     before = unmarked(inventory, marked_before)
     reclaimable = unmarked(inventory, marked_after)
 
     # attribute each newly freed blob to the first repository whose removals referenced it
     # (repositories are in name order)
-    blobs, table = inventory.blob_table, inventory.manifest_table
     newly_freed = bytearray(  # marked before, not after: flags are 0 or 1, so bitwise
-        (
-            int.from_bytes(marked_before, "big") & ~int.from_bytes(marked_after, "big")
-        ).to_bytes(len(marked_before), "big")
+        (int.from_bytes(marked_before, "big") & ~int.from_bytes(marked_after, "big")).to_bytes(
+            len(marked_before), "big"
+        )
     )
     freed: dict[str, int] = {}
     for repo in inventory.repositories:
-        mask = gone.get(repo.name)
+        mask = unlinked.get(repo.name)
         if mask is not None:
-            ids = compress(repo.revision_ids(blobs), mask)
-            freed[repo.name] = table.claim((i for i in ids if i != NO_ID), newly_freed)
+            ids = compress(repo.revision_ids, mask)
+            freed[repo.name] = inventory.manifests.claim(
+                (i for i in ids if i != NO_ID), newly_freed
+            )
     if freed:
         summaries = [
             dataclasses.replace(s, bytes_reclaimed=freed[s.name]) if freed.get(s.name) else s

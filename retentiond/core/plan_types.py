@@ -9,7 +9,7 @@ from datetime import datetime
 from itertools import accumulate
 from typing import NamedTuple, TypeVar, overload
 
-from retentiond.core.inventory import Problem
+from retentiond.core.values import Problem, ProblemKind
 
 
 class TagDeletion(NamedTuple):
@@ -130,6 +130,4 @@ class Plan:
     @property
     def gc_blocked(self) -> bool:
         """True when the tree holds something that makes the registry's GC abort or destroy data."""
-        from retentiond.core.inventory import ProblemKind
-
         return any(p.kind in (ProblemKind.GC_ABORT, ProblemKind.GC_HAZARD) for p in self.problems)

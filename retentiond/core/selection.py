@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from retentiond.core.inventory import Tag
 from retentiond.core.semver import parse_version
+from retentiond.core.values import Tag
 from retentiond.policy.model import OrderBy, Policy
 
 #: tags under which registries without the referrers API store signatures, SBOMs and

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retentiond.core.inventory import Inventory, Repository
+from retentiond.storage import layout
+
+#: in a problem's path, before a tag's name
+_TAGS = f"/{layout.TAGS}/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,7 @@ def broken_tags(inventory: Inventory) -> list[BrokenTag]:
             if reason:
                 broken.append(BrokenTag(repo.name, tag.name, tag.digest, reason))
     for problem in inventory.problems:
-        if problem.repository and "tag " in problem.message and "current/link" in problem.path:
-            tag_name = problem.path.rsplit("/_manifests/tags/", 1)[-1].split("/", 1)[0]
+        if problem.repository and "tag " in problem.message and layout.CURRENT_LINK in problem.path:
+            tag_name = problem.path.rsplit(_TAGS, 1)[-1].split("/", 1)[0]
             broken.append(BrokenTag(problem.repository, tag_name, "", problem.message))
     return broken

@@ -29,7 +29,7 @@ from typing import Any
 from retentiond.durations import UNITS
 from retentiond.policy import loader
 from retentiond.policy.model import KeepRules, OrderBy, Policy, Untagged
-from retentiond.policy.schema import MAX_COUNT
+from retentiond.yaml_checker import MAX_COUNT
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
@@ -62,8 +62,8 @@ SELECTOR_PATTERN: dict[str, Any] = {
     "type": "string",
     "pattern": "^(?!!?\\s*$)",
     "description": (
-        "A glob (* within a path segment, ** across segments), or \"re:<regex>\" (a full "
-        "match), or either after \"!\" to exclude."
+        'A glob (* within a path segment, ** across segments), or "re:<regex>" (a full '
+        'match), or either after "!" to exclude.'
     ),
 }
 SELECTOR: dict[str, Any] = {
@@ -88,7 +88,7 @@ KEEP_FIELDS: tuple[Field, ...] = (
     Field(
         "tags",
         {"$ref": "#/definitions/selector"},
-        "Always keep the tags that match these patterns, e.g. [\"latest\", \"re:^v\\\\d+\"].",
+        'Always keep the tags that match these patterns, e.g. ["latest", "re:^v\\\\d+"].',
     ),
     Field(
         "semver",
@@ -108,7 +108,7 @@ POLICY_FIELDS: tuple[Field, ...] = (
     Field(
         "repositories",
         {"$ref": "#/definitions/selector"},
-        "The repositories this policy applies to, e.g. [\"ci/**\", \"!ci/base\"].",
+        'The repositories this policy applies to, e.g. ["ci/**", "!ci/base"].',
         required=True,
     ),
     Field(
@@ -126,14 +126,13 @@ POLICY_FIELDS: tuple[Field, ...] = (
     Field(
         "order_by",
         _choice(OrderBy, Policy.__dataclass_fields__["order_by"].default),
-        "What \"recent\" means for keep.last and keep.within: pushed (when the tag was last "
+        'What "recent" means for keep.last and keep.within: pushed (when the tag was last '
         "pushed) or created (the image config's created time).",
     ),
     Field(
         "untagged",
         _choice(Untagged, Policy.__dataclass_fields__["untagged"].default),
-        "delete: also unlink manifests no tag reaches, once older than "
-        "safety.untagged_min_age.",
+        "delete: also unlink manifests no tag reaches, once older than safety.untagged_min_age.",
     ),
     Field(
         "allow_empty",
@@ -174,9 +173,7 @@ def _check_keys(
         fields = tuple(f.name for f in dataclasses.fields(model))
         in_model = tuple(name for name in fields if name not in NOT_IN_FILES)
         if set(in_model) != set(keys):
-            raise SchemaDrift(
-                f"{what}: the model has fields {in_model}, the loader reads {keys}"
-            )
+            raise SchemaDrift(f"{what}: the model has fields {in_model}, the loader reads {keys}")
 
 
 def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from retentiond.errors import ConfigError, SourceProblem
 from retentiond.policy.files import SourceFileError, read_source_file
 from retentiond.policy.model import KeepRules, OrderBy, Policy, Untagged
-from retentiond.policy.schema import Checker, is_null
 from retentiond.policy.selectors import ALL, MAX_TAG_LENGTH, Selector
 from retentiond.policy.text import excerpt
 from retentiond.policy.yaml_positions import Position, YamlList, YamlValue, load_yaml
+from retentiond.yaml_checker import Checker, is_null
 
 FILE_KEYS = ("policies",)
 POLICY_KEYS = (

@@ -131,7 +131,9 @@ class CommandRuntime:
         code, output = self._execute(command, self.gc_timeout, "gc")
         seconds = time.monotonic() - started
         self._log.info(
-            "garbage collection finished", dry_run=dry_run, returncode=code,
+            "garbage collection finished",
+            dry_run=dry_run,
+            returncode=code,
             seconds=round(seconds, 3),
         )
         return GcOutcome(returncode=code, output=output, seconds=seconds)
@@ -164,8 +166,7 @@ class CommandRuntime:
         code, output = self._execute(command, self.timeout, key)
         if code != 0:
             raise RuntimeControlError(
-                f"runtime.commands.{key} failed with exit code {code}: {command}\n"
-                f"{_tail(output)}"
+                f"runtime.commands.{key} failed with exit code {code}: {command}\n{_tail(output)}"
             )
         return output
 
@@ -177,8 +178,12 @@ class CommandRuntime:
         with tempfile.TemporaryFile() as out:
             try:
                 proc = subprocess.Popen(
-                    command, shell=True, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    command,
+                    shell=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 raise RuntimeControlError(
@@ -197,7 +202,9 @@ class CommandRuntime:
             out.seek(0)
             output = out.read().decode("utf-8", errors="replace")
         self._log.info(
-            "command finished", key=key, returncode=code,
+            "command finished",
+            key=key,
+            returncode=code,
             seconds=round(time.monotonic() - started, 3),
         )
         return code, output

@@ -4,24 +4,24 @@ GC deletes blob directories but leaves empty ``blobs/sha256/xx/`` directories, e
 directories, and (in 2.8) ``_layers`` links whose blob is gone. Removing a dangling ``_layers``
 link is safe: the registry would answer 404 for that blob anyway, and a later push re-links it.
 
-Every directory is opened from the root's descriptor one component at a time without following
-a symbolic link, and removed relative to its parent's descriptor (``rmdir``, or ``rmtree`` by
-descriptor for a ``_layers`` link): a link anywhere is left alone, never followed, never
-deleted through, and listed in :attr:`Cleaned.skipped`.
+Everything is listed and removed through the storage port (``rmdir``, or ``rmtree`` by
+descriptor for a ``_layers`` link, on a filesystem), which follows no symbolic link on the way:
+a link anywhere is left alone, never followed, never deleted through, and the directories that
+could not be looked into for one are listed in :attr:`Cleaned.skipped`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from retentiond.errors import StorageError
-from retentiond.storage.removal import V2, opened_v2
-from retentiond.storage.safe_fs import UnsafeEntry, lstat_below, open_dir
+from retentiond.storage import layout
+from retentiond.storage.filesystem import FilesystemStorage
+from retentiond.storage.port import Kind
+from retentiond.storage.removal import open_storage
+from retentiond.storage.safe_fs import UnsafeEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,96 +35,80 @@ class Cleaned:
 
 
 class _Skips:
-    def __init__(self) -> None:
+    """The directories that could not be looked into because of a link or a special file."""
+
+    def __init__(self, storage: FilesystemStorage) -> None:
+        self.storage = storage
         self.paths: list[str] = []
 
-    @contextmanager
-    def opened(self, path: str, v2_fd: int) -> Iterator[int | None]:
-        """``path`` below v2 opened without following links; None when it is missing,
-        unreadable or unsafe (then listed)."""
+    def subdirs(self, path: str) -> list[str]:
+        """Names of the real directories in ``path`` (links and files left out); none when it
+        is missing, unreadable or unsafe (then listed here)."""
         try:
-            fd = open_dir(path, v2_fd)
+            entries = self.storage.list(path)
         except UnsafeEntry:
             self.paths.append(path)
-            yield None
-            return
+            return []
         except OSError:
-            yield None
-            return
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+            return []
+        return [e.name for e in entries if e.kind is Kind.DIR]
 
 
-def _subdirs(fd: int) -> list[str]:
-    """Names of the real directories in ``fd`` (links and files left out)."""
+def _rmdir(storage: FilesystemStorage, path: str) -> bool:
     try:
-        with os.scandir(fd) as it:
-            return [e.name for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
-
-
-def _rmdir(name: str, dir_fd: int) -> bool:
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
+        storage.remove_dir(path)
         return True
-    except OSError:
+    except (OSError, UnsafeEntry):
         return False
 
 
-def _clean_prefixes(v2_fd: int, skips: _Skips) -> int:
-    with skips.opened("blobs/sha256", v2_fd) as fd:
-        return 0 if fd is None else sum(_rmdir(entry, fd) for entry in _subdirs(fd))
+def _clean_prefixes(storage: FilesystemStorage, skips: _Skips) -> int:
+    store = layout.BLOB_STORE
+    return sum(_rmdir(storage, f"{store}/{entry}") for entry in skips.subdirs(store))
 
 
-def _clean_revisions(v2_fd: int, name: str, skips: _Skips) -> int:
+def _clean_revisions(storage: FilesystemStorage, name: str, skips: _Skips) -> int:
     removed = 0
-    with skips.opened(f"repositories/{name}/_manifests/revisions/sha256", v2_fd) as fd:
-        if fd is None:
-            return 0
-        for entry in _subdirs(fd):
-            try:
-                lstat_below(f"{entry}/link", fd)
-            except FileNotFoundError:
-                removed += _rmdir(entry, fd)
-            except (OSError, UnsafeEntry):
-                continue
+    revisions = layout.revisions_dir(name)
+    for entry in skips.subdirs(revisions):
+        try:
+            storage.stat(f"{revisions}/{entry}/{layout.LINK}")
+        except FileNotFoundError:
+            removed += _rmdir(storage, f"{revisions}/{entry}")
+        except (OSError, UnsafeEntry):
+            continue
     return removed
 
 
-def _clean_layers(v2_fd: int, name: str, blobs: Collection[str], skips: _Skips) -> int:
+def _clean_layers(
+    storage: FilesystemStorage, name: str, blobs: Collection[str], skips: _Skips
+) -> int:
     removed = 0
-    with skips.opened(f"repositories/{name}/_layers/sha256", v2_fd) as fd:
-        if fd is None:
-            return 0
-        for entry in _subdirs(fd):
-            if f"sha256:{entry}" not in blobs:
-                shutil.rmtree(entry, ignore_errors=True, dir_fd=fd)
-                removed += 1
+    links = layout.layer_links_dir(name)
+    for entry in skips.subdirs(links):
+        if layout.digest_of(entry) not in blobs:
+            storage.remove_tree(f"{links}/{entry}", ignore_errors=True)
+            removed += 1
     return removed
 
 
-def namespace_dirs(v2_fd: int) -> list[tuple[str, bool]]:
+def namespace_dirs(storage: FilesystemStorage) -> list[tuple[str, bool]]:
     """Every directory below ``repositories/`` outside repositories' own ``_`` directories, as
     (path relative to ``repositories``, whether it is a repository), parents first. Links are
     neither followed nor listed."""
     out: list[tuple[str, bool]] = []
-    stack = ["repositories"]
+    stack = [""]
     while stack:
-        path = stack.pop()
+        rel = stack.pop()
+        path = layout.repository(rel) if rel else layout.REPOSITORIES
         try:
-            fd = open_dir(path, v2_fd)
+            names = [e.name for e in storage.list(path) if e.kind is Kind.DIR]
         except (OSError, UnsafeEntry):
             continue
-        try:
-            names = _subdirs(fd)
-        finally:
-            os.close(fd)
-        rel = path.partition("/")[2]
-        out.append((rel, "_layers" in names or "_manifests" in names))
-        stack.extend(f"{path}/{n}" for n in sorted(names, reverse=True) if not n.startswith("_"))
+        out.append((rel, layout.LAYERS in names or layout.MANIFESTS in names))
+        stack.extend(
+            f"{rel}/{n}" if rel else n for n in sorted(names, reverse=True) if not n.startswith("_")
+        )
     return out
 
 
@@ -132,26 +116,17 @@ def repository_names(root: Path) -> list[str]:
     """The repositories in the tree (a directory with ``_manifests`` or ``_layers``), found
     without following links."""
     try:
-        with opened_v2(root) as v2_fd:
-            return [rel for rel, is_repository in namespace_dirs(v2_fd) if rel and is_repository]
+        with open_storage(root) as storage:
+            return [rel for rel, is_repository in namespace_dirs(storage) if rel and is_repository]
     except StorageError:
         return []
 
 
-def _clean_namespaces(v2_fd: int) -> int:
+def _clean_namespaces(storage: FilesystemStorage) -> int:
     removed = 0
-    for rel, _ in reversed(namespace_dirs(v2_fd)):  # children before their parents
-        if not rel:
-            continue
-        parent, _, base = f"repositories/{rel}".rpartition("/")
-        try:
-            fd = open_dir(parent, v2_fd)
-        except (OSError, UnsafeEntry):
-            continue
-        try:
-            removed += _rmdir(base, fd)
-        finally:
-            os.close(fd)
+    for rel, _ in reversed(namespace_dirs(storage)):  # children before their parents
+        if rel:
+            removed += _rmdir(storage, layout.repository(rel))
     return removed
 
 
@@ -159,14 +134,13 @@ def clean_after_gc(root: Path, repositories: Collection[str], blobs: Collection[
     """Remove empty blob prefix directories, empty revision directories, ``_layers`` links
     whose blob is not in ``blobs`` (the blobs present after GC), and empty namespace
     directories left by removed repositories."""
-    skips = _Skips()
-    with opened_v2(root) as v2_fd:
-        prefixes = _clean_prefixes(v2_fd, skips)
+    with open_storage(root) as storage:
+        skips = _Skips(storage)
+        prefixes = _clean_prefixes(storage, skips)
         revisions = links = 0
         for name in repositories:
-            revisions += _clean_revisions(v2_fd, name, skips)
-            links += _clean_layers(v2_fd, name, blobs, skips)
-        namespaces = _clean_namespaces(v2_fd)
-    return Cleaned(
-        prefixes, revisions, links, namespaces, tuple(f"{root}/{V2}/{p}" for p in skips.paths)
-    )
+            revisions += _clean_revisions(storage, name, skips)
+            links += _clean_layers(storage, name, blobs, skips)
+        namespaces = _clean_namespaces(storage)
+        skipped = tuple(storage.location(p) for p in skips.paths)
+    return Cleaned(prefixes, revisions, links, namespaces, skipped)

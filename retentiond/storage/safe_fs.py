@@ -63,7 +63,12 @@ class SymlinkFound(UnsafeEntry):
 
 
 class NotRegularFile(UnsafeEntry):
-    pass
+    """``what``: what the file turned out to be once opened ("a FIFO", "a directory"), in
+    words; empty when the open itself refused it (a socket, a device)."""
+
+    def __init__(self, message: str, where: str = "", what: str = "") -> None:
+        super().__init__(message, where)
+        self.what = what
 
 
 class NotADirectoryEntry(UnsafeEntry):
@@ -310,7 +315,8 @@ def check_regular(fd: int, name: str) -> os.stat_result:
     """fstat of an open file; NotRegularFile unless it is a regular file."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFile(f"{name!r} is {kind_of(st.st_mode)}, not a regular file", name)
+        what = kind_of(st.st_mode)
+        raise NotRegularFile(f"{name!r} is {what}, not a regular file", name, what)
     return st
 
 

@@ -105,7 +105,9 @@ class OciImage:
 
     def descriptor(self, with_platform: bool = False) -> dict[str, Any]:
         desc: dict[str, Any] = {
-            "mediaType": self.media_type, "digest": self.digest, "size": len(self.manifest),
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": len(self.manifest),
         }
         if with_platform:
             desc["platform"] = _platform(self.platform)
@@ -179,7 +181,9 @@ def make_oci_image(
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {
-            "mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_bytes),
+            "mediaType": OCI_CONFIG,
+            "digest": config_digest,
+            "size": len(config_bytes),
         },
         "layers": layer_descs,
     }
@@ -214,7 +218,9 @@ def make_oci_index(
     if children is None:
         children = [
             make_oci_image(
-                [f"{seed} {p}\n".encode()], platform=p, seed=f"{seed}/{p}",
+                [f"{seed} {p}\n".encode()],
+                platform=p,
+                seed=f"{seed}/{p}",
                 config_created=config_created,
             )
             for p in platforms
@@ -280,7 +286,11 @@ def push_oci_image(
     """Push an OCI image (see ``make_oci_image``) as ``repo:tag``; return its manifest
     digest. The same ``layers`` bytes give the same layer blobs in every repository."""
     img = make_oci_image(
-        layers, config_created=config_created, platform=platform, seed=seed, labels=labels,
+        layers,
+        config_created=config_created,
+        platform=platform,
+        seed=seed,
+        labels=labels,
         annotations=annotations,
     )
     return push_oci(reg, repo, tag, img)
@@ -310,8 +320,13 @@ def tag_alias(reg: RunningRegistry, repo: str, src_tag: str, new_tag: str) -> st
     """Give ``repo:src_tag``'s manifest a second tag ``new_tag`` (same digest, lists with all
     their children); return the digest."""
     skopeo(
-        "copy", "--quiet", "--all", "--preserve-digests", *_SKOPEO_TLS,
-        f"docker://{reg.ref(repo, src_tag)}", f"docker://{reg.ref(repo, new_tag)}",
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        *_SKOPEO_TLS,
+        f"docker://{reg.ref(repo, src_tag)}",
+        f"docker://{reg.ref(repo, new_tag)}",
     )
     src, new = tag_digest(reg.root, repo, src_tag), tag_digest(reg.root, repo, new_tag)
     if src != new:
@@ -325,8 +340,14 @@ def pull_error(reg: RunningRegistry, repo: str, ref: str) -> str | None:
     Returns None on success, else skopeo's error output."""
     with tempfile.TemporaryDirectory(prefix="retentiond-pull-") as tmp:
         res = skopeo(
-            "copy", "--quiet", "--all", "--preserve-digests", *_SKOPEO_TLS,
-            f"docker://{reg.ref(repo, ref)}", f"dir:{tmp}/image", check=False,
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            *_SKOPEO_TLS,
+            f"docker://{reg.ref(repo, ref)}",
+            f"dir:{tmp}/image",
+            check=False,
         )
     return None if res.returncode == 0 else (res.stderr.strip() or res.stdout.strip())
 
@@ -352,12 +373,18 @@ def docker_pull_error(
     if image_id:
         res = docker("image", "inspect", "-f", "{{json .RepoTags}}", image_id, check=False)
         if res.returncode == 0:
-            saved_tags = [t for t in json.loads(res.stdout or "null") or []
-                          if t.startswith("retentiond-test/")]
+            saved_tags = [
+                t
+                for t in json.loads(res.stdout or "null") or []
+                if t.startswith("retentiond-test/")
+            ]
             docker("rmi", "-f", image_id, check=False)
     output: list[str] = []
     proc = subprocess.Popen(
-        ["docker", "pull", full], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["docker", "pull", full],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "DOCKER_CLI_HINTS": "false"},
     )
     timer = threading.Timer(timeout, proc.kill)
@@ -429,8 +456,9 @@ def build_docker_image(
     from_ref = "scratch" if base is None else ensure_base_image(base)
     from_id = "scratch" if base is None else _image_id(from_ref)
     key = hashlib.sha256(
-        canonical_json({"from": from_id, "layers": [sha256_digest(x) for x in layers],
-                        "seed": seed})
+        canonical_json(
+            {"from": from_id, "layers": [sha256_digest(x) for x in layers], "seed": seed}
+        )
     ).hexdigest()[:32]
     ref = tag or f"{IMAGE_CACHE_REPO}:{key}"
     if _image_exists(ref):

@@ -90,8 +90,12 @@ def start_plain_registry(directory: Path) -> PlainRegistry:
     for _ in range(5):
         port = free_port()
         reg = PlainRegistry(
-            name=f"docker-registry@{port}", root=root, port=port, image=REGISTRY_BIN,
-            config=directory / "config.yml", pidfile=directory / "registry.pid",
+            name=f"docker-registry@{port}",
+            root=root,
+            port=port,
+            image=REGISTRY_BIN,
+            config=directory / "config.yml",
+            pidfile=directory / "registry.pid",
             logfile=directory / "registry.log",
         )
         reg.config.write_text(plain_config(root, port))

@@ -51,14 +51,24 @@ def run(
     return proc
 
 
-def docker(*args: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT,
-           cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    cwd: str | os.PathLike[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI. The legacy builder is forced: Debian's docker.io has no buildx."""
-    return run(["docker", *args], check=check, timeout=timeout, cwd=cwd,
-               env={"DOCKER_BUILDKIT": "0", "DOCKER_CLI_HINTS": "false"})
+    return run(
+        ["docker", *args],
+        check=check,
+        timeout=timeout,
+        cwd=cwd,
+        env={"DOCKER_BUILDKIT": "0", "DOCKER_CLI_HINTS": "false"},
+    )
 
 
-def skopeo(*args: str, check: bool = True,
-           timeout: float = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def skopeo(
+    *args: str, check: bool = True, timeout: float = DEFAULT_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     """Run skopeo (its own policy.json comes with Debian's containers-common)."""
     return run(["skopeo", *args], check=check, timeout=timeout)

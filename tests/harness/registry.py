@@ -93,9 +93,16 @@ def wait_ready(reg: RunningRegistry, timeout: float = 30.0) -> None:
 
 def _run_container(reg: RunningRegistry) -> None:
     args = [
-        "run", "-d", "--name", reg.name, "--label", LABEL,
-        "-p", f"127.0.0.1:{reg.port}:5000",
-        "-v", f"{reg.root}:/var/lib/registry",
+        "run",
+        "-d",
+        "--name",
+        reg.name,
+        "--label",
+        LABEL,
+        "-p",
+        f"127.0.0.1:{reg.port}:5000",
+        "-v",
+        f"{reg.root}:/var/lib/registry",
     ]
     for key, value in reg.env.items():
         args += ["-e", f"{key}={value}"]
@@ -121,8 +128,9 @@ def start_registry(
     attempts = 1 if port is not None else 5
     last: CommandError | None = None
     for _ in range(attempts):
-        reg = RunningRegistry(name=name, root=root, port=port or free_port(), image=image,
-                              env=dict(env or {}))
+        reg = RunningRegistry(
+            name=name, root=root, port=port or free_port(), image=image, env=dict(env or {})
+        )
         try:
             _run_container(reg)
         except CommandError as exc:  # a port taken between free_port() and docker run

@@ -100,9 +100,7 @@ def manifest_blobs(root: Path, digest: str) -> set[str]:
     lists / OCI indexes: config, layers, children (and the children's blobs)."""
     out = {digest}
     doc = read_manifest(root, digest)
-    if doc.get("mediaType") in LIST_TYPES or (
-        "manifests" in doc and "layers" not in doc
-    ):
+    if doc.get("mediaType") in LIST_TYPES or ("manifests" in doc and "layers" not in doc):
         for child in doc.get("manifests", []):
             out |= manifest_blobs(root, child["digest"])
         return out

@@ -49,16 +49,22 @@ class Setup:
     config: Path
     state: Path
 
-    def run(self, *args: str, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "retentiond", "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO_ROOT,
             env={**os.environ, **(env or {})},
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"retentiond {' '.join(args)} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"retentiond {' '.join(args)} exited {proc.returncode}:\n"
+                f"{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def history(self) -> list[dict[str, Any]]:
@@ -66,16 +72,19 @@ class Setup:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def plan(self) -> dict[str, Any]:
-        return json.loads(self.run("plan", "--json").stdout)
+        doc: dict[str, Any] = json.loads(self.run("plan", "--json").stdout)
+        return doc
 
 
-def make_setup(registry: RunningRegistry, tmp_path: Path, policy: str,
-               gc_mode: str = "readonly") -> Setup:
+def make_setup(
+    registry: RunningRegistry, tmp_path: Path, policy: str, gc_mode: str = "readonly"
+) -> Setup:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "p.yaml").write_text(textwrap.dedent(policy))
     config = tmp_path / "retentiond.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         registry:
           root: {registry.root}
           url: {registry.url}
@@ -89,12 +98,14 @@ def make_setup(registry: RunningRegistry, tmp_path: Path, policy: str,
         state_dir: {tmp_path / "state"}
         log:
           format: json
-        """))
+        """)
+    )
     return Setup(registry, config, tmp_path / "state")
 
 
 def pullable(reg: RunningRegistry, repo: str, ref: str) -> bool:
     from tests.harness.images import pull_ok
+
     return pull_ok(reg, repo, ref)
 
 
@@ -121,8 +132,9 @@ KEEP_LATEST = """
 """
 
 
-def test_deleting_an_alias_keeps_the_other_tag_pullable(registry: RunningRegistry,
-                                                          tmp_path: Path) -> None:
+def test_deleting_an_alias_keeps_the_other_tag_pullable(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "app", "v2", layers=[b"app v2" * 1000], seed="v2")
     push_oci_image(registry, "app", "v3", layers=[b"app v3" * 1000], seed="v3")
     tag_alias(registry, "app", "v3", "latest")
@@ -153,47 +165,58 @@ def test_repush_after_gc_pulls_back(registry: RunningRegistry, tmp_path: Path) -
     assert pullable(registry, "app", "old")
 
 
-def test_multiarch_kept_by_policy_still_pulls_every_platform(registry: RunningRegistry,
-                                                               tmp_path: Path) -> None:
+def test_multiarch_kept_by_policy_still_pulls_every_platform(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_index(registry, "base/os", "1.0", seed="os1")
     push_oci_index(registry, "base/os", "2.0", seed="os2")
     set_pushed_at(registry.root, "base/os", "1.0", ago(30))
-    setup = make_setup(registry, tmp_path, """
+    setup = make_setup(
+        registry,
+        tmp_path,
+        """
         policies:
           - name: base
             repositories: ["base/**"]
             keep: {last: 1}
             untagged: delete
-    """)
+    """,
+    )
     setup.run("apply", "--yes")
     assert pullable(registry, "base/os", "2.0")  # skopeo copy --all: every platform
     assert not pullable(registry, "base/os", "1.0")
     assert_tree_tidy(registry.root)
 
 
-def test_empty_repository_disappears_from_the_catalog(registry: RunningRegistry,
-                                                        tmp_path: Path) -> None:
+def test_empty_repository_disappears_from_the_catalog(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "tmp/pr-1", "build", layers=[b"pr"], seed="pr")
     push_oci_image(registry, "keep/me", "x", layers=[b"keep"], seed="keep")
     set_pushed_at(registry.root, "tmp/pr-1", "build", ago(30))
     repo = registry.root / "docker/registry/v2/repositories/tmp/pr-1"
     for path in [*repo.rglob("*"), repo]:
         os.utime(path, (ago(30).timestamp(),) * 2, follow_symlinks=False)
-    setup = make_setup(registry, tmp_path, """
+    setup = make_setup(
+        registry,
+        tmp_path,
+        """
         policies:
           - name: previews
             repositories: ["tmp/**"]
             keep: {within: 7d}
             allow_empty: true
-    """)
+    """,
+    )
     setup.run("apply", "--yes")
     assert catalog(registry) == ["keep/me"]
     assert pullable(registry, "keep/me", "x")
     assert not (registry.root / "docker/registry/v2/repositories/tmp").exists()
 
 
-def test_push_during_read_only_phase_gets_405_then_works(registry: RunningRegistry,
-                                                           tmp_path: Path) -> None:
+def test_push_during_read_only_phase_gets_405_then_works(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "app", "old", layers=[b"old"], seed="old")
     push_oci_image(registry, "app", "latest", layers=[b"latest"], seed="latest")
     push_oci_image(registry, "other", "before", layers=[b"pushed before"], seed="before")
@@ -201,13 +224,18 @@ def test_push_during_read_only_phase_gets_405_then_works(registry: RunningRegist
     setup = make_setup(registry, tmp_path, KEEP_LATEST)
     proc = subprocess.Popen(
         [sys.executable, "-m", "retentiond", "--config", str(setup.config), "apply", "--yes"],
-        cwd=REPO_ROOT, env={**os.environ, "RETENTIOND_PAUSE": "removed=6"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "RETENTIOND_PAUSE": "removed=6"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while not (setup.state / "journal.json").exists() or \
-                json.loads((setup.state / "journal.json").read_text())["phase"] != "removed":
+        while (
+            not (setup.state / "journal.json").exists()
+            or json.loads((setup.state / "journal.json").read_text())["phase"] != "removed"
+        ):
             assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
             time.sleep(0.1)
         request = urllib.request.Request(f"{registry.url}/v2/other/blobs/uploads/", method="POST")
@@ -227,8 +255,9 @@ def test_push_during_read_only_phase_gets_405_then_works(registry: RunningRegist
     assert pullable(registry, "app", "latest")
 
 
-def test_pull_loop_fails_only_during_the_two_switches(registry: RunningRegistry,
-                                                       tmp_path: Path) -> None:
+def test_pull_loop_fails_only_during_the_two_switches(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "app", "old", layers=[b"old" * 100], seed="old")
     push_oci_image(registry, "app", "latest", layers=[b"latest" * 100], seed="latest")
     set_pushed_at(registry.root, "app", "old", ago(5))
@@ -239,8 +268,9 @@ def test_pull_loop_fails_only_during_the_two_switches(registry: RunningRegistry,
     def pull_loop() -> None:
         accept = "application/vnd.oci.image.manifest.v1+json"
         while not stop.is_set():
-            request = urllib.request.Request(f"{registry.url}/v2/app/manifests/latest",
-                                             headers={"Accept": accept})
+            request = urllib.request.Request(
+                f"{registry.url}/v2/app/manifests/latest", headers={"Accept": accept}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=2) as response:
                     ok = response.status == 200
@@ -265,25 +295,42 @@ def test_pull_loop_fails_only_during_the_two_switches(registry: RunningRegistry,
     assert failed < len(samples) / 2
 
 
-CRASH_POINTS = ["started", "maintenance", "planned", "removing", "removing:1", "removing:3",
-                "removed", "gc", "gc-done", "cleaned", "left"]
+CRASH_POINTS = [
+    "started",
+    "maintenance",
+    "planned",
+    "removing",
+    "removing:1",
+    "removing:3",
+    "removed",
+    "gc",
+    "gc-done",
+    "cleaned",
+    "left",
+]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_kill_9_at_every_step_is_finished_or_rolled_back(point: str, registry: RunningRegistry,
-                                                          tmp_path: Path) -> None:
+def test_kill_9_at_every_step_is_finished_or_rolled_back(
+    point: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
     for i in range(3):
-        push_oci_image(registry, "ci/app", f"old-{i}", layers=[f"old {i}".encode() * 300],
-                       seed=f"old{i}")
+        push_oci_image(
+            registry, "ci/app", f"old-{i}", layers=[f"old {i}".encode() * 300], seed=f"old{i}"
+        )
         set_pushed_at(registry.root, "ci/app", f"old-{i}", ago(20 + i))
     push_oci_image(registry, "ci/app", "main", layers=[b"main"], seed="main")
     push_oci_index(registry, "ci/app", "multi", seed="multi")
-    setup = make_setup(registry, tmp_path, """
+    setup = make_setup(
+        registry,
+        tmp_path,
+        """
         policies:
           - name: ci
             repositories: ["ci/**"]
             keep: {within: 7d}
-    """)
+    """,
+    )
     planned = setup.plan()
     crashed = setup.run("apply", "--yes", env={"RETENTIOND_FAULT": point}, check=False)
     assert crashed.returncode == -9, crashed.stderr
@@ -340,16 +387,20 @@ def test_no_gc_then_undo_puts_everything_back(registry: RunningRegistry, tmp_pat
     assert refused.returncode == 1 and "cannot be undone" in refused.stderr
 
 
-def test_grace_holds_removals_for_undo_then_reclaims(registry: RunningRegistry,
-                                                      tmp_path: Path) -> None:
+def test_grace_holds_removals_for_undo_then_reclaims(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "app", "old", layers=[b"old" * 400], seed="old")
     push_oci_image(registry, "app", "older", layers=[b"older" * 400], seed="older")
     push_oci_image(registry, "app", "latest", layers=[b"latest"], seed="latest")
     set_pushed_at(registry.root, "app", "older", ago(6))
     set_pushed_at(registry.root, "app", "old", ago(5))
     setup = make_setup(registry, tmp_path, KEEP_LATEST)
-    setup.config.write_text(setup.config.read_text().replace(
-        "  untagged_min_age: 1h\n", "  untagged_min_age: 1h\n  grace: 2s\n"))
+    setup.config.write_text(
+        setup.config.read_text().replace(
+            "  untagged_min_age: 1h\n", "  untagged_min_age: 1h\n  grace: 2s\n"
+        )
+    )
     before = data_bytes(registry.root)
     setup.run("apply", "--yes", env={"RETENTIOND_FAULT": "never"})
     held = setup.history()[-1]
@@ -366,8 +417,10 @@ def test_grace_holds_removals_for_undo_then_reclaims(registry: RunningRegistry,
     set_pushed_at(registry.root, "app", "newer", ago(1))
     setup.run("apply", "--yes")
     second = setup.history()[-1]
-    assert second["gc_before_removals"] and second["bytes_reclaimed"] == first["plan"][
-        "bytes_reclaimed"]
+    assert (
+        second["gc_before_removals"]
+        and second["bytes_reclaimed"] == first["plan"]["bytes_reclaimed"]
+    )
     refused = setup.run("undo", first["run_id"], check=False)
     assert refused.returncode == 1 and "cannot be undone" in refused.stderr
     assert pullable(registry, "app", "latest")
@@ -375,8 +428,9 @@ def test_grace_holds_removals_for_undo_then_reclaims(registry: RunningRegistry,
     assert not (setup.state / "removals" / f"{first['run_id']}.json").exists()
 
 
-def test_registry_that_does_not_answer_changes_nothing(registry: RunningRegistry,
-                                                         tmp_path: Path) -> None:
+def test_registry_that_does_not_answer_changes_nothing(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "app", "old", layers=[b"old"], seed="old")
     push_oci_image(registry, "app", "latest", layers=[b"latest"], seed="latest")
     set_pushed_at(registry.root, "app", "old", ago(5))

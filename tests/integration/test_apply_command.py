@@ -33,24 +33,41 @@ def plain(tmp_path: Path) -> Iterator[PlainRegistry]:
 def write_config(tmp_path: Path, reg: PlainRegistry, commands: RuntimeCommands) -> Path:
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.yaml").write_text(
-        "policies:\n  - name: app\n    repositories: [app]\n    keep: {tags: [latest]}\n")
+        "policies:\n  - name: app\n    repositories: [app]\n    keep: {tags: [latest]}\n"
+    )
     config = tmp_path / "retentiond.yaml"
-    config.write_text(json.dumps({
-        "registry": {"root": str(reg.root), "url": reg.url},
-        "runtime": {"kind": "command", "gc_mode": "readonly", "commands": {
-            "readonly": commands.readonly, "stop": commands.stop, "start": commands.start,
-            "gc": commands.gc}},
-        "policies": ["policies/"],
-        "state_dir": str(tmp_path / "state"),
-        "log": {"format": "json"},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "registry": {"root": str(reg.root), "url": reg.url},
+                "runtime": {
+                    "kind": "command",
+                    "gc_mode": "readonly",
+                    "commands": {
+                        "readonly": commands.readonly,
+                        "stop": commands.stop,
+                        "start": commands.start,
+                        "gc": commands.gc,
+                    },
+                },
+                "policies": ["policies/"],
+                "state_dir": str(tmp_path / "state"),
+                "log": {"format": "json"},
+            }
+        )
+    )
     return config
 
 
 def apply(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "retentiond", "--config", str(config), "apply", "--yes"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env={**os.environ})
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        env={**os.environ},
+    )
 
 
 def seed(reg: PlainRegistry) -> None:
@@ -72,12 +89,14 @@ def test_apply_with_operator_commands(plain: PlainRegistry, tmp_path: Path) -> N
     assert pull_ok(plain, "app", "after")
 
 
-def test_readonly_command_that_does_not_freeze_changes_nothing(plain: PlainRegistry,
-                                                               tmp_path: Path) -> None:
+def test_readonly_command_that_does_not_freeze_changes_nothing(
+    plain: PlainRegistry, tmp_path: Path
+) -> None:
     seed(plain)
     commands = plain.commands
-    broken = RuntimeCommands(readonly=commands.start, stop=commands.stop, start=commands.start,
-                             gc=commands.gc)  # "readonly" that restarts read-write
+    broken = RuntimeCommands(
+        readonly=commands.start, stop=commands.stop, start=commands.start, gc=commands.gc
+    )  # "readonly" that restarts read-write
     config = write_config(tmp_path, plain, broken)
     result = apply(config)
     assert result.returncode == 1

@@ -38,7 +38,7 @@ def interesting_tags(inventory: Inventory) -> list[tuple[str, str]]:
     picked: dict[tuple[str, str], None] = {}
     for repo in inventory.repositories:
         digests = [t.digest for t in repo.tags]
-        on_index = [t for t in repo.tags if inventory.manifest_table.children_of(t.digest)]
+        on_index = [t for t in repo.tags if inventory.manifests.children_of(t.digest)]
         aliases = [t for t in repo.tags if digests.count(t.digest) > 1]
         for tags in (on_index, aliases, list(repo.tags)):
             if tags:
@@ -54,8 +54,9 @@ def test_generated_tree_is_served_and_clean(docker_ready: None, tmp_path: Path) 
     assert inventory.problems == ()
     names = [r.name for r in inventory.repositories]
     assert any(r.has_nested for r in inventory.repositories), names
-    assert any(inventory.manifest_table.children_of(t.digest)
-               for r in inventory.repositories for t in r.tags)
+    assert any(
+        inventory.manifests.children_of(t.digest) for r in inventory.repositories for t in r.tags
+    )
     shared = {b for m in inventory.manifests.values() for b in m.blobs}
     assert len(shared) < sum(len(m.blobs) for m in inventory.manifests.values())
 

@@ -22,17 +22,24 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def retentiond(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "retentiond", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
-                          env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "retentiond", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+        env={**os.environ},
+    )
 
 
 def write_config(tmp_path: Path, root: Path, policy: str) -> Path:
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "p.yaml").write_text(textwrap.dedent(policy))
     config = tmp_path / "retentiond.yaml"
-    config.write_text(f"registry:\n  root: {root}\npolicies: [policies/]\n"
-                      f"state_dir: {tmp_path / 'state'}\nlog: {{format: json}}\n")
+    config.write_text(
+        f"registry:\n  root: {root}\npolicies: [policies/]\n"
+        f"state_dir: {tmp_path / 'state'}\nlog: {{format: json}}\n"
+    )
     return config
 
 
@@ -55,8 +62,15 @@ def test_plan_json_has_the_contract_shape(registry: RunningRegistry, tmp_path: P
     result = retentiond(config, "plan", "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert set(plan) >= {"generated_at", "root", "summary", "tags", "manifests",
-                         "repositories", "refused"}
+    assert set(plan) >= {
+        "generated_at",
+        "root",
+        "summary",
+        "tags",
+        "manifests",
+        "repositories",
+        "refused",
+    }
     assert plan["summary"]["tags"] == 4 and plan["summary"]["tags_deleted"] == 2
     assert {t["tag"] for t in plan["tags"]} == {"pr-1", "pr-2"}  # main shares pr-2's digest
     assert len(plan["manifests"]) == 1  # only pr-1's manifest: main still reaches pr-2's
@@ -85,8 +99,7 @@ def test_verify_finds_a_missing_layer(registry: RunningRegistry, tmp_path: Path)
     assert "missing" in report["broken"][0]["reason"]
 
 
-def test_corrupt_link_is_reported_with_its_path(registry: RunningRegistry,
-                                                tmp_path: Path) -> None:
+def test_corrupt_link_is_reported_with_its_path(registry: RunningRegistry, tmp_path: Path) -> None:
     push_oci_image(registry, "ci/app", "a", layers=[b"a"], seed="a")
     push_oci_image(registry, "ci/app", "b", layers=[b"b"], seed="b")
     tag_link(registry.root, "ci/app", "a").write_bytes(b"")

@@ -38,15 +38,18 @@ SETUP_HINT = "run `bash scripts/start-docker.sh` (as root) to install it"
 def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed (Debian package {package}); {SETUP_HINT}",
-                    pytrace=False)
+        pytest.fail(
+            f"{name} is not installed (Debian package {package}); {SETUP_HINT}", pytrace=False
+        )
     return path
 
 
-def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def run(
+    *argv: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 # ---------------------------------------------------------------- systemd
@@ -86,9 +89,12 @@ def effective_list(entries: list[tuple[str, str]], key: str) -> list[str]:
 
 
 def verify_units(directory: Path, *units: str) -> None:
-    result = run(tool("systemd-analyze", "systemd"), "verify",
-                 *(str(directory / unit) for unit in units),
-                 env={"SYSTEMD_UNIT_PATH": f"{directory}:", "PATH": "/usr/bin:/bin"})
+    result = run(
+        tool("systemd-analyze", "systemd"),
+        "verify",
+        *(str(directory / unit) for unit in units),
+        env={"SYSTEMD_UNIT_PATH": f"{directory}:", "PATH": "/usr/bin:/bin"},
+    )
     # verify exits 0 on unknown keys and bad values, but says so on stderr
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
@@ -121,8 +127,12 @@ def test_verify_reports_a_bad_key(tmp_path: Path) -> None:
     directory = units_copy(tmp_path)
     unit = directory / "retentiond.service"
     unit.write_text(unit.read_text().replace("ProtectHome=yes", "ProtectHomes=yes"))
-    result = run("systemd-analyze", "verify", str(unit),
-                 env={"SYSTEMD_UNIT_PATH": f"{directory}:", "PATH": "/usr/bin:/bin"})
+    result = run(
+        "systemd-analyze",
+        "verify",
+        str(unit),
+        env={"SYSTEMD_UNIT_PATH": f"{directory}:", "PATH": "/usr/bin:/bin"},
+    )
     assert "Unknown key 'ProtectHomes'" in result.stderr
 
 
@@ -177,8 +187,9 @@ def test_the_debian_commands_match_the_units_and_the_polkit_rule() -> None:
     polkit rule allows, with the verbs it allows."""
     readonly = unit_entries(SYSTEMD / "docker-registry-readonly.service")
     assert last(readonly["Unit"], "Conflicts") == "docker-registry.service"
-    assert "REGISTRY_STORAGE_MAINTENANCE_READONLY" in (last(readonly["Service"], "Environment")
-                                                      or "")
+    assert "REGISTRY_STORAGE_MAINTENANCE_READONLY" in (
+        last(readonly["Service"], "Environment") or ""
+    )
     rules = (SYSTEMD / "50-retentiond.rules").read_text(encoding="utf-8")
     allowed_units = set(re.findall(r'unit === "([^"]+)"', rules))
     allowed_verbs = set(re.findall(r'verb === "([^"]+)"', rules))
@@ -202,7 +213,8 @@ def config_keys(cls: type[Any], prefix: str = "") -> set[str]:
             continue
         key = prefix + field.name
         default = (
-            field.default_factory() if field.default_factory is not dataclasses.MISSING
+            field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
             else field.default
         )
         if dataclasses.is_dataclass(default):
@@ -270,8 +282,11 @@ def test_docker_compose_rejects_an_invalid_file(tmp_path: Path) -> None:
     """The validation above has teeth: an unknown option fails it."""
     bad = tmp_path / "docker-compose.yml"
     text = (COMPOSE / "docker-compose.yml").read_text(encoding="utf-8")
-    bad.write_text(text.replace("    container_name: registry\n",
-                                "    container_name: registry\n    bogus_option: 1\n"))
+    bad.write_text(
+        text.replace(
+            "    container_name: registry\n", "    container_name: registry\n    bogus_option: 1\n"
+        )
+    )
     result = compose_config(bad)
     assert result.returncode != 0 and "bogus_option" in result.stderr
 
@@ -315,9 +330,7 @@ def test_the_compose_services_fit_together(tmp_path: Path) -> None:
     # the same volume, at the same path, as registry.root
     assert retentiond_mounts[str(config.registry.root)] == registry_mounts["/var/lib/registry"]
     assert retentiond_mounts[str(config.state_dir)] == "retentiond-state"
-    assert retentiond_mounts["/etc/retentiond/retentiond.yaml"] == str(
-        COMPOSE / "retentiond.yaml"
-    )
+    assert retentiond_mounts["/etc/retentiond/retentiond.yaml"] == str(COMPOSE / "retentiond.yaml")
     assert retentiond_mounts["/etc/retentiond/policies"] == str(ROOT / "policies")
     assert retentiond_mounts["/var/run/docker.sock"] == "/var/run/docker.sock"
     assert config.registry.url == "http://registry:5000"
@@ -346,8 +359,9 @@ def test_promtool_checks_the_compose_prometheus_config(tmp_path: Path) -> None:
     """The rule file is given by its path inside the container; point it to the real one."""
     text = (COMPOSE / "prometheus.yml").read_text(encoding="utf-8")
     config = tmp_path / "prometheus.yml"
-    config.write_text(text.replace("/etc/prometheus/alerts.yml",
-                                   str(DEPLOY / "prometheus" / "alerts.yml")))
+    config.write_text(
+        text.replace("/etc/prometheus/alerts.yml", str(DEPLOY / "prometheus" / "alerts.yml"))
+    )
     result = run(tool("promtool", "prometheus"), "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -374,8 +388,22 @@ def test_the_dockerfile_is_sound() -> None:
     but the package registries is reachable), so the image is not built in the tests."""
     instructions = dockerfile_instructions(DEPLOY / "Dockerfile")
     keywords = [keyword for keyword, _ in instructions]
-    known = {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "VOLUME", "EXPOSE", "HEALTHCHECK",
-             "STOPSIGNAL", "ENTRYPOINT", "CMD", "ARG", "LABEL", "USER"}
+    known = {
+        "FROM",
+        "ENV",
+        "WORKDIR",
+        "COPY",
+        "RUN",
+        "VOLUME",
+        "EXPOSE",
+        "HEALTHCHECK",
+        "STOPSIGNAL",
+        "ENTRYPOINT",
+        "CMD",
+        "ARG",
+        "LABEL",
+        "USER",
+    }
     assert set(keywords) <= known, set(keywords) - known
     assert instructions[0] == ("FROM", "python:3.11-slim")
     assert keywords.count("FROM") == 1
@@ -422,8 +450,9 @@ def test_promtool_checks_the_rules() -> None:
 
 
 def test_promtool_unit_tests_pass() -> None:
-    result = run(tool("promtool", "prometheus"), "test", "rules", str(ALERTS_TEST),
-                 cwd=ALERTS.parent)
+    result = run(
+        tool("promtool", "prometheus"), "test", "rules", str(ALERTS_TEST), cwd=ALERTS.parent
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -463,8 +492,7 @@ def test_the_rules_select_the_task_label_not_exported_job() -> None:
 
 def exposed_names() -> set[str]:
     """Every sample name a fresh Metrics can expose (``_total``, ``_bucket`` ... included)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
-                "gauge": ("",)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names: set[str] = set()
     for family in Metrics().registry.collect():
         names |= {family.name + suffix for suffix in suffixes[family.type]}
@@ -556,23 +584,31 @@ def prometheus(tmp_path: Path, metrics_endpoint: tuple[Metrics, str]) -> Iterato
     binary = tool("prometheus", "prometheus")
     _, target = metrics_endpoint
     text = (COMPOSE / "prometheus.yml").read_text(encoding="utf-8")
-    text = (text.replace("retentiond:9480", target)
-                .replace("/etc/prometheus/alerts.yml", str(ALERTS))
-                .replace("scrape_interval: 30s", "scrape_interval: 1s")
-                .replace("evaluation_interval: 30s", "evaluation_interval: 1s"))
+    text = (
+        text.replace("retentiond:9480", target)
+        .replace("/etc/prometheus/alerts.yml", str(ALERTS))
+        .replace("scrape_interval: 30s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 30s", "evaluation_interval: 1s")
+    )
     config = tmp_path / "prometheus.yml"
     config.write_text(text, encoding="utf-8")
     port = free_port()
     log = (tmp_path / "prometheus.log").open("w")
     process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     server = PrometheusServer(f"http://127.0.0.1:{port}")
     try:
-        server.wait_for("a successful scrape of retentiond",
-                        lambda: server.query('up{job="retentiond"} == 1'))
+        server.wait_for(
+            "a successful scrape of retentiond", lambda: server.query('up{job="retentiond"} == 1')
+        )
         yield server
     finally:
         process.terminate()
@@ -587,8 +623,9 @@ def prometheus(tmp_path: Path, metrics_endpoint: tuple[Metrics, str]) -> Iterato
 
 def selectors(expression: str) -> list[str]:
     """The vector selectors of a PromQL expression: ``name{matchers}``."""
-    return re.findall(r"\b(?:retentiond_[a-z_]+|up)\{[^}]*\}|\bretentiond_[a-z_]+[a-z]\b(?!\{)",
-                      expression)
+    return re.findall(
+        r"\b(?:retentiond_[a-z_]+|up)\{[^}]*\}|\bretentiond_[a-z_]+[a-z]\b(?!\{)", expression
+    )
 
 
 def test_a_real_prometheus_loads_the_rules_and_every_selector_finds_series(
@@ -599,8 +636,9 @@ def test_a_real_prometheus_loads_the_rules_and_every_selector_finds_series(
     for name in ("retentiond_job_failures_total", "retentiond_last_success_timestamp_seconds"):
         series = [sample["metric"] for sample in prometheus.query(name)]
         assert sorted(labels["task"] for labels in series) == sorted(JOBS), name
-        assert all(labels["job"] == "retentiond" and "exported_job" not in labels
-                   for labels in series), series
+        assert all(
+            labels["job"] == "retentiond" and "exported_job" not in labels for labels in series
+        ), series
     for rule in alerts():
         for selector in selectors(rule["expr"]):
             if selector.startswith("up{") and "absent" in rule["expr"]:
@@ -615,8 +653,11 @@ def test_a_real_prometheus_loads_the_rules_and_every_selector_finds_series(
     rules = prometheus.wait_for("every rule evaluated", evaluated)
     assert {r["name"] for r in rules} == {rule["alert"] for rule in alerts()}
     # RetentiondAbsent may be pending from an evaluation before the first scrape: it clears
-    prometheus.wait_for("no alert pending or firing",
-                        lambda: prometheus.get("/api/v1/alerts")["alerts"] == [], timeout=30)
+    prometheus.wait_for(
+        "no alert pending or firing",
+        lambda: prometheus.get("/api/v1/alerts")["alerts"] == [],
+        timeout=30,
+    )
 
 
 def test_a_real_prometheus_fires_on_broken_tags(
@@ -626,8 +667,11 @@ def test_a_real_prometheus_fires_on_broken_tags(
     metrics.observe_verify(2, time.time())
 
     def firing() -> list[dict[str, Any]]:
-        return [a for a in prometheus.get("/api/v1/alerts")["alerts"]
-                if a["labels"]["alertname"] == "RetentiondBrokenTags" and a["state"] == "firing"]
+        return [
+            a
+            for a in prometheus.get("/api/v1/alerts")["alerts"]
+            if a["labels"]["alertname"] == "RetentiondBrokenTags" and a["state"] == "firing"
+        ]
 
     (alert,) = prometheus.wait_for("RetentiondBrokenTags firing", firing)
     assert alert["annotations"]["summary"].startswith("2 broken tags")
@@ -636,9 +680,25 @@ def test_a_real_prometheus_fires_on_broken_tags(
 # ---------------------------------------------------------------- policies in git
 
 PRE_COMMIT_KEYS = {
-    "id", "name", "entry", "language", "files", "exclude", "types", "types_or", "exclude_types",
-    "always_run", "fail_fast", "verbose", "pass_filenames", "require_serial", "description",
-    "language_version", "minimum_pre_commit_version", "args", "stages",
+    "id",
+    "name",
+    "entry",
+    "language",
+    "files",
+    "exclude",
+    "types",
+    "types_or",
+    "exclude_types",
+    "always_run",
+    "fail_fast",
+    "verbose",
+    "pass_filenames",
+    "require_serial",
+    "description",
+    "language_version",
+    "minimum_pre_commit_version",
+    "args",
+    "stages",
 }
 
 

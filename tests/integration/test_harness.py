@@ -112,8 +112,16 @@ def test_oci_image_bytes_are_deterministic(registry: RunningRegistry) -> None:
     assert list_blobs(registry.root) == blobs
     img = make_oci_image([b"x"], config_created="2024-05-06T07:08:09Z", seed="created")
     push_oci(registry, "harness/one", "created", img)
-    config = json.loads((registry.v2 / "blobs" / "sha256" / img.config_digest[7:9]
-                         / img.config_digest[7:] / "data").read_bytes())
+    config = json.loads(
+        (
+            registry.v2
+            / "blobs"
+            / "sha256"
+            / img.config_digest[7:9]
+            / img.config_digest[7:]
+            / "data"
+        ).read_bytes()
+    )
     assert config["created"] == "2024-05-06T07:08:09Z"
     assert pull_ok(registry, "harness/one", "created")
 
@@ -167,8 +175,10 @@ def test_gc_on_a_copy_reclaims_exactly_the_untagged_image(
     copy = registry_root_copy(root)
     link = tag_link(copy, "harness/app", "old")
     assert link.stat().st_mtime == datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
-    assert tag_dir(copy, "harness/app", "new").stat().st_mtime == \
-        tag_dir(root, "harness/app", "new").stat().st_mtime
+    assert (
+        tag_dir(copy, "harness/app", "new").stat().st_mtime
+        == tag_dir(root, "harness/app", "new").stat().st_mtime
+    )
 
     # Removing only the tag reclaims nothing: the revision link still marks the manifest.
     remove_tag(copy, "harness/app", "old")

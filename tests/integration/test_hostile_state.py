@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from retentiond.state import save_removals
-from retentiond.storage.removal import QUARANTINE, Removal, live_path, move_out
+from retentiond.storage.layout import QUARANTINE
+from retentiond.storage.removal import move_out
+from retentiond.storage.removal_list import Removal, live_path
 from tests.harness.images import pull_ok, push_oci_image
 from tests.harness.registry import RunningRegistry
 from tests.harness.tree import copy_tree, set_pushed_at, tag_dir
@@ -31,11 +33,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN = "20261201T030000Z-1a2b3c"
 
 
-def retentiond(config: Path, *args: str, env: dict[str, str] | None = None,
-               ) -> subprocess.CompletedProcess[str]:
+def retentiond(
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "retentiond", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
     )
 
@@ -64,20 +72,32 @@ class Held:
         (self.outside / "secret").write_text("not retentiond's")
         (tmp_path / "policies").mkdir()
         (tmp_path / "policies/p.yaml").write_text(
-            "policies:\n  - name: app\n    repositories: [app]\n    keep: {tags: [latest]}\n")
+            "policies:\n  - name: app\n    repositories: [app]\n    keep: {tags: [latest]}\n"
+        )
         self.config = tmp_path / "retentiond.yaml"
-        self.config.write_text(json.dumps({
-            "registry": {"root": str(self.root), "url": "http://127.0.0.1:9"},
-            "runtime": {"kind": "none"},
-            "policies": ["policies/"],
-            "state_dir": str(self.state),
-            "log": {"format": "json"},
-        }))
+        self.config.write_text(
+            json.dumps(
+                {
+                    "registry": {"root": str(self.root), "url": "http://127.0.0.1:9"},
+                    "runtime": {"kind": "none"},
+                    "policies": ["policies/"],
+                    "state_dir": str(self.state),
+                    "log": {"format": "json"},
+                }
+            )
+        )
         self.removal = Removal(0, "tag", "app", "old", live_path("tag", "app", "old"))
         save_removals(self.state, RUN, [self.removal.to_json()])
         move_out(self.root, RUN, [self.removal], lambda r: None)
-        self.history({"run_id": RUN, "status": "ok", "gc_ran": False, "purged": False,
-                      "held_until": "2099-01-01T00:00:00Z"})
+        self.history(
+            {
+                "run_id": RUN,
+                "status": "ok",
+                "gc_ran": False,
+                "purged": False,
+                "held_until": "2099-01-01T00:00:00Z",
+            }
+        )
         self.before = self.snapshot()
 
     def history(self, *records: dict[str, Any]) -> None:
@@ -132,8 +152,12 @@ def test_undo_refuses_a_removal_with_dot_dot(held: Held) -> None:
 
 
 def test_undo_refuses_a_tag_path_of_the_wrong_shape(held: Held) -> None:
-    good = {**held.removal.to_json(), "index": 1, "name": "latest",
-            "live": live_path("tag", "app", "latest")}
+    good = {
+        **held.removal.to_json(),
+        "index": 1,
+        "name": "latest",
+        "live": live_path("tag", "app", "latest"),
+    }
     wrong = {**held.removal.to_json(), "live": "repositories/app/_layers/sha256/" + "ab" * 32}
     path = held.write_removals([good, wrong])
     proc = retentiond(held.config, "undo", RUN)
@@ -160,8 +184,13 @@ def test_run_id_dot_dot_in_runs_jsonl_is_refused_by_undo_and_apply(held: Held) -
     held.history({"run_id": "../../outside", "status": "ok", "held_until": "2000-01-01T00:00:00Z"})
     for args in (("undo", RUN), ("apply", "--yes")):
         proc = retentiond(held.config, *args)
-        assert_one_line_error(proc, 1, f"{held.state}/runs.jsonl line 2",
-                              "'../../outside', not a run id", "fix or delete that line")
+        assert_one_line_error(
+            proc,
+            1,
+            f"{held.state}/runs.jsonl line 2",
+            "'../../outside', not a run id",
+            "fix or delete that line",
+        )
         held.assert_unchanged()
 
 
@@ -172,8 +201,9 @@ def test_undo_of_an_old_style_run_refuses_and_says_what_to_do(held: Held) -> Non
     listing.write_text(json.dumps([{**held.removal.to_json(), "live": "/etc"}]))
     held.before = held.snapshot()
     proc = retentiond(held.config, "undo", RUN)
-    assert_one_line_error(proc, 1, "earlier retentiond", str(listing), "not trusted",
-                          "back by hand")
+    assert_one_line_error(
+        proc, 1, "earlier retentiond", str(listing), "not trusted", "back by hand"
+    )
     held.assert_unchanged()
 
 
@@ -185,14 +215,21 @@ def test_undo_of_an_old_style_run_refuses_and_says_what_to_do(held: Held) -> Non
     [
         ("not-json", '{"run_id": "' + RUN + '", "phase": "remov', "is not valid JSON"),
         ("a-list", json.dumps([RUN, "removing"]), "it is list, not a JSON object"),
-        ("missing-and-wrong-keys", json.dumps({"run_id": RUN, "durations": "fast"}),
-         "'phase' is missing"),
-        ("wrong-types", json.dumps({"run_id": RUN, "phase": "removing", "gc_ran": "no"}),
-         "'gc_ran' is 'no', not true or false"),
+        (
+            "missing-and-wrong-keys",
+            json.dumps({"run_id": RUN, "durations": "fast"}),
+            "'phase' is missing",
+        ),
+        (
+            "wrong-types",
+            json.dumps({"run_id": RUN, "phase": "removing", "gc_ran": "no"}),
+            "'gc_ran' is 'no', not true or false",
+        ),
     ],
 )
-def test_malformed_journal_at_apply_start_changes_nothing(held: Held, shape: str, text: str,
-                                                          why: str) -> None:
+def test_malformed_journal_at_apply_start_changes_nothing(
+    held: Held, shape: str, text: str, why: str
+) -> None:
     journal = held.state / "journal.json"
     journal.write_text(text)
     proc = retentiond(held.config, "apply", "--yes")
@@ -206,7 +243,11 @@ def test_fifo_as_journal_is_an_error_not_a_hang(held: Held) -> None:
     os.mkfifo(journal)
     proc = subprocess.run(
         [sys.executable, "-m", "retentiond", "--config", str(held.config), "apply", "--yes"],
-        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
     assert_one_line_error(proc, 1, str(journal), "a FIFO, not a regular file", "move it away")
     held.assert_unchanged()
 
@@ -246,15 +287,21 @@ def sentinel(tmp_path: Path) -> Path:
 
 
 def test_symlinked_quarantine_pointing_outside_is_refused_before_the_freeze(
-        registry: RunningRegistry, tmp_path: Path) -> None:
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     seed(registry)
     outside = sentinel(tmp_path)
     before = snapshot(outside)
     (registry.root / QUARANTINE).symlink_to(outside)
     setup = make_setup(registry, tmp_path, KEEP_LATEST)
     proc = setup.run("apply", "--yes", check=False)
-    assert_one_line_error(proc, 1, f"{registry.root}/{QUARANTINE} is not a directory made by",
-                          "symbolic link", "move it away")
+    assert_one_line_error(
+        proc,
+        1,
+        f"{registry.root}/{QUARANTINE} is not a directory made by",
+        "symbolic link",
+        "move it away",
+    )
     assert snapshot(outside) == before, "something was written outside the root"
     assert tag_dir(registry.root, "app", "old").is_dir()
     assert pull_ok(registry, "app", "old") and pull_ok(registry, "app", "latest")
@@ -263,7 +310,8 @@ def test_symlinked_quarantine_pointing_outside_is_refused_before_the_freeze(
 
 @pytest.mark.parametrize("swapped", ["tag-directory", "manifests-tags"])
 def test_symlink_swapped_in_at_removal_time_moves_nothing(
-        swapped: str, registry: RunningRegistry, tmp_path: Path) -> None:
+    swapped: str, registry: RunningRegistry, tmp_path: Path
+) -> None:
     """The plan was made on a clean tree; while the registry is frozen, before the removals,
     a tag directory (or the repository's whole ``_manifests/tags``) becomes a link to a copy
     outside the root. apply refuses, puts nothing anywhere and brings the registry back."""
@@ -272,8 +320,11 @@ def test_symlink_swapped_in_at_removal_time_moves_nothing(
     setup = make_setup(registry, tmp_path, KEEP_LATEST)
     proc = subprocess.Popen(
         [sys.executable, "-m", "retentiond", "--config", str(setup.config), "apply", "--yes"],
-        cwd=REPO_ROOT, env={**os.environ, "RETENTIOND_PAUSE": "planned=4"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "RETENTIOND_PAUSE": "planned=4"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     journal = setup.state / "journal.json"
     try:
@@ -303,7 +354,8 @@ def test_symlink_swapped_in_at_removal_time_moves_nothing(
 
 
 def test_undo_of_an_old_style_registry_run_refuses_and_keeps_images(
-        registry: RunningRegistry, tmp_path: Path) -> None:
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     """A real run with --no-gc, then made to look like one of the previous version (its list
     only in the quarantine, pointing outside): undo refuses; nothing moves."""
     seed(registry)
@@ -316,8 +368,9 @@ def test_undo_of_an_old_style_registry_run_refuses_and_keeps_images(
     entries = json.loads(listing.read_text())
     listing.unlink()
     qdir = registry.root / QUARANTINE / run_id
-    (qdir / "removals.json").write_text(json.dumps(
-        [{**e, "live": str(outside / "keep")} for e in entries]))
+    (qdir / "removals.json").write_text(
+        json.dumps([{**e, "live": str(outside / "keep")} for e in entries])
+    )
     held = snapshot(qdir)
     proc = setup.run("undo", run_id, check=False)
     assert_one_line_error(proc, 1, "earlier retentiond", "not trusted", "back by hand")

@@ -70,8 +70,9 @@ def make_removals(root: Path, plan: Plan) -> None:
         shutil.rmtree(root / "docker/registry/v2/repositories" / name)
 
 
-def plan_and_compare(reg: RunningRegistry, tmp_path: Path, rules: list[Policy],
-                     safety: Safety | None = None) -> Plan:
+def plan_and_compare(
+    reg: RunningRegistry, tmp_path: Path, rules: list[Policy], safety: Safety | None = None
+) -> Plan:
     """Plan on the live tree; prove the reclaimable set and bytes against the real GC."""
     inventory = read_inventory(reg.root)
     plan = make_plan(inventory, rules, safety or Safety(untagged_min_age=timedelta(hours=1)), NOW)
@@ -98,12 +99,16 @@ def test_shared_digest_aliases(registry: RunningRegistry, tmp_path: Path) -> Non
     tag_alias(registry, "app", "v3", "latest")
     for tag, days in (("v1", 30), ("v2", 20), ("v3", 10), ("latest", 5)):
         set_pushed_at(registry.root, "app", tag, ago(days))
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: only-latest
             repositories: ["app"]
             keep: {tags: ["latest"]}
-    """))
+    """),
+    )
     assert deleted(plan) == {"app:v1", "app:v2", "app:v3"}
     assert shared not in {m.digest for m in plan.manifests_unlinked}
     assert shared not in plan.reclaimable
@@ -116,13 +121,17 @@ def test_multiarch_index(registry: RunningRegistry, tmp_path: Path) -> None:
     set_pushed_at(registry.root, "base/os", "1.0", ago(30))
     for child in (*old_children, *new_children, old, new):
         age_revision(registry.root, "base/os", child, ago(30))
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: base
             repositories: ["base/**"]
             keep: {last: 1}
             untagged: delete
-    """))
+    """),
+    )
     assert deleted(plan) == {"base/os:1.0"}
     assert {m.digest for m in plan.manifests_unlinked} == {old, *old_children}
     assert set(new_children).isdisjoint(plan.reclaimable)
@@ -135,24 +144,30 @@ def test_nested_repositories(registry: RunningRegistry, tmp_path: Path) -> None:
     push_oci_image(registry, "team/app/api", "b", layers=[b"api b"], seed="ab")
     for repo in ("team/app", "team/app/api"):
         set_pushed_at(registry.root, repo, "a", ago(9))
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: api-only
             repositories: ["team/*/api"]
             keep: {last: 1}
-    """))
+    """),
+    )
     assert deleted(plan) == {"team/app/api:a"}
     assert [r.name for r in read_inventory(registry.root).repositories] == [
-        "team/app", "team/app/api"]
+        "team/app",
+        "team/app/api",
+    ]
 
 
 def test_base_layer_shared_across_repositories(registry: RunningRegistry, tmp_path: Path) -> None:
     base = [b"shared base layer " * 100]
-    push_docker_image(registry, "svc/one", "old", layers=[b"one old"], seed="one-old",
-                      base="debian-like")
+    push_docker_image(
+        registry, "svc/one", "old", layers=[b"one old"], seed="one-old", base="debian-like"
+    )
     push_docker_image(registry, "svc/one", "new", layers=[b"one new"], seed="one-new")
-    push_docker_image(registry, "svc/two", "only", layers=[b"two"], seed="two",
-                      base="debian-like")
+    push_docker_image(registry, "svc/two", "only", layers=[b"two"], seed="two", base="debian-like")
     push_oci_image(registry, "svc/three", "x", layers=[*base, b"three"], seed="three")
     push_oci_image(registry, "svc/four", "x", layers=[*base, b"four"], seed="four")
     set_pushed_at(registry.root, "svc/one", "old", ago(40))
@@ -160,31 +175,41 @@ def test_base_layer_shared_across_repositories(registry: RunningRegistry, tmp_pa
     shared = [b for m in inventory.manifests.values() for b in m.blobs]
     shared_once = {b for b in shared if shared.count(b) > 1}
     assert shared_once, "the scenario needs layers shared across repositories"
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: svc
             repositories: ["svc/**"]
             keep: {last: 1}
             allow_empty: true
-    """))
+    """),
+    )
     assert "svc/one:old" in deleted(plan)
     assert shared_once.isdisjoint(plan.reclaimable)
 
 
 def test_repointed_tag_history_is_not_current(registry: RunningRegistry, tmp_path: Path) -> None:
-    digests = [push_oci_image(registry, "ci/app", "main", layers=[f"build {i}".encode()],
-                              seed=f"b{i}") for i in range(4)]
+    digests = [
+        push_oci_image(registry, "ci/app", "main", layers=[f"build {i}".encode()], seed=f"b{i}")
+        for i in range(4)
+    ]
     for d in digests[:-1]:
         age_revision(registry.root, "ci/app", d, ago(3))
     history = tag_dir(registry.root, "ci/app", "main") / "index/sha256"
     assert len(os.listdir(history)) == 4
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: ci
             repositories: ["ci/**"]
             keep: {last: 5}
             untagged: delete
-    """))
+    """),
+    )
     assert plan.tags_deleted == ()
     assert {m.digest for m in plan.manifests_unlinked} == set(digests[:-1])
 
@@ -195,13 +220,17 @@ def test_untagged_old_and_new(registry: RunningRegistry, tmp_path: Path) -> None
     push_oci_image(registry, "ci/job", "t", layers=[b"current"], seed="c")
     age_revision(registry.root, "ci/job", old, ago(2))
     age_revision(registry.root, "ci/job", young, NOW - timedelta(minutes=10))
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: jobs
             repositories: ["ci/**"]
             keep: {last: 3}
             untagged: delete
-    """))
+    """),
+    )
     assert [m.digest for m in plan.manifests_unlinked] == [old]
     assert young not in plan.reclaimable
 
@@ -210,12 +239,16 @@ def test_untagged_keep_leaves_everything(registry: RunningRegistry, tmp_path: Pa
     old = push_oci_image(registry, "ci/job", "t", layers=[b"old"], seed="o")
     push_oci_image(registry, "ci/job", "t", layers=[b"new"], seed="n")
     age_revision(registry.root, "ci/job", old, ago(20))
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: jobs
             repositories: ["ci/**"]
             keep: {last: 3}
-    """))
+    """),
+    )
     assert plan.manifests_unlinked == () and plan.reclaimable == {}
 
 
@@ -223,36 +256,49 @@ def test_signature_follows_its_image(registry: RunningRegistry, tmp_path: Path) 
     old = make_oci_image([b"signed old"], seed="so")
     push_oci(registry, "signed", "old", old)
     push_oci_image(registry, "signed", "new", layers=[b"signed new"], seed="sn")
-    sig = make_oci_image([b"signature"], seed="sig", subject=old.descriptor(),
-                         artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json")
+    sig = make_oci_image(
+        [b"signature"],
+        seed="sig",
+        subject=old.descriptor(),
+        artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+    )
     sig_tag = "sha256-" + old.digest.split(":")[1] + ".sig"
     push_oci(registry, "signed", sig_tag, sig)
     set_pushed_at(registry.root, "signed", "old", ago(10))
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: signed
             repositories: ["signed"]
             keep: {last: 1}
-    """))
+    """),
+    )
     assert deleted(plan) == {"signed:old", f"signed:{sig_tag}"}
     assert {old.digest, sig.digest} <= {m.digest for m in plan.manifests_unlinked}
 
 
-def test_empty_repository_removed_only_when_allowed(registry: RunningRegistry,
-                                                     tmp_path: Path) -> None:
+def test_empty_repository_removed_only_when_allowed(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     push_oci_image(registry, "tmp/pr-1", "build", layers=[b"pr1"], seed="pr1")
     push_oci_image(registry, "tmp/pr-2", "build", layers=[b"pr2"], seed="pr2")
     for repo in ("tmp/pr-1", "tmp/pr-2"):
         set_pushed_at(registry.root, repo, "build", ago(30))
     digest = (tag_link(registry.root, "tmp/pr-1", "build")).read_text()
     for repo in ("tmp/pr-1", "tmp/pr-2"):
-        age_revision(registry.root, repo, (tag_link(registry.root, repo, "build")).read_text(),
-                     ago(30))
+        age_revision(
+            registry.root, repo, (tag_link(registry.root, repo, "build")).read_text(), ago(30)
+        )
         for sub in ("_layers/sha256", "_uploads"):
             p = registry.root / "docker/registry/v2/repositories" / repo / sub
             if p.exists():
                 os.utime(p, (ago(30).timestamp(),) * 2)
-    plan = plan_and_compare(registry, tmp_path, policies("""
+    plan = plan_and_compare(
+        registry,
+        tmp_path,
+        policies("""
         policies:
           - name: previews
             repositories: ["tmp/pr-1"]
@@ -261,7 +307,8 @@ def test_empty_repository_removed_only_when_allowed(registry: RunningRegistry,
           - name: kept-previews
             repositories: ["tmp/pr-2"]
             keep: {within: 7d}
-    """))
+    """),
+    )
     assert plan.repositories_removed == ("tmp/pr-1",)
     assert deleted(plan) == {"tmp/pr-1:build"}
     assert digest in {m.digest for m in plan.manifests_unlinked}
@@ -297,8 +344,9 @@ def test_empty_tag_link_refuses_the_repository(registry: RunningRegistry, tmp_pa
     assert "link file is empty" in plan.refused[0].reason
 
 
-def test_missing_manifest_blob_refuses_the_repository(registry: RunningRegistry,
-                                                        tmp_path: Path) -> None:
+def test_missing_manifest_blob_refuses_the_repository(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     _, new = corrupt_scenario(registry)
     shutil.rmtree(blob_data(registry.root, new).parent)
     plan = plan_and_compare(registry, tmp_path, policies(KEEP_ONE))
@@ -306,8 +354,9 @@ def test_missing_manifest_blob_refuses_the_repository(registry: RunningRegistry,
     assert [r.repository for r in plan.refused] == ["app"]
 
 
-def test_garbage_manifest_blocks_gc_like_the_registry(registry: RunningRegistry,
-                                                        tmp_path: Path) -> None:
+def test_garbage_manifest_blocks_gc_like_the_registry(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     old, _ = corrupt_scenario(registry)
     data = blob_data(registry.root, old)
     data.chmod(0o644)
@@ -333,8 +382,9 @@ def test_symlink_is_not_followed(registry: RunningRegistry, tmp_path: Path) -> N
     assert "other:old" in deleted(plan)
 
 
-def test_tag_without_current_link_refuses_the_repository(registry: RunningRegistry,
-                                                          tmp_path: Path) -> None:
+def test_tag_without_current_link_refuses_the_repository(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
     corrupt_scenario(registry)
     (tag_dir(registry.root, "app", "half-pushed")).mkdir(parents=True)
     plan = plan_and_compare(registry, tmp_path, policies(KEEP_ONE))

@@ -36,8 +36,9 @@ def plain(docker_ready: None, tmp_path: Path) -> Iterator[PlainRegistry]:
         stop_plain_registry(reg)
 
 
-def runtime(reg: PlainRegistry, mode: GcMode = GcMode.READONLY,
-            **commands: str | None) -> CommandRuntime:
+def runtime(
+    reg: PlainRegistry, mode: GcMode = GcMode.READONLY, **commands: str | None
+) -> CommandRuntime:
     config = RuntimeConfig(
         kind=RuntimeKind.COMMAND,
         gc_mode=mode,
@@ -165,9 +166,14 @@ def test_failing_command_names_command_code_and_output(plain: PlainRegistry) -> 
 
 def test_commands_time_out_and_never_wait_for_background_processes() -> None:
     rt = CommandRuntime(
-        RuntimeConfig(kind=RuntimeKind.COMMAND, commands=RuntimeCommands(
-            stop="sleep 30", start="sleep 3 & echo started", gc="x garbage-collect c",
-        )),
+        RuntimeConfig(
+            kind=RuntimeKind.COMMAND,
+            commands=RuntimeCommands(
+                stop="sleep 30",
+                start="sleep 3 & echo started",
+                gc="x garbage-collect c",
+            ),
+        ),
         timeout=0.5,
     )
     started = time.monotonic()
@@ -195,15 +201,23 @@ def test_gc_command_dry_run_and_delete_untagged() -> None:
     with pytest.raises(RuntimeControlError, match="no `garbage-collect` word"):
         gc_command("/usr/local/bin/registry-gc.sh", dry_run=True)
     assert gc_command("/usr/local/bin/registry-gc.sh", dry_run=False)
-    for bad in (f"registry garbage-collect --delete-untagged {cfg}",
-                f"registry garbage-collect -m {cfg}"):
+    for bad in (
+        f"registry garbage-collect --delete-untagged {cfg}",
+        f"registry garbage-collect -m {cfg}",
+    ):
         with pytest.raises(RuntimeControlError, match="--delete-untagged"):
             gc_command(bad, dry_run=False)
 
 
 def test_check_lists_missing_commands() -> None:
-    rt = CommandRuntime(RuntimeConfig(kind=RuntimeKind.COMMAND, commands=RuntimeCommands(
-        gc="registry garbage-collect -m /etc/docker/registry/config.yml")))
+    rt = CommandRuntime(
+        RuntimeConfig(
+            kind=RuntimeKind.COMMAND,
+            commands=RuntimeCommands(
+                gc="registry garbage-collect -m /etc/docker/registry/config.yml"
+            ),
+        )
+    )
     problems = rt.check()
     assert len(problems) == 3, problems
     assert "gc_mode readonly needs readonly" in problems[0]

@@ -22,7 +22,8 @@ import pytest
 from retentiond.config import GcMode, RuntimeConfig, RuntimeKind
 from retentiond.errors import RuntimeControlError
 from retentiond.runtime.base import MaintenanceState
-from retentiond.runtime.docker import TWIN_LABEL, TWIN_SUFFIX, DockerRuntime
+from retentiond.runtime.docker import DockerRuntime
+from retentiond.runtime.docker_specs import TWIN_LABEL, TWIN_SUFFIX
 from retentiond.runtime.factory import make_runtime
 from tests.harness.gc import parse_gc_output
 from tests.harness.images import CommandError, pull_error, push_oci_image
@@ -48,10 +49,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # helpers
 
 
-def runtime(reg: RunningRegistry, mode: GcMode = GcMode.READONLY, run_id: str = "test-run",
-            **kwargs: object) -> DockerRuntime:
-    return DockerRuntime(RuntimeConfig(container=reg.name, gc_mode=mode), run_id=run_id,
-                         **kwargs)  # type: ignore[arg-type]
+def runtime(
+    reg: RunningRegistry, mode: GcMode = GcMode.READONLY, run_id: str = "test-run", **kwargs: object
+) -> DockerRuntime:
+    return DockerRuntime(RuntimeConfig(container=reg.name, gc_mode=mode), run_id=run_id, **kwargs)  # type: ignore[arg-type]
 
 
 def leftovers(reg: RunningRegistry) -> list[str]:
@@ -108,8 +109,18 @@ def run_registry(name: str, cleanup: list[str], *args: str) -> RunningRegistry:
     """``docker run`` a registry with extra ``args`` (instead of the harness's bind mount)."""
     port = free_port()
     cleanup.append(name)
-    docker_cli("run", "-d", "--name", name, "--label", LABEL, "-p", f"127.0.0.1:{port}:5000",
-               *args, REGISTRY_IMAGE)
+    docker_cli(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        LABEL,
+        "-p",
+        f"127.0.0.1:{port}:5000",
+        *args,
+        REGISTRY_IMAGE,
+    )
     reg = RunningRegistry(name=name, root=Path("/nonexistent"), port=port)
     wait_ready(reg)
     return reg
@@ -287,11 +298,26 @@ def test_socket_without_permission_is_explained(docker_ready: None) -> None:
         except RuntimeControlError as exc:
             print("raised:", exc)
     """)
-    res = run(["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={REPO_ROOT}:{site}",
-               "DOCKER_HOST=", python, "-c", code], check=False)
+    res = run(
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            "env",
+            f"PYTHONPATH={REPO_ROOT}:{site}",
+            "DOCKER_HOST=",
+            python,
+            "-c",
+            code,
+        ],
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
-    fix = ("no permission on /var/run/docker.sock: run retentiond as root or add its user to "
-           "the docker group")
+    fix = (
+        "no permission on /var/run/docker.sock: run retentiond as root or add its user to "
+        "the docker group"
+    )
     first, second = res.stdout.strip().splitlines()
     assert fix in first
     assert second.startswith("raised:") and fix in second
@@ -299,12 +325,24 @@ def test_socket_without_permission_is_explained(docker_ready: None) -> None:
 
 def _python_for_nobody() -> str:
     """This interpreter when nobody may run it, else the system's of the same version."""
-    for candidate in (sys.executable, f"/usr/bin/python{sys.version_info[0]}."
-                      f"{sys.version_info[1]}", "/usr/bin/python3"):
+    for candidate in (
+        sys.executable,
+        f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
+        "/usr/bin/python3",
+    ):
         probe = subprocess.run(
-            ["runuser", "-u", "nobody", "--", candidate, "-c",
-             "import sys; print(sys.version_info[:2])"],
-            capture_output=True, text=True, check=False,
+            [
+                "runuser",
+                "-u",
+                "nobody",
+                "--",
+                candidate,
+                "-c",
+                "import sys; print(sys.version_info[:2])",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if probe.returncode == 0 and probe.stdout.strip() == str(tuple(sys.version_info[:2])):
             return candidate
@@ -320,8 +358,9 @@ def test_check_finds_storage_outside_any_mount(docker_ready: None, cleanup: list
     assert "another tree" in problems[0]
 
 
-def test_check_refuses_an_autoremove_container(docker_ready: None, cleanup: list[str],
-                                               tmp_path: Path) -> None:
+def test_check_refuses_an_autoremove_container(
+    docker_ready: None, cleanup: list[str], tmp_path: Path
+) -> None:
     name = f"retentiond-test-rm-{uuid.uuid4().hex[:8]}"
     run_registry(name, cleanup, "--rm", "-v", f"{tmp_path}:/var/lib/registry")
     rt = DockerRuntime(RuntimeConfig(container=name))
@@ -358,16 +397,27 @@ def test_twin_keeps_an_anonymous_volume(docker_ready: None, cleanup: list[str]) 
     assert pull_error(reg, "rt/anon", "v1") is None
 
 
-def test_twin_joins_the_networks_with_the_aliases(docker_ready: None, cleanup: list[str],
-                                                  tmp_path: Path) -> None:
+def test_twin_joins_the_networks_with_the_aliases(
+    docker_ready: None, cleanup: list[str], tmp_path: Path
+) -> None:
     suffix = uuid.uuid4().hex[:8]
     net, other = f"retentiond-test-net-{suffix}", f"retentiond-test-net2-{suffix}"
     name = f"retentiond-test-netreg-{suffix}"
     cleanup += [f"net:{net}", f"net:{other}"]
     docker_cli("network", "create", "--label", LABEL, net)
     docker_cli("network", "create", "--label", LABEL, other)
-    reg = run_registry(name, cleanup, "--network", net, "--network-alias", "docker-registry",
-                       "-v", f"{tmp_path}:/var/lib/registry", "-e", "EXTRA=kept")
+    reg = run_registry(
+        name,
+        cleanup,
+        "--network",
+        net,
+        "--network-alias",
+        "docker-registry",
+        "-v",
+        f"{tmp_path}:/var/lib/registry",
+        "-e",
+        "EXTRA=kept",
+    )
     docker_cli("network", "connect", "--alias", "reg-on-other", other, name)
     rt = DockerRuntime(RuntimeConfig(container=name))
     rt.enter_maintenance()
@@ -403,8 +453,14 @@ def test_recover_after_a_process_killed_in_readonly_maintenance(
         rt.enter_maintenance()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                         text=True, check=False, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert res.returncode == -9, res.stderr
     assert leftovers(registry) == [registry.name + TWIN_SUFFIX]
     assert upload_status(registry) == 405
@@ -420,12 +476,21 @@ def test_recover_after_a_process_killed_in_readonly_maintenance(
 
 
 @pytest.mark.parametrize("original_stopped", [True, False])
-def test_recover_twin_created_but_not_started(registry: RunningRegistry,
-                                              original_stopped: bool) -> None:
+def test_recover_twin_created_but_not_started(
+    registry: RunningRegistry, original_stopped: bool
+) -> None:
     """Killed after creating the twin, before or after stopping the original."""
     original = container_id(registry.name)
-    docker_cli("create", "--name", registry.name + TWIN_SUFFIX, "--label", LABEL,
-               "--label", f"{TWIN_LABEL}={original}", REGISTRY_IMAGE)
+    docker_cli(
+        "create",
+        "--name",
+        registry.name + TWIN_SUFFIX,
+        "--label",
+        LABEL,
+        "--label",
+        f"{TWIN_LABEL}={original}",
+        REGISTRY_IMAGE,
+    )
     if original_stopped:
         docker_cli("stop", registry.name)
     assert runtime(registry).recover() is True
@@ -438,10 +503,23 @@ def test_recover_gc_container_of_stop_mode(registry: RunningRegistry) -> None:
     started."""
     original = container_id(registry.name)
     docker_cli("stop", registry.name)
-    docker_cli("run", "-d", "--name", registry.name + "-retentiond-gc", "--label", LABEL,
-               "--label", f"{TWIN_LABEL}={original}", "--label", "retentiond.role=gc",
-               "-v", f"{registry.root}:/var/lib/registry", REGISTRY_IMAGE,
-               "serve", "/etc/docker/registry/config.yml")
+    docker_cli(
+        "run",
+        "-d",
+        "--name",
+        registry.name + "-retentiond-gc",
+        "--label",
+        LABEL,
+        "--label",
+        f"{TWIN_LABEL}={original}",
+        "--label",
+        "retentiond.role=gc",
+        "-v",
+        f"{registry.root}:/var/lib/registry",
+        REGISTRY_IMAGE,
+        "serve",
+        "/etc/docker/registry/config.yml",
+    )
     assert runtime(registry, GcMode.STOP).recover() is True
     assert leftovers(registry) == [] and container_running(registry.name)
     assert registry_answers(registry.url)
@@ -456,8 +534,16 @@ def test_recover_only_the_original_stopped(registry: RunningRegistry) -> None:
 def test_enter_removes_a_stale_twin_first(registry: RunningRegistry) -> None:
     """A twin left by a crashed run (not recovered) does not block the next run."""
     original = container_id(registry.name)
-    docker_cli("create", "--name", registry.name + TWIN_SUFFIX, "--label", LABEL,
-               "--label", f"{TWIN_LABEL}={original}", REGISTRY_IMAGE)
+    docker_cli(
+        "create",
+        "--name",
+        registry.name + TWIN_SUFFIX,
+        "--label",
+        LABEL,
+        "--label",
+        f"{TWIN_LABEL}={original}",
+        REGISTRY_IMAGE,
+    )
     rt = runtime(registry)
     assert rt.enter_maintenance() is MaintenanceState.READ_ONLY
     try:

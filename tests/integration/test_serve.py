@@ -55,8 +55,9 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 class Served:
-    def __init__(self, registry: RunningRegistry, tmp: Path, window: str, window_length: str,
-                 policy: str) -> None:
+    def __init__(
+        self, registry: RunningRegistry, tmp: Path, window: str, window_length: str, policy: str
+    ) -> None:
         self.registry = registry
         self.tmp = tmp
         self.port = free_port()
@@ -65,7 +66,8 @@ class Served:
         self.policy_file.parent.mkdir(exist_ok=True)
         self.policy_file.write_text(textwrap.dedent(policy))
         self.config = tmp / "retentiond.yaml"
-        self.config.write_text(textwrap.dedent(f"""\
+        self.config.write_text(
+            textwrap.dedent(f"""\
             registry:
               root: {registry.root}
               url: {registry.url}
@@ -82,15 +84,19 @@ class Served:
             state_dir: {self.state}
             log:
               format: json
-            """))
+            """)
+        )
         self.proc: subprocess.Popen[str] | None = None
         self.log = tmp / "serve.log"
 
     def start(self, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "retentiond", "--config", str(self.config), "serve"],
-            cwd=REPO_ROOT, env={**os.environ, **(env or {})}, text=True,
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"),  # noqa: SIM115
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "a"),  # noqa: SIM115
         )
         wait_for("serve to answer /healthz", lambda: self.http("/healthz")[0] == 200, 30)
 
@@ -121,8 +127,7 @@ class Served:
 def served(registry: RunningRegistry, tmp_path: Path) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
-    def make(window: str = "* * * * *", window_length: str = "10m",
-             policy: str = "") -> Served:
+    def make(window: str = "* * * * *", window_length: str = "10m", policy: str = "") -> Served:
         s = Served(registry, tmp_path, window, window_length, policy or KEEP_LATEST)
         started.append(s)
         return s
@@ -141,19 +146,28 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
     def start(target_port: int) -> str:
         port = free_port()
         config = tmp_path / "prometheus.yml"
-        config.write_text(textwrap.dedent(f"""\
+        config.write_text(
+            textwrap.dedent(f"""\
             global:
               scrape_interval: 1s
             scrape_configs:
               - job_name: retentiond
                 static_configs:
                   - targets: ["127.0.0.1:{target_port}"]
-            """))
-        procs.append(subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path}/tsdb",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+            """)
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path}/tsdb",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         wait_for("prometheus to be ready", lambda: get(f"{url}/-/ready")[0] == 200, 60)
         return url
@@ -187,7 +201,8 @@ def old_and_latest(registry: RunningRegistry) -> None:
 
 
 def test_window_runs_maintenance_and_prometheus_sees_the_bytes(
-    registry: RunningRegistry, served: Callable[..., Served],
+    registry: RunningRegistry,
+    served: Callable[..., Served],
     prometheus: Callable[[int], str],
 ) -> None:
     old_and_latest(registry)
@@ -200,7 +215,9 @@ def test_window_runs_maintenance_and_prometheus_sees_the_bytes(
     assert pull_ok(registry, "app", "latest") and not pull_ok(registry, "app", "old")
     value = wait_for(
         "prometheus to scrape the reclaimed bytes",
-        lambda: promql(prom, "retentiond_reclaimed_bytes_total") == reclaimed, 60)
+        lambda: promql(prom, "retentiond_reclaimed_bytes_total") == reclaimed,
+        60,
+    )
     assert value
     assert s.http("/readyz")[0] == 200
     status = json.loads(s.http("/status")[1])
@@ -210,14 +227,18 @@ def test_window_runs_maintenance_and_prometheus_sees_the_bytes(
 
 
 def test_bad_policy_edit_is_rejected_and_old_policies_stay(
-    registry: RunningRegistry, served: Callable[..., Served],
+    registry: RunningRegistry,
+    served: Callable[..., Served],
 ) -> None:
     push_oci_image(registry, "app", "latest", layers=[b"latest"], seed="latest")
     s = served(window="0 0 1 1 *", window_length="1m")  # no window during the test
     s.start()
     s.policy_file.write_text(s.policy_file.read_text().replace("keep:", "keeep:"))
-    wait_for("the reload to be rejected",
-             lambda: s.metric("retentiond_policy_reload_failures_total") == 1, 30)
+    wait_for(
+        "the reload to be rejected",
+        lambda: s.metric("retentiond_policy_reload_failures_total") == 1,
+        30,
+    )
     assert f"{s.policy_file}:" in s.logs() and "did you mean" in s.logs()
     assert s.metric("retentiond_policies_loaded") == 1
     # the old policies are still in force: a maintenance now deletes per the old policy
@@ -237,14 +258,18 @@ def test_bad_policy_edit_is_rejected_and_old_policies_stay(
 
 
 def test_sigterm_during_maintenance_leaves_registry_read_write(
-    registry: RunningRegistry, served: Callable[..., Served],
+    registry: RunningRegistry,
+    served: Callable[..., Served],
 ) -> None:
     old_and_latest(registry)
     s = served()
     s.start(env={"RETENTIOND_PAUSE": "gc=4"})  # tags removed, GC about to run
     journal = s.state / "journal.json"
-    wait_for("the run to reach the gc phase",
-             lambda: journal.exists() and json.loads(journal.read_text())["phase"] == "gc", 60)
+    wait_for(
+        "the run to reach the gc phase",
+        lambda: journal.exists() and json.loads(journal.read_text())["phase"] == "gc",
+        60,
+    )
     assert s.stop() == 0
     # read-write again, kept images pull, a push works
     assert pull_ok(registry, "app", "latest")
@@ -252,15 +277,19 @@ def test_sigterm_during_maintenance_leaves_registry_read_write(
     assert journal.exists(), "the journal stays for the next start to finish the run"
     # the next start finishes the run: the deleted tag is gone, its blobs are collected
     s.start()
-    wait_for("the interrupted run to be finished",
-             lambda: [r for r in s.history() if r.get("resumed") and r["status"] == "ok"], 90)
+    wait_for(
+        "the interrupted run to be finished",
+        lambda: [r for r in s.history() if r.get("resumed") and r["status"] == "ok"],
+        90,
+    )
     assert not pull_ok(registry, "app", "old")
     assert pull_ok(registry, "app", "pushed-after-sigterm")
     s.stop()
 
 
-def test_restart_never_runs_a_missed_window(registry: RunningRegistry,
-                                            served: Callable[..., Served]) -> None:
+def test_restart_never_runs_a_missed_window(
+    registry: RunningRegistry, served: Callable[..., Served]
+) -> None:
     old_and_latest(registry)
     past = datetime.now(UTC) - timedelta(minutes=5)
     s = served(window=f"{past.minute} {past.hour} * * *", window_length="2m")
@@ -281,8 +310,10 @@ def test_sighup_reloads_policies(registry: RunningRegistry, served: Callable[...
     s.start()
     wait_for("the policies", lambda: s.metric("retentiond_policies_loaded") == 1, 30)
     stat = s.policy_file.stat()
-    s.policy_file.write_text(s.policy_file.read_text() + (
-        '  - name: more\n    repositories: ["more/**"]\n    keep: {last: 3}\n'))
+    s.policy_file.write_text(
+        s.policy_file.read_text()
+        + ('  - name: more\n    repositories: ["more/**"]\n    keep: {last: 3}\n')
+    )
     os.utime(s.policy_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the watcher sees nothing
     time.sleep(3)
     assert s.metric("retentiond_policies_loaded") == 1

@@ -19,8 +19,10 @@ from tests.property.policies import policy_docs, safeties
 from tests.property.profiles import scaled, scratch
 from tests.property.trees import TreeSpec, trees, write_tree
 
-KEYS = ("generated_at", "root", "summary", "tags", "manifests", "repositories", "refused")
-KEYS += ("problems",)
+KEYS = (
+    *("generated_at", "root", "summary", "tags", "manifests", "repositories", "refused"),
+    "problems",
+)
 SUMMARY_KEYS = ("repositories", "tags", "tags_deleted", "manifests_unlinked", "bytes_reclaimed")
 
 

@@ -204,7 +204,6 @@ def test_plan_json_is_the_same_twice_and_after_copying_the_tree(
     assert third == first
 
 
-
 def test_problems_and_refusals_of_a_copied_tree_are_the_same() -> None:
     with scratch() as tmp:  # on a tmpfs, the copy lists its directories in reverse order
         root = Path(tmp) / "registry"

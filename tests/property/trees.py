@@ -165,10 +165,11 @@ def repositories(draw: st.DrawFn, node_count: int) -> RepoSpec:
     name = draw(st.sampled_from(ODD_REPOSITORY_NAMES if odd else REPOSITORY_NAMES))
     node = st.integers(0, node_count - 1)
     names = draw(st.lists(TAG_NAME, max_size=12, unique=True))
-    tags = []
+    tags: list[TagSpec] = []
     for tag_name in names:
         target = draw(node)
-        if tags and draw(st.booleans()):  # an alias of an earlier tag's digest
+        alias = bool(tags) and draw(st.booleans())  # an alias of an earlier tag's digest
+        if alias:
             target = tags[draw(st.integers(0, len(tags) - 1))].node
         previous = draw(st.one_of(st.none(), node))
         tags.append(TagSpec(tag_name, target, draw(HOURS_AGO), previous))
@@ -551,8 +552,8 @@ def _write_corruption(
     elif kind == "unparsable_manifest":
         garbage = sha256(GARBAGE)
         _link(manifests / "revisions", garbage, when)
-        tag = manifests / "tags" / f"garbage{which}"
-        _write(tag / "current" / "link", garbage.encode(), when)
+        garbage_tag = manifests / "tags" / f"garbage{which}"
+        _write(garbage_tag / "current" / "link", garbage.encode(), when)
     elif kind.startswith("symlinked_"):
         if kind == "symlinked_current":
             inside = manifests / "tags" / _corrupt_tag(model, which) / "current"

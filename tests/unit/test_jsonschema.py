@@ -76,11 +76,15 @@ def test_a_misspelt_key_fails() -> None:
 #: (id, policy-file text). Each case: the schema accepts it exactly when the loader does.
 CASES: list[tuple[str, str]] = [
     ("minimal", policy("keep: {last: 3}")),
-    ("every-key", policy(
-        'tags: ["*", "!latest"]\n'
-        'keep:\n  last: 10\n  within: 1w2d3h4m5s\n  tags: [latest, "re:^v\\\\d+$"]\n  semver: 3\n'
-        "order_by: created\nuntagged: delete\nallow_empty: true\nallow_mass_delete: false"
-    )),
+    (
+        "every-key",
+        policy(
+            'tags: ["*", "!latest"]\n'
+            "keep:\n  last: 10\n  within: 1w2d3h4m5s\n"
+            '  tags: [latest, "re:^v\\\\d+$"]\n  semver: 3\n'
+            "order_by: created\nuntagged: delete\nallow_empty: true\nallow_mass_delete: false"
+        ),
+    ),
     ("keep-empty-mapping", policy("keep: {}")),
     ("selector-as-string", policy("tags: latest\nkeep: {}")),
     ("two-policies", MINIMAL + "    keep: {}\n  - name: q\n    repositories: x\n    keep: {}\n"),
@@ -98,7 +102,7 @@ CASES: list[tuple[str, str]] = [
     ("missing-keep", MINIMAL),
     ("keep-null", policy("keep:")),
     ("keep-a-list", policy("keep: [last]")),
-    ("name-a-number", 'policies:\n  - name: 123\n    repositories: x\n    keep: {}\n'),
+    ("name-a-number", "policies:\n  - name: 123\n    repositories: x\n    keep: {}\n"),
     ("name-blank", 'policies:\n  - name: "  "\n    repositories: x\n    keep: {}\n'),
     ("repositories-empty-list", "policies:\n  - name: p\n    repositories: []\n    keep: {}\n"),
     ("repositories-mapping", "policies:\n  - name: p\n    repositories: {a: b}\n    keep: {}\n"),
@@ -158,6 +162,6 @@ def test_choices_and_units_come_from_the_model() -> None:
     assert policy_props["order_by"]["enum"] == ["pushed", "created"]
     assert policy_props["untagged"]["enum"] == ["keep", "delete"]
     assert schema["definitions"]["policy"]["required"] == ["name", "repositories", "keep"]
-    assert "(?:\\d+w)?(?:\\d+d)?" in schema["definitions"]["keep"]["properties"]["within"][
-        "pattern"
-    ]
+    assert (
+        "(?:\\d+w)?(?:\\d+d)?" in schema["definitions"]["keep"]["properties"]["within"]["pattern"]
+    )

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from retentiond.core.inventory import MAX_CHILDREN, BlobTable, Manifest, pack_manifest
+from retentiond.core.blob_table import BlobTable
+from retentiond.core.manifest_table import MAX_CHILDREN, pack_manifest
 from retentiond.core.manifests import (
     GO_MAX_DEPTH,
     ManifestError,
@@ -22,6 +23,7 @@ from retentiond.core.manifests import (
     parse_manifest,
     parse_rfc3339,
 )
+from retentiond.core.values import Manifest
 
 DIGEST = "sha256:" + "d" * 64
 CONFIG = "sha256:" + "c" * 64
@@ -218,7 +220,7 @@ def test_pack_manifest_refuses_more_children_than_a_record_holds() -> None:
         DIGEST, "application/vnd.oci.image.index.v1+json", children=(LAYER,) * (MAX_CHILDREN + 1)
     )
     with pytest.raises(ValueError, match="at most 65535"):
-        pack_manifest(manifest, 0, BlobTable.from_items([(DIGEST, 1)]), [])
+        pack_manifest(manifest, 0, BlobTable.from_items([(DIGEST, 1)]))
 
 
 @pytest.mark.parametrize("seed", range(20))

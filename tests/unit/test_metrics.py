@@ -3,6 +3,8 @@ moves exactly the series it should. Each test reads a fresh ``CollectorRegistry`
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +16,17 @@ from retentiond.core.plan_types import ManifestUnlink, Plan, TagDeletion
 from retentiond.metrics import (
     JOBS,
     NO_POLICY,
-    PHASES,
     WINDOW_SKIP_REASONS,
     Metrics,
+)
+from retentiond.run_records import (
+    DURATION_PHASES,
+    DeletedTag,
+    HistoryEntry,
+    HistoryMark,
+    RunRecord,
+    RunStatus,
+    UnlinkedManifest,
 )
 
 #: The contract's table ("Metrics" in the contract): name (without prefix) -> (type, labels).
@@ -60,36 +70,49 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
     return registry.get_sample_value("retentiond_" + name, labels)
 
 
-def record(**changes: Any) -> dict[str, Any]:
-    """A run record as ``maintenance._finish_record`` writes it, for a run that went through."""
-    base: dict[str, Any] = {
-        "run_id": "20261128T030000Z-abcd",
-        "status": "ok",
-        "started_at": "2026-11-28T03:00:00Z",
-        "finished_at": "2026-11-28T03:10:00Z",
-        "gc_mode": "readonly",
-        "plan": {"bytes_reclaimed": 3000},
-        "removed": {"tags": 3, "manifests": 3, "repositories": 1},
-        "deleted_tags": [["ci/app", "pr-1", "ci-builds"], ["ci/app", "pr-2", "ci-builds"],
-                         ["rel/app", "rc1", "releases"]],
-        "unlinked": [["ci/app", "sha256:aa", "ci-builds"], ["ci/app", "sha256:bb", None],
-                     ["rel/app", "sha256:cc", "releases"]],
-        "repositories_removed": ["ci/old"],
-        "bytes_reclaimed": 3000,
-        "blobs_deleted": 4,
-        "durations": {"plan": 0.4, "delete": 0.1, "gc": 42.0, "clean": 0.2, "restart": 3.0,
-                      "verify": 1.5},
-        "read_only_seconds": 47.5,
-        "unavailable_seconds": 2.25,
-        "broken": [],
-        "errors": [],
-        "gc_ran": True,
-        "held_until": None,
-        "resumed": False,
-        "cleaned": {},
-    }
-    base.update(changes)
-    return base
+#: A run record as ``maintenance.finish_record`` writes it, for a run that went through.
+RECORD = RunRecord(
+    run_id="20261128T030000Z-abcdef",
+    status=RunStatus.OK,
+    started_at="2026-11-28T03:00:00Z",
+    finished_at="2026-11-28T03:10:00Z",
+    gc_mode="readonly",
+    plan={"bytes_reclaimed": 3000},
+    deleted_tags=[
+        DeletedTag("ci/app", "pr-1", "ci-builds"),
+        DeletedTag("ci/app", "pr-2", "ci-builds"),
+        DeletedTag("rel/app", "rc1", "releases"),
+    ],
+    unlinked=[
+        UnlinkedManifest("ci/app", "sha256:aa", "ci-builds"),
+        UnlinkedManifest("ci/app", "sha256:bb", None),
+        UnlinkedManifest("rel/app", "sha256:cc", "releases"),
+    ],
+    repositories_removed=["ci/old"],
+    bytes_reclaimed=3000,
+    blobs_deleted=4,
+    durations={"plan": 0.4, "delete": 0.1, "gc": 42.0, "clean": 0.2, "restart": 3.0, "verify": 1.5},
+    read_only_seconds=47.5,
+    unavailable_seconds=2.25,
+    broken=[],
+    errors=[],
+    gc_ran=True,
+    held_until=None,
+    resumed=False,
+    cleaned={},
+)
+
+
+def record(**changes: Any) -> RunRecord:
+    """:data:`RECORD` with ``changes`` (a ``status`` given as its string)."""
+    if "status" in changes:
+        changes["status"] = RunStatus(changes["status"])
+    return dataclasses.replace(RECORD, **changes)
+
+
+def read_back(line: RunRecord | HistoryMark) -> HistoryEntry:
+    """A history line as ``state.read_history`` reads it back from ``runs.jsonl``."""
+    return HistoryEntry.from_json(json.loads(json.dumps(line.to_json(), sort_keys=True)))
 
 
 def test_every_contract_metric_has_its_type_and_labels(registry: CollectorRegistry) -> None:
@@ -116,16 +139,28 @@ def test_series_alerts_need_exist_from_the_start(
         assert value(registry, "last_success_timestamp_seconds", task=job) == START
     for reason in WINDOW_SKIP_REASONS:
         assert value(registry, "windows_skipped_total", reason=reason) == 0
-    for phase in PHASES:
+    for phase in DURATION_PHASES:
         assert value(registry, "maintenance_duration_seconds_count", phase=phase) == 0
-    for name in ("reclaimed_bytes_total", "deleted_blobs_total", "removed_repositories_total",
-                 "policy_reload_failures_total"):
+    for name in (
+        "reclaimed_bytes_total",
+        "deleted_blobs_total",
+        "removed_repositories_total",
+        "policy_reload_failures_total",
+    ):
         assert value(registry, name) == 0
-    for name in ("planned_reclaimable_bytes", "planned_tags", "storage_bytes", "storage_blobs",
-                 "tags", "registry_read_only_seconds", "registry_unavailable_seconds",
-                 "broken_tags", "policies_loaded"):
+    for name in (
+        "planned_reclaimable_bytes",
+        "planned_tags",
+        "storage_bytes",
+        "storage_blobs",
+        "tags",
+        "registry_read_only_seconds",
+        "registry_unavailable_seconds",
+        "broken_tags",
+        "policies_loaded",
+    ):
         assert value(registry, name) == 0
-    assert set(PHASES) >= {"plan", "delete", "gc", "restart", "verify"}
+    assert set(DURATION_PHASES) >= {"plan", "delete", "gc", "restart", "verify"}
 
 
 def test_observe_plan_sets_the_planned_and_storage_gauges(
@@ -182,7 +217,7 @@ def test_observe_run_maps_each_duration_to_its_phase(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     metrics.observe_run(record())
-    for phase, seconds in record()["durations"].items():
+    for phase, seconds in record().durations.items():
         assert value(registry, "maintenance_duration_seconds_count", phase=phase) == 1
         assert value(registry, "maintenance_duration_seconds_sum", phase=phase) == seconds
     # 42 s of GC fall in the 60 s bucket, not the 30 s one
@@ -227,8 +262,16 @@ def test_a_run_that_failed_before_its_removals_completed_counts_none(
 ) -> None:
     """The plan's removals are in the record once planned; without a ``delete`` duration they
     were not all made and were put back."""
-    metrics.observe_run(record(status="failed", durations={"plan": 0.3}, bytes_reclaimed=0,
-                               blobs_deleted=0, read_only_seconds=1.0, unavailable_seconds=0.5))
+    metrics.observe_run(
+        record(
+            status="failed",
+            durations={"plan": 0.3},
+            bytes_reclaimed=0,
+            blobs_deleted=0,
+            read_only_seconds=1.0,
+            unavailable_seconds=0.5,
+        )
+    )
     assert value(registry, "deleted_tags_total", policy="ci-builds") is None
     assert value(registry, "unlinked_manifests_total", policy="ci-builds") is None
     assert value(registry, "removed_repositories_total") == 0
@@ -238,7 +281,7 @@ def test_a_run_that_failed_before_its_removals_completed_counts_none(
 
 
 def test_nothing_to_do_is_a_success(metrics: Metrics, registry: CollectorRegistry) -> None:
-    metrics.observe_run({"plan": {"bytes_reclaimed": 0}}, status="nothing-to-do", now=800.0)
+    metrics.observe_nothing_to_do(now=800.0)
     assert value(registry, "last_success_timestamp_seconds", task="maintenance") == 800.0
     assert value(registry, "reclaimed_bytes_total") == 0
     assert value(registry, "broken_tags") == 0
@@ -247,12 +290,20 @@ def test_nothing_to_do_is_a_success(metrics: Metrics, registry: CollectorRegistr
 def test_observe_history_restores_the_last_success(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.observe_history([
-        record(finished_at="2026-11-01T03:10:00Z"),
-        record(status="failed", finished_at="2026-11-08T03:10:00Z", read_only_seconds=9.0,
-               unavailable_seconds=1.0),
-        {"run_id": "x", "status": "purged", "purged": True},
-    ])
+    metrics.observe_history(
+        [
+            read_back(record(finished_at="2026-11-01T03:10:00Z")),
+            read_back(
+                record(
+                    status="failed",
+                    finished_at="2026-11-08T03:10:00Z",
+                    read_only_seconds=9.0,
+                    unavailable_seconds=1.0,
+                )
+            ),
+            read_back(HistoryMark("20261101T030000Z-abcdef", RunStatus.PURGED)),
+        ]
+    )
     expected = datetime(2026, 11, 1, 3, 10, tzinfo=UTC).timestamp()
     assert value(registry, "last_success_timestamp_seconds", task="maintenance") == expected
     assert value(registry, "registry_read_only_seconds") == 9.0
@@ -263,7 +314,7 @@ def test_observe_history_restores_the_last_success(
 def test_observe_history_without_a_success_keeps_the_start_time(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.observe_history([record(status="failed")])
+    metrics.observe_history([read_back(record(status="failed"))])
     assert value(registry, "last_success_timestamp_seconds", task="maintenance") == START
 
 
@@ -316,6 +367,4 @@ def test_render_is_the_exposition_format(metrics: Metrics) -> None:
 def test_two_instances_do_not_share_a_registry() -> None:
     first, second = Metrics(), Metrics()
     first.observe_failure("plan")
-    assert second.registry.get_sample_value(
-        "retentiond_job_failures_total", {"task": "plan"}
-    ) == 0
+    assert second.registry.get_sample_value("retentiond_job_failures_total", {"task": "plan"}) == 0

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 
-from retentiond.core.inventory import (
+from retentiond.core.inventory import Inventory
+from retentiond.core.plan import make_plan
+from retentiond.core.plan_types import PlanEntries
+from retentiond.core.values import (
     MEDIA_DOCKER_MANIFEST,
     MEDIA_OCI_INDEX,
-    Inventory,
     Manifest,
     Problem,
     ProblemKind,
-    Repository,
     Tag,
 )
-from retentiond.core.plan import make_plan
-from retentiond.core.plan_types import PlanEntries
 from retentiond.policy.model import KeepRules, Policy, Safety, Untagged
 from retentiond.policy.selectors import Selector
+from tests.builders import InventoryBuilder
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -62,23 +63,34 @@ def policy(
     )
 
 
+class Repo(NamedTuple):
+    name: str
+    tags: tuple[Tag, ...]
+    revisions: dict[str, datetime]
+
+
 def inventory(
-    repos: list[Repository],
+    repos: list[Repo],
     manifests: list[Manifest],
     sizes: dict[str, int] | None = None,
     problems: tuple[Problem, ...] = (),
 ) -> Inventory:
-    blobs: dict[str, int] = {}
+    """Manifest blobs of 100 bytes and the blobs they reference of 1000, but for ``sizes``."""
+    built = InventoryBuilder("/r")
     for m in manifests:
-        blobs[m.digest] = 100
+        built.manifest(m, size=100)
         for b in m.blobs:
-            blobs[b] = 1000
-    blobs.update(sizes or {})
-    return Inventory("/r", tuple(repos), {m.digest: m for m in manifests}, blobs, problems)
+            built.blob(b, 1000)
+    built.blobs(sizes or {})
+    for repo in repos:
+        built.repository(repo.name, repo.tags, repo.revisions)
+    for problem in problems:
+        built.problem(problem)
+    return built.build()
 
 
 def test_deleting_an_alias_keeps_the_shared_manifest() -> None:
-    repo = Repository(
+    repo = Repo(
         "app",
         (Tag("v3", d(1), days_ago(30)), Tag("latest", d(1), days_ago(1))),
         {d(1): days_ago(30)},
@@ -91,7 +103,7 @@ def test_deleting_an_alias_keeps_the_shared_manifest() -> None:
 
 
 def test_deleted_tag_unlinks_its_manifest_and_reclaims_exactly_its_blobs() -> None:
-    repo = Repository(
+    repo = Repo(
         "app",
         (Tag("old", d(1), days_ago(30)), Tag("new", d(2), days_ago(1))),
         {d(1): days_ago(30), d(2): days_ago(1)},
@@ -106,7 +118,7 @@ def test_deleted_tag_unlinks_its_manifest_and_reclaims_exactly_its_blobs() -> No
 
 
 def test_index_children_stay_reachable_and_go_with_their_index() -> None:
-    repo = Repository(
+    repo = Repo(
         "base",
         (Tag("1.0", d(1), days_ago(20)), Tag("2.0", d(2), days_ago(1))),
         {d(n): days_ago(20) for n in (1, 2, 3, 4, 5, 6)},
@@ -125,7 +137,7 @@ def test_index_children_stay_reachable_and_go_with_their_index() -> None:
 
 
 def test_untagged_children_of_a_kept_index_are_never_untagged_garbage() -> None:
-    repo = Repository(
+    repo = Repo(
         "base",
         (Tag("1.0", d(1), days_ago(20)),),
         {d(1): days_ago(20), d(3): days_ago(20), d(4): days_ago(20)},
@@ -138,7 +150,7 @@ def test_untagged_children_of_a_kept_index_are_never_untagged_garbage() -> None:
 
 
 def test_untagged_manifests_respect_min_age() -> None:
-    repo = Repository(
+    repo = Repo(
         "app",
         (Tag("v1", d(1), days_ago(5)),),
         {d(1): days_ago(5), d(2): days_ago(3), d(3): NOW - timedelta(minutes=5)},
@@ -153,7 +165,7 @@ def test_untagged_manifests_respect_min_age() -> None:
 
 
 def test_keep_wins_across_policies() -> None:
-    repo = Repository(
+    repo = Repo(
         "ci/app",
         (Tag("a", d(1), days_ago(30)), Tag("b", d(2), days_ago(1))),
         {d(1): days_ago(30), d(2): days_ago(1)},
@@ -169,7 +181,7 @@ def test_keep_wins_across_policies() -> None:
 
 
 def test_newest_tag_survives_unless_allow_empty() -> None:
-    repo = Repository("tmp/x", (Tag("a", d(1), days_ago(30)),), {d(1): days_ago(30)})
+    repo = Repo("tmp/x", (Tag("a", d(1), days_ago(30)),), {d(1): days_ago(30)})
     inv = inventory([repo], [image(1, 10)])
     assert make_plan(inv, [policy(within=timedelta(days=1))], Safety(), NOW).tags_deleted == ()
     plan = make_plan(inv, [policy(within=timedelta(days=1), allow_empty=True)], Safety(), NOW)
@@ -179,7 +191,7 @@ def test_newest_tag_survives_unless_allow_empty() -> None:
 
 def test_mass_delete_is_refused_with_the_fix_in_the_message() -> None:
     tags = tuple(Tag(f"t{i}", d(i + 1), days_ago(100 - i)) for i in range(20))
-    repo = Repository("ci/app", tags, {t.digest: t.pushed_at for t in tags})
+    repo = Repo("ci/app", tags, {t.digest: t.pushed_at for t in tags})
     inv = inventory([repo], [image(i + 1, 100 + i) for i in range(20)])
     plan = make_plan(inv, [policy(last=2)], Safety(), NOW)
     assert plan.tags_deleted == () and plan.manifests_unlinked == ()
@@ -188,7 +200,7 @@ def test_mass_delete_is_refused_with_the_fix_in_the_message() -> None:
 
 
 def test_unreadable_repository_is_refused_and_its_blobs_stay_marked() -> None:
-    repo = Repository(
+    repo = Repo(
         "app",
         (Tag("old", d(1), days_ago(30)), Tag("new", d(2), days_ago(1))),
         {d(1): days_ago(30), d(2): days_ago(1)},
@@ -205,12 +217,12 @@ def test_unreadable_repository_is_refused_and_its_blobs_stay_marked() -> None:
 
 
 def test_blob_shared_across_repositories_is_reclaimed_only_when_no_user_remains() -> None:
-    a = Repository(
+    a = Repo(
         "a",
         (Tag("old", d(1), days_ago(30)), Tag("new", d(2), days_ago(1))),
         {d(1): days_ago(30), d(2): days_ago(1)},
     )
-    b = Repository("b", (Tag("x", d(3), days_ago(30)),), {d(3): days_ago(30)})
+    b = Repo("b", (Tag("x", d(3), days_ago(30)),), {d(3): days_ago(30)})
     mans = [image(1, 10, 77), image(2, 20), image(3, 30, 77)]
     plan = make_plan(inventory([a, b], mans), [policy(repos="a", last=1)], Safety(), NOW)
     assert set(plan.reclaimable) == {d(1), d(10)}
@@ -218,7 +230,7 @@ def test_blob_shared_across_repositories_is_reclaimed_only_when_no_user_remains(
 
 def test_referrer_tags_follow_their_subject() -> None:
     sig = "sha256-" + f"{1:064x}" + ".sig"
-    repo = Repository(
+    repo = Repo(
         "app",
         (
             Tag("old", d(1), days_ago(30)),
@@ -238,7 +250,7 @@ def test_referrer_tags_follow_their_subject() -> None:
 
 
 def test_repository_without_policy_is_untouched() -> None:
-    repo = Repository(
+    repo = Repo(
         "other",
         (Tag("old", d(1), days_ago(300)), Tag("new", d(2), days_ago(1))),
         {d(1): days_ago(300), d(2): days_ago(1)},
@@ -255,7 +267,7 @@ def test_repository_without_policy_is_untouched() -> None:
 def test_semver_keeps_highest_versions() -> None:
     names = ["1.0.0", "1.2.0", "v2.0.0-rc.1", "v2.0.0", "latest-build"]
     tags = tuple(Tag(n, d(i + 1), days_ago(50 - i)) for i, n in enumerate(names))
-    repo = Repository("rel", tags, {t.digest: t.pushed_at for t in tags})
+    repo = Repo("rel", tags, {t.digest: t.pushed_at for t in tags})
     plan = make_plan(
         inventory([repo], [image(i + 1, 100 + i) for i in range(5)]),
         [policy(semver=2)],

@@ -20,6 +20,7 @@ from retentiond.core.inventory import ProblemKind
 from retentiond.errors import StorageError
 from retentiond.storage import reader
 from retentiond.storage.reader import read_inventory
+from retentiond.storage.reading import manifests
 
 SNAPSHOT = """
 import json, sys
@@ -73,14 +74,14 @@ def test_a_manifest_the_parser_chokes_on_refuses_its_repository(
     clean = read_inventory(tree, workers=1)
     victim = clean.repositories[0]
     digest = victim.tags[0].digest
-    parse = reader.parse_manifest  # type: ignore[attr-defined]  # the name the reader calls
+    parse = manifests.parse_manifest  # type: ignore[attr-defined]  # the name phase 3 calls
 
     def choking(blob_digest: str, data: bytes) -> object:
         if blob_digest == digest:
             raise error("deep")
         return parse(blob_digest, data)
 
-    monkeypatch.setattr(reader, "parse_manifest", choking)
+    monkeypatch.setattr(manifests, "parse_manifest", choking)
     inventory = read_inventory(tree, workers=workers)
     mine = [p for p in inventory.problems if digest in p.message]
     assert mine and {p.repository for p in mine} == {victim.name}
@@ -92,12 +93,12 @@ import os, signal, sys
 from retentiond.errors import StorageError
 from retentiond.storage import reader
 parent = os.getpid()
-real = reader._read_repositories
+real = reader.read_repositories
 def dying(*args):
     if os.getpid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args)
-reader._read_repositories = dying
+reader.read_repositories = dying
 try:
     reader.read_inventory(sys.argv[1], workers=2)
 except StorageError as exc:

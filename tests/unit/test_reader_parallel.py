@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 
 from bench.generate import Params, generate
-from retentiond.core.inventory import Inventory, ProblemKind, Repository
+from retentiond.core.inventory import Inventory, ProblemKind
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import ManifestUnlink, PlanEntries, TagDeletion
 from retentiond.policy.model import KeepRules, Policy, Safety, Untagged
 from retentiond.policy.selectors import Selector
 from retentiond.storage.reader import read_blob_sizes, read_inventory
+from tests.builders import InventoryBuilder
 
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 POLICY = Policy(
@@ -100,27 +101,25 @@ def test_workers_read_what_one_process_reads(tree: Path) -> None:
 
 def test_a_read_tree_plans_as_its_plain_values(tree: Path) -> None:
     """The plan of a read tree keeps its entries as positions in the compact repositories and
-    builds them when read; they are the tuples the same inventory written by hand gives."""
+    builds them when read; they are the tuples the same inventory built from its plain values
+    gives."""
     read = read_inventory(tree, workers=1)
-    plain = Inventory(
-        root=read.root,
-        repositories=tuple(
-            Repository(r.name, r.tags, dict(r.revisions), r.listed_by_gc, r.last_activity)
-            for r in read_inventory(tree, workers=1).repositories
-        ),
-        manifests=dict(read.manifests),
-        blobs=dict(read.blobs),
-        problems=read.problems,
-    )
-    assert all(r.columns is None for r in plain.repositories)
-    compact, by_hand = plan_snapshot(read), plan_snapshot(plain)
+    by_hand = InventoryBuilder(read.root).blobs(dict(read.blobs))
+    for manifest in read.manifests.values():
+        by_hand.manifest(manifest)
+    for r in read_inventory(tree, workers=1).repositories:
+        by_hand.repository(
+            r.name, r.tags, r.revisions, listed_by_gc=r.listed_by_gc, last_activity=r.last_activity
+        )
+    for problem in read.problems:
+        by_hand.problem(problem)
+    compact, from_values = plan_snapshot(read), plan_snapshot(by_hand.build())
     assert isinstance(compact["tags"], PlanEntries) and len(compact["tags"]) > 24
     assert len(compact["manifests"]) > 24
-    assert compact == by_hand
+    assert compact == from_values
     assert all(type(t) is TagDeletion for t in compact["tags"])
     assert all(type(m) is ManifestUnlink for m in compact["manifests"])
     assert list(compact["tags"]) == list(compact["tags"])  # read again, built again, the same
-    assert all(r.columns is not None for r in read.repositories)
 
 
 def test_progress_is_reported(tree: Path) -> None:
@@ -224,9 +223,9 @@ def test_index_child_without_revision_link_is_still_parsed(tree: Path, tmp_path:
         (repo, digest)
         for repo in inventory.repositories
         for digest in repo.revisions
-        if inventory.manifest_table.children_of(digest)
+        if inventory.manifests.children_of(digest)
     )
-    child = inventory.manifest_table.children_of(index[1])[0]
+    child = inventory.manifests.children_of(index[1])[0]
     shutil.rmtree(
         v2(root) / "repositories" / index[0].name / "_manifests/revisions/sha256" / child[7:]
     )

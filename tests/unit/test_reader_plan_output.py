@@ -31,7 +31,9 @@ def test_streamed_json_is_the_rendered_document(tmp_path: Path) -> None:
         allow_mass_delete=True,
     )
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    plan = make_plan(read_inventory(tmp_path), [policy], Safety(timedelta(hours=1)), now)
+    plan = make_plan(
+        read_inventory(tmp_path), [policy], Safety(untagged_min_age=timedelta(hours=1)), now
+    )
     assert plan.tags_deleted and plan.manifests_unlinked
     some = plan.tags_deleted[0].repository
     for only in (None, Selector.parse([some]), Selector.parse(["no-such-repository"])):

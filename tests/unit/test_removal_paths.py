@@ -13,26 +13,19 @@ from typing import Any
 import pytest
 
 from retentiond.errors import StorageError
-from retentiond.state import (
-    Journal,
-    append_history,
-    new_run_id,
-    read_history,
-    save_removals,
-)
+from retentiond.run_records import HistoryEntry, new_run_id
+from retentiond.state import Journal, append_history, read_history, save_removals
 from retentiond.storage.cleanup import clean_after_gc, repository_names
+from retentiond.storage.layout import QUARANTINE
 from retentiond.storage.removal import (
-    QUARANTINE,
-    Removal,
     check_writable,
-    live_path,
     move_out,
-    parse_removals,
     purge,
     put_back,
     quarantine_dir,
     run_removals,
 )
+from retentiond.storage.removal_list import Removal, live_path, parse_removals
 
 RUN = "20261201T030000Z-1a2b3c"
 HEX = "ab" * 32
@@ -262,8 +255,10 @@ BAD_ENTRIES = {
         "is not 'repositories/app/_manifests/tags/old'",
     ),
     "dot-dot in the repository": (entry(repository="../x"), "has the component '..'"),
-    "tag with a slash": (entry(name="a/b", live="repositories/app/_manifests/tags/a/b"),
-                         "not one path component"),
+    "tag with a slash": (
+        entry(name="a/b", live="repositories/app/_manifests/tags/a/b"),
+        "not one path component",
+    ),
     "tag path of the wrong shape": (
         entry(live="repositories/app/_manifests/revisions/sha256/" + HEX),
         "is not 'repositories/app/_manifests/tags/old'",
@@ -280,13 +275,23 @@ BAD_ENTRIES = {
         "has the component '_manifests'",
     ),
     "revision digest not matching its path": (
-        {"index": 0, "kind": "revision", "repository": "app", "name": "sha256:" + OTHER,
-         "live": "repositories/app/_manifests/revisions/sha256/" + HEX},
+        {
+            "index": 0,
+            "kind": "revision",
+            "repository": "app",
+            "name": "sha256:" + OTHER,
+            "live": "repositories/app/_manifests/revisions/sha256/" + HEX,
+        },
         "is not 'repositories/app/_manifests/revisions/sha256/" + OTHER,
     ),
     "repository part not a part": (
-        {"index": 0, "kind": "repository-part", "repository": "app", "name": "..",
-         "live": "repositories/app/.."},
+        {
+            "index": 0,
+            "kind": "repository-part",
+            "repository": "app",
+            "name": "..",
+            "live": "repositories/app/..",
+        },
         "part '..' is not one of",
     ),
 }
@@ -316,8 +321,9 @@ def test_a_list_that_is_not_a_list_is_refused() -> None:
 def test_every_kind_the_plan_makes_reads_back() -> None:
     good = [
         tag_removal(0, "v1.0"),
-        Removal(1, "revision", "a/b", "sha256:" + HEX,
-                live_path("revision", "a/b", "sha256:" + HEX)),
+        Removal(
+            1, "revision", "a/b", "sha256:" + HEX, live_path("revision", "a/b", "sha256:" + HEX)
+        ),
         Removal(2, "repository", "a/c", "", "repositories/a/c"),
         Removal(3, "repository-part", "a", "_layers", "repositories/a/_layers"),
     ]
@@ -371,8 +377,15 @@ def test_history_record_with_a_hostile_run_id_is_an_error(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "line", ['[1, 2]', '"text"', '{"run_id": 5}', json.dumps({"run_id": RUN, "gc_ran": "yes"}),
-             json.dumps({"run_id": RUN, "held_until": "tomorrow"})])
+    "line",
+    [
+        "[1, 2]",
+        '"text"',
+        '{"run_id": 5}',
+        json.dumps({"run_id": RUN, "gc_ran": "yes"}),
+        json.dumps({"run_id": RUN, "held_until": "tomorrow"}),
+    ],
+)
 def test_history_line_of_the_wrong_shape_is_an_error(tmp_path: Path, line: str) -> None:
     (tmp_path / "runs.jsonl").write_text(line + "\n")
     with pytest.raises(StorageError, match=r"runs.jsonl line 1 is not a run record"):
@@ -382,13 +395,13 @@ def test_history_line_of_the_wrong_shape_is_an_error(tmp_path: Path, line: str) 
 def test_history_line_nested_too_deeply_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "runs.jsonl").write_text("[" * 100_000 + "\n")
     append_history(tmp_path, {"run_id": RUN, "status": "ok"})
-    assert read_history(tmp_path) == [{"run_id": RUN, "status": "ok"}]
+    assert read_history(tmp_path) == [HistoryEntry.from_json({"run_id": RUN, "status": "ok"})]
 
 
 def test_torn_history_line_is_skipped_and_the_next_record_kept(tmp_path: Path) -> None:
     (tmp_path / "runs.jsonl").write_text('{"run_id": "2026')
     append_history(tmp_path, {"run_id": RUN, "status": "ok"})
-    assert read_history(tmp_path) == [{"run_id": RUN, "status": "ok"}]
+    assert read_history(tmp_path) == [HistoryEntry.from_json({"run_id": RUN, "status": "ok"})]
 
 
 # -- cleaning after the GC -----------------------------------------------------------------------

@@ -3,13 +3,14 @@ behave today (times passed in, real apscheduler cron triggers)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
+from retentiond.run_records import HistoryEntry
 from retentiond.windows import (
     BASE_ESTIMATE,
     estimate_seconds,
@@ -19,15 +20,16 @@ from retentiond.windows import (
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
+RUN_ID = "20260101T000000Z-abcdef"
 
 
 def run(
     gc: float | None = None, blobs: int = 1000, gc_ran: bool = True, **others: float
-) -> dict[str, Any]:
+) -> HistoryEntry:
     durations: dict[str, float] = dict(others)
     if gc is not None:
         durations["gc"] = gc
-    return {"durations": durations, "blob_count_before": blobs, "gc_ran": gc_ran}
+    return HistoryEntry(run_id=RUN_ID, durations=durations, blob_count_before=blobs, gc_ran=gc_ran)
 
 
 # -- the estimate ---------------------------------------------------------------------------
@@ -60,8 +62,9 @@ def test_only_the_last_ten_runs_count() -> None:
 
 
 def test_gc_before_removals_counts_as_a_gc_run() -> None:
-    record = run(gc=20.0, blobs=10, gc_ran=False, restart=1.0)
-    record["gc_before_removals"] = True
+    record = dataclasses.replace(
+        run(gc=20.0, blobs=10, gc_ran=False, restart=1.0), gc_before_removals=True
+    )
     assert estimate_seconds([record], 5) == pytest.approx(10.0 + 1.0)
 
 
@@ -71,17 +74,18 @@ def test_gc_before_removals_counts_as_a_gc_run() -> None:
         run(gc=20.0, blobs=10, gc_ran=False, restart=3.0),  # GC did not run
         run(gc=0.0, blobs=10, restart=3.0),  # no GC time
         run(gc=20.0, blobs=0, restart=3.0),  # no blob count: no rate
-        {**run(gc=20.0, restart=3.0), "blob_count_before": None},
+        dataclasses.replace(run(gc=20.0, restart=3.0), blob_count_before=None),
     ],
 )
 def test_runs_without_a_usable_gc_rate_give_only_the_other_phases(
-    record: dict[str, Any],
+    record: HistoryEntry,
 ) -> None:
     assert estimate_seconds([record], 1000) == pytest.approx(3.0)
 
 
 def test_runs_without_durations_are_like_no_history() -> None:
-    assert estimate_seconds([{"status": "refused"}, {"durations": None}], 50) == BASE_ESTIMATE
+    history = [HistoryEntry(run_id=RUN_ID, status="refused"), HistoryEntry(run_id=RUN_ID)]
+    assert estimate_seconds(history, 50) == BASE_ESTIMATE
 
 
 def test_a_run_with_only_gc_time_makes_the_rest_zero() -> None:

@@ -1,0 +1,97 @@
+"""The top of the tree: ``<root>/docker/registry/v2``, its ``blobs/sha256`` and ``repositories``,
+opened once as scoped readers of the storage port (:meth:`~retentiond.storage.port.
+StorageReader.below`); every later path is read through them (forked workers inherit them).
+
+Trusts ``registry.root`` (the operator's: it may be a symbolic link) and nothing below it: a
+link (or anything but a directory) as ``docker``, ``registry``, ``v2``, ``blobs``,
+``blobs/sha256`` or ``repositories`` fails the whole run (StorageError, exit 1) naming the path.
+The registry writes none of them as links, so one is a deployment choice retentiond does not
+make for the operator: point ``registry.root`` at the real directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from retentiond.errors import StorageError
+from retentiond.storage import layout
+from retentiond.storage.filesystem import FilesystemStorage
+from retentiond.storage.port import StorageReader
+from retentiond.storage.reading.problems import cannot_read
+from retentiond.storage.safe_fs import SymlinkFound, UnsafeEntry, open_root
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Where the reader reads: ``v2`` (for messages; never opened by name) and readers of
+    ``blobs/sha256`` and of ``repositories`` (None: the directory does not exist). Forked
+    workers inherit them: every path below is read through them."""
+
+    v2: str
+    store: StorageReader | None
+    repos: StorageReader | None
+
+    def close(self) -> None:
+        for reader in (self.repos, self.store):
+            if reader is not None:
+                reader.close()
+
+
+def open_tree(root: Path) -> Tree:
+    """Open ``<root>/docker/registry/v2``, its ``blobs/sha256`` and ``repositories``.
+
+    ``root`` (``registry.root``, the operator's) may be a symbolic link; nothing below it
+    may: ``docker``, ``registry``, ``v2``, ``blobs``, ``blobs/sha256`` or ``repositories`` as a
+    link (or as anything but a directory) is a StorageError for the whole run."""
+    v2 = root.joinpath(*layout.V2_PARTS)
+    try:
+        root_fd = open_root(str(root))
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise StorageError(
+            f"{v2} does not exist: registry.root must be the registry's storage rootdirectory "
+            "(the directory that contains docker/registry/v2)"
+        ) from exc
+    except OSError as exc:
+        raise StorageError(cannot_read(root, exc)) from exc
+    try:
+        storage = FilesystemStorage(root, root_fd)
+    except (OSError, UnsafeEntry) as exc:
+        raise _top_error(root, layout.V2, exc, required=True) from exc
+    with storage:
+        store = _open_top(v2, storage, layout.BLOB_STORE)
+        try:
+            repos = _open_top(v2, storage, layout.REPOSITORIES)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+    return Tree(str(v2), store, repos)
+
+
+def _open_top(v2: Path, storage: FilesystemStorage, path: str) -> StorageReader | None:
+    """A directory at the top of the tree (None when it does not exist)."""
+    try:
+        return storage.below(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnsafeEntry) as exc:
+        raise _top_error(v2, path, exc, required=False) from exc
+
+
+def _top_error(base: Path, path: str, exc: OSError | UnsafeEntry, *, required: bool) -> Exception:
+    """The StorageError for a directory at the top of the tree that cannot be opened."""
+    if isinstance(exc, FileNotFoundError) and required:
+        return StorageError(
+            f"{base / path} does not exist: registry.root must be the registry's storage "
+            "rootdirectory (the directory that contains docker/registry/v2)"
+        )
+    if isinstance(exc, SymlinkFound):
+        return StorageError(
+            f"{base / exc.where} is a symbolic link: retentiond follows no link below "
+            "registry.root; set registry.root to the real storage rootdirectory, in which "
+            "docker/registry/v2 and its blobs/sha256 and repositories are directories"
+        )
+    if isinstance(exc, UnsafeEntry):
+        return StorageError(f"{base / (exc.where or path)}: {exc}; expected a directory")
+    return StorageError(cannot_read(base / path, exc))
