@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from retentiond.storage import layout, safe_fs
+from retentiond.storage import layout
 from retentiond.storage.filesystem import FilesystemStorage
 from retentiond.storage.port import Entry, Kind, StorageReader, StorageWriter
 from retentiond.storage.safe_fs import (
@@ -24,26 +23,12 @@ from retentiond.storage.safe_fs import (
     TooLarge,
     UnsafeEntry,
 )
+from tests.unit.safe_fs_fixtures import no_hang, resolution  # noqa: F401 (autouse)
 
 HEX = "ab" * 32
 DIGEST = "sha256:" + HEX
 LINK = layout.tag_link("app", "latest")
 RUN = "20261201T030000Z-1a2b3c"
-
-
-@pytest.fixture(params=["openat2", "step-by-step"], autouse=True)
-def resolution(request: pytest.FixtureRequest) -> Iterator[str]:
-    safe_fs.use_openat2(request.param == "openat2")
-    yield str(request.param)
-    safe_fs.use_openat2(True)
-
-
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    """A FIFO opened the wrong way blocks: fail instead."""
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
 
 
 @pytest.fixture

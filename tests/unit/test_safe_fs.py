@@ -5,7 +5,6 @@ no blocking on a FIFO, the type checked before reading, reads bounded. Each test
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from retentiond.storage import safe_fs
 from retentiond.storage.safe_fs import (
     DIR_FLAGS,
     FILE_FLAGS,
@@ -30,21 +28,7 @@ from retentiond.storage.safe_fs import (
     read_file,
     scandir_below,
 )
-
-
-@pytest.fixture(params=["openat2", "step-by-step"], autouse=True)
-def resolution(request: pytest.FixtureRequest) -> Iterator[str]:
-    safe_fs.use_openat2(request.param == "openat2")
-    yield str(request.param)
-    safe_fs.use_openat2(True)
-
-
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    """A FIFO opened the wrong way blocks: fail instead."""
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
+from tests.unit.safe_fs_fixtures import no_hang, resolution  # noqa: F401 (autouse)
 
 
 @pytest.fixture
