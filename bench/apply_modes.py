@@ -1,111 +1,289 @@
-"""Measure one `retentiond apply` per gc_mode on copies of a generated tree, served by a real
-registry container: GC and total run time, seconds the registry refused writes and answered
-nothing (as recorded in runs.jsonl), and bytes reclaimed against the plan.
+"""Measure one `retentiond apply` per gc_mode on copies of generated trees, served by a real
+registry container: each phase's seconds and its ratio to the GC, the seconds the registry
+refused writes and answered nothing (as recorded in runs.jsonl), the whole run, the peak memory
+of `apply` against `retentiond plan --json` on the same tree, and bytes reclaimed against the
+plan.
 
     python -m bench.apply_modes --repositories 200 --tags 50 [--modes readonly,stop,online]
+    python -m bench.apply_modes --size 500x100 --size 1000x250 --modes readonly \\
+        --trees-dir bench/trees
+    python -m bench.apply_modes --source-dir bench/trees/500x100 --modes readonly
 
 from the repository root, with the development venv's python. Needs Docker and the test
 registry image (bash scripts/start-docker.sh).
+
+The trees: each ``--source-dir`` (made by ``bench.generate``), then each ``--size RxT``, taken
+from ``--trees-dir/RxT`` when it is there, else generated into the work directory; with
+neither, one tree of ``--repositories`` x ``--tags``. A source tree is never modified: every
+run works on a copy (``cp -a``), deleted afterwards.
+
+Per tree, before the first mode's ``apply``: ``retentiond plan --json`` on the copy. Both
+commands run with their process tree sampled from /proc every ``--sample-every`` seconds: the
+peak RSS of its largest process and the peak of the summed PSS of all of them (shared pages
+once; the docker CLI processes ``apply`` starts count too). The whole run is the wall time of
+the ``apply`` command.
+
+Prints, per tree, the plan's size and one line per mode, then a markdown table with a column
+per tree and mode, ready for bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from bench.generate import SUMMARY_FILE, Params, generate
+from bench.run import _descendants, _pss, log, mib, parse_size
 from tests.harness.registry import start_registry, stop_registry
 
 REPO = Path(__file__).resolve().parents[1]
+RETENTIOND = [sys.executable, "-m", "retentiond"]
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: the phases in the order a run goes through them (others, as runs.jsonl names them, after)
+PHASE_ORDER = ("plan", "delete", "gc", "clean", "restart", "verify")
 
 
-def main() -> int:
+@dataclass
+class Sampled:
+    """A command's wall time and the peaks of its process tree's memory, in bytes."""
+
+    wall: float
+    rss: int  # the largest process
+    pss: int  # the sum over the tree
+
+
+@dataclass
+class Row:
+    """One ``apply`` of one mode on one tree, with the ``plan`` of the same tree."""
+
+    tree: str
+    mode: str
+    record: dict[str, Any]
+    apply: Sampled
+    plan: Sampled
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of ``pid`` (0 once it has gone): the second field of /proc/PID/statm."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def sampled_run(cmd: list[str], every: float) -> Sampled:
+    """Run ``cmd`` (output discarded, its log shown on failure), sampling its process tree."""
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a long log never blocks it
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+        rss = pss = 0
+        while proc.poll() is None:
+            pids = _descendants(proc.pid)
+            rss = max(rss, max(_rss(pid) for pid in pids))
+            pss = max(pss, sum(_pss(pid) for pid in pids))
+            time.sleep(every)
+        wall = time.monotonic() - started
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
+    return Sampled(wall, rss, pss)
+
+
+def source_trees(args: argparse.Namespace, work: Path) -> list[Path]:
+    """The trees to copy: given, found in ``--trees-dir``, or generated into ``work``."""
+    trees = [t.resolve() for t in args.source_dir]
+    sizes = list(args.size)
+    if not trees and not sizes:
+        sizes = [f"{args.repositories}x{args.tags}"]
+    for size in sizes:
+        found = args.trees_dir / size if args.trees_dir else None
+        if found is not None and (found / SUMMARY_FILE).exists():
+            trees.append(found.resolve())
+            continue
+        tree = work / f"source-{size}"
+        if not (tree / SUMMARY_FILE).exists():
+            shutil.rmtree(tree, ignore_errors=True)
+            log(f"generating {tree}")
+            repositories, tags = parse_size(size)
+            generate(tree, Params(repositories=repositories, tags=tags), jobs=os.cpu_count() or 1)
+        trees.append(tree)
+    return trees
+
+
+def write_config(work: Path, name: str, root: Path, url: str, container: str, mode: str) -> Path:
+    state = work / f"state-{name}"
+    shutil.rmtree(state, ignore_errors=True)
+    config = work / f"{name}.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "registry": {"root": str(root), "url": url},
+                "runtime": {"kind": "docker", "container": container, "gc_mode": mode},
+                "policies": [str(work / "policies")],
+                "state_dir": str(state),
+                "log": {"format": "json"},
+            }
+        )
+    )
+    return config
+
+
+def bench_tree(source: Path, modes: list[str], work: Path, every: float) -> list[Row]:
+    rows: list[Row] = []
+    plan: Sampled | None = None
+    for mode in modes:
+        name = f"{source.name}-{mode}"
+        root = work / f"root-{name}"
+        shutil.rmtree(root, ignore_errors=True)
+        log(f"{name}: copying {source}")
+        subprocess.run(["cp", "-a", str(source), str(root)], check=True)
+        reg = start_registry(root)
+        try:
+            config = write_config(work, name, root, reg.url, reg.name, mode)
+            if plan is None:
+                log(f"{name}: plan --json")
+                plan = sampled_run([*RETENTIOND, "--config", str(config), "plan", "--json"], every)
+            log(f"{name}: apply")
+            applied = sampled_run([*RETENTIOND, "--config", str(config), "apply", "--yes"], every)
+            rows.append(Row(source.name, mode, last_run(work / f"state-{name}"), applied, plan))
+        finally:
+            stop_registry(reg)
+            shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def last_run(state: Path) -> dict[str, Any]:
+    """The record ``apply`` appended to ``state``/runs.jsonl."""
+    runs = state / "runs.jsonl"
+    if not runs.exists():
+        raise SystemExit(
+            f"apply recorded no run in {runs}: did the plan delete nothing? "
+            "Keep fewer tags (--keep) than each repository has."
+        )
+    record: dict[str, Any] = json.loads(runs.read_text().splitlines()[-1])
+    return record
+
+
+def modes_report(source: Path, rows: list[Row]) -> str:
+    """The plan's size and a line per mode (the table this script has always printed)."""
+    plan = rows[0].record["plan"]
+    summary = json.loads((source / SUMMARY_FILE).read_text())
+    lines = [
+        f"tree {source.name}: {summary['repositories']} repositories, {summary['tags']} tags; "
+        f"plan deletes {plan['tags_deleted']} tags, {plan['manifests_unlinked']} manifests, "
+        f"{plan['blobs_reclaimed']} blobs, {plan['bytes_reclaimed']} bytes",
+        "| gc_mode | total (wall) | gc | plan | delete | clean | restart | verify "
+        "| writes refused | unavailable | bytes reclaimed = planned |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        r, d = row.record, row.record["durations"]
+        lines.append(
+            f"| {row.mode} | {row.apply.wall:.1f} s | {d.get('gc', 0):.2f} s "
+            f"| {d.get('plan', 0):.2f} s | {d.get('delete', 0):.2f} s "
+            f"| {d.get('clean', 0):.2f} s | {d.get('restart', 0):.2f} s "
+            f"| {d.get('verify', 0):.2f} s | {r['read_only_seconds']:.2f} s "
+            f"| {r['unavailable_seconds']:.2f} s "
+            f"| {r['bytes_reclaimed'] == r['plan']['bytes_reclaimed']} |"
+        )
+    return "\n".join(lines)
+
+
+def against_gc(seconds: float, gc: float) -> str:
+    return f"{seconds:.1f} s ({seconds / gc:.2f}×)" if gc else f"{seconds:.1f} s"
+
+
+def table(rows: list[Row]) -> str:
+    """Issue 14's table: a row per phase and measure, a column per tree and mode."""
+    phases: list[str] = []
+    for row in rows:
+        phases += [p for p in row.record["durations"] if p not in phases]
+    phases.sort(key=lambda p: PHASE_ORDER.index(p) if p in PHASE_ORDER else len(PHASE_ORDER))
+    head = "| | " + " | ".join(f"{r.tree} {r.mode}" for r in rows) + " |"
+    lines = [head, "|---|" + "--:|" * len(rows)]
+
+    def line(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    gcs = [float(r.record["durations"].get("gc", 0.0)) for r in rows]
+    line("tags deleted", [f"{r.record['plan']['tags_deleted']:,}" for r in rows])
+    line("blobs reclaimed", [f"{r.record['plan']['blobs_reclaimed']:,}" for r in rows])
+    for phase in phases:
+        cells = [
+            against_gc(float(r.record["durations"].get(phase, 0.0)), gc)
+            for r, gc in zip(rows, gcs, strict=True)
+        ]
+        line(f"**{phase}**" if phase == "gc" else phase, cells)
+    refused = [float(r.record["read_only_seconds"]) for r in rows]
+    line("writes refused", [against_gc(s, gc) for s, gc in zip(refused, gcs, strict=True)])
+    unavailable = [float(r.record["unavailable_seconds"]) for r in rows]
+    line("unavailable", [against_gc(s, gc) for s, gc in zip(unavailable, gcs, strict=True)])
+    line("whole run", [against_gc(r.apply.wall, gc) for r, gc in zip(rows, gcs, strict=True)])
+    line("apply peak RSS", [mib(r.apply.rss) for r in rows])
+    line("apply peak tree PSS", [mib(r.apply.pss) for r in rows])
+    line("plan peak RSS", [mib(r.plan.rss) for r in rows])
+    line("plan peak tree PSS", [mib(r.plan.pss) for r in rows])
+    line(
+        "apply / plan (RSS; tree PSS)",
+        [f"{r.apply.rss / r.plan.rss:.1f}×; {r.apply.pss / r.plan.pss:.1f}×" for r in rows],
+    )
+    line(
+        "bytes reclaimed = planned",
+        [str(r.record["bytes_reclaimed"] == r.record["plan"]["bytes_reclaimed"]) for r in rows],
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repositories", type=int, default=200)
     parser.add_argument("--tags", type=int, default=50)
+    parser.add_argument(
+        "--size", action="append", default=[], metavar="REPOSxTAGS", help="repeatable"
+    )
+    parser.add_argument(
+        "--source-dir",
+        action="append",
+        default=[],
+        type=Path,
+        help="a tree made by bench.generate, copied before every run (repeatable)",
+    )
+    parser.add_argument(
+        "--trees-dir", type=Path, default=None, help="where --size trees may already be"
+    )
     parser.add_argument("--keep", type=int, default=20, help="keep: {last: N} for every repo")
     parser.add_argument("--modes", default="readonly,stop,online")
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--sample-every", type=float, default=0.2, metavar="SECONDS")
+    parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
+    args = parser.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="retentiond-apply-bench-"))
-    source = work / "source"
-    if not source.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "bench/generate.py"),
-                str(source),
-                "--repositories",
-                str(args.repositories),
-                "--tags",
-                str(args.tags),
-            ],
-            check=True,
-        )
+    work.mkdir(parents=True, exist_ok=True)
     (work / "policies").mkdir(exist_ok=True)
     (work / "policies/all.yaml").write_text(
         "policies:\n  - name: all\n    repositories: ['**']\n"
         f"    keep: {{last: {args.keep}}}\n    allow_mass_delete: true\n"
     )
-    rows = []
-    for mode in args.modes.split(","):
-        root = work / f"root-{mode}"
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.copytree(source, root, symlinks=True)
-        reg = start_registry(root)
-        try:
-            state = work / f"state-{mode}"
-            shutil.rmtree(state, ignore_errors=True)
-            config = work / f"{mode}.yaml"
-            config.write_text(
-                json.dumps(
-                    {
-                        "registry": {"root": str(root), "url": reg.url},
-                        "runtime": {"kind": "docker", "container": reg.name, "gc_mode": mode},
-                        "policies": [str(work / "policies")],
-                        "state_dir": str(state),
-                        "log": {"format": "json"},
-                    }
-                )
-            )
-            started = time.monotonic()
-            subprocess.run(
-                [sys.executable, "-m", "retentiond", "--config", str(config), "apply", "--yes"],
-                check=True,
-                cwd=REPO,
-                capture_output=True,
-            )
-            wall = time.monotonic() - started
-            record = json.loads((state / "runs.jsonl").read_text().splitlines()[-1])
-            rows.append((mode, record, wall))
-        finally:
-            stop_registry(reg)
-            shutil.rmtree(root, ignore_errors=True)
-    plan = rows[0][1]["plan"]
-    print(
-        f"tree: {args.repositories} repositories x {args.tags} tags; plan deletes "
-        f"{plan['tags_deleted']} tags, {plan['manifests_unlinked']} manifests, "
-        f"{plan['blobs_reclaimed']} blobs, {plan['bytes_reclaimed']} bytes"
-    )
-    print(
-        "| gc_mode | total (wall) | gc | plan | delete | clean | restart | verify "
-        "| writes refused | unavailable | bytes reclaimed = planned |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for mode, r, wall in rows:
-        d = r["durations"]
-        print(
-            f"| {mode} | {wall:.1f} s | {d.get('gc', 0):.2f} s | {d.get('plan', 0):.2f} s "
-            f"| {d.get('delete', 0):.2f} s | {d.get('clean', 0):.2f} s "
-            f"| {d.get('restart', 0):.2f} s | {d.get('verify', 0):.2f} s "
-            f"| {r['read_only_seconds']:.2f} s | {r['unavailable_seconds']:.2f} s "
-            f"| {r['bytes_reclaimed'] == r['plan']['bytes_reclaimed']} |"
-        )
+    rows: list[Row] = []
+    try:
+        for source in source_trees(args, work):
+            tree_rows = bench_tree(source, args.modes.split(","), work, args.sample_every)
+            print(modes_report(source, tree_rows), end="\n\n", flush=True)
+            rows += tree_rows
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{os.cpu_count()} CPUs; keep: {{last: {args.keep}}} in every repository.\n")
+    print(table(rows))
     return 0
 
 

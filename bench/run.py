@@ -258,7 +258,7 @@ def bench_apply(result: TreeResult, tree: Path, work: Path, runs: int) -> None:
         inventory, policies, Safety(untagged_min_age=timedelta(hours=1)), datetime.now(UTC)
     )
     nested = [r.name for r in inventory.repositories if r.has_nested]
-    removals = removals_for(plan, nested)
+    removals = list(removals_for(plan, nested))
     result.removals = len(removals)
     reclaimable = set(plan.reclaimable)
     del inventory

@@ -435,7 +435,11 @@ def _read_url(c: Checker, value: YamlValue, what: str, schemes: tuple[str, ...])
     text = c.read_string(value, what)
     if text is None:
         return None
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for a "[" in the host
+        c.problem(value, f"{what} is not a URL ({exc}); got {excerpt(text)}")
+        return None
     if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
         example = f"{schemes[0]}://host:port"
         expected = " or ".join(schemes)

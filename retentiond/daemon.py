@@ -227,13 +227,17 @@ class Daemon:
         if plan.gc_blocked:
             self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
             return
-        estimate = estimate_seconds(read_history(self.config.state_dir), len(inventory.blobs))
+        estimate = estimate_seconds(
+            read_history(self.config.state_dir), len(inventory.blobs), len(plan.reclaimable)
+        )
         left = seconds_left(closes, self.clock())
         if estimate > left:
             self._skip(
                 SKIP_NOT_ENOUGH_TIME,
                 estimate_seconds=round(estimate, 1),
                 seconds_left=round(left, 1),
+                blobs=len(inventory.blobs),
+                reclaimable=len(plan.reclaimable),
             )
             return
         self.state.maintenance_running = True

@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 from retentiond.config import Config
+from retentiond.run_files import drop_removals
 from retentiond.run_records import HistoryMark, RunStatus
-from retentiond.state import append_history, drop_removals, read_history
+from retentiond.state import append_history, read_history
 from retentiond.storage.removal import purge
 
 

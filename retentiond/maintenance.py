@@ -7,10 +7,16 @@ verify) or rolled back (removals not all done: everything put back) by the next 
 (:mod:`retentiond.storage.removal`); the quarantine is purged once the GC has run, or held for
 ``safety.grace`` so that ``undo`` can put it back (:mod:`retentiond.held_runs`).
 
-What a run moves is saved in ``state_dir/removals/<run_id>.json`` before the first move;
-recovery and ``undo`` read it from there only (never from the quarantine, which is under the
-storage root), and a journal, list or history of the wrong shape stops the run with an error
-before anything changes.
+What a run moves, keeps and expects the GC to delete is saved in ``state_dir/runs/<run_id>/``
+before the first move (:mod:`retentiond.run_files`; the journal itself stays small); recovery
+and ``undo`` read it from there only (never from the quarantine, which is under the storage
+root), and a journal, list or history of the wrong shape stops the run with an error before
+anything changes.
+
+Inside the read-only window only what must be: the re-plan on the frozen tree, the moves, the
+GC, and the tidying of what the GC touched (known from its output). The quarantine's deletion
+and the removal of dangling ``_layers`` links happen once the registry is read-write again,
+while the registry is verified.
 
 Phases, in order (:class:`~retentiond.run_records.Phase`): started → maintenance → planned →
 removing → removed → gc → gc-done → cleaned → left → verified. Whatever happens, the registry is
@@ -20,7 +26,7 @@ brought back read-write and the run ends with one line in ``runs.jsonl``
 
 from __future__ import annotations
 
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,13 +35,15 @@ from typing import Any
 import structlog
 import yaml
 
-from retentiond.config import RuntimeKind
+from retentiond.cache import RedisCache
+from retentiond.config import CacheKind, RuntimeKind
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
 from retentiond.errors import RegistryError, RetentiondError, RuntimeControlError, StorageError
-from retentiond.held_runs import forget_quarantine, gc_allowed, held_runs, purge_expired
+from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
 from retentiond.render import iso, plan_summary
+from retentiond.run_files import finish_files
 from retentiond.run_phases import (
     Cancelled,
     MaintenanceFailed,
@@ -45,7 +53,7 @@ from retentiond.run_phases import (
 )
 from retentiond.run_records import JournalEntry, Phase, RunRecord, RunStatus, new_run_id
 from retentiond.state import append_history, read_history
-from retentiond.storage.reader import read_inventory
+from retentiond.storage.reader import data_sizes, read_inventory
 from retentiond.storage.removal import check_writable
 
 
@@ -76,8 +84,13 @@ def registry_delete_disabled(config_text: str | None) -> bool:
 def finish_record(run: MaintenanceRun, status: RunStatus) -> RunRecord:
     """End the run: append its record to the history, then delete its journal."""
     record = RunRecord.of_run(run.entry, status, iso(run.services.clock()))
-    append_history(run.services.config.state_dir, record.to_json())
+    state_dir = run.services.config.state_dir
+    append_history(state_dir, record.to_json())
     run.journal.clear()
+    try:
+        finish_files(state_dir, run.run_id)
+    except StorageError as exc:  # the run is over: leftovers are reported, not fatal
+        run.log.warning("could not tidy the run's files", error=str(exc))
     structlog.contextvars.unbind_contextvars("run_id")
     return record
 
@@ -138,15 +151,14 @@ def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
         if isinstance(failure, RetentiondError | KeyboardInterrupt):
             raise failure
         raise MaintenanceFailed(str(failure)) from failure
-    if run.entry.gc_ran:
-        # the GC has collected what the quarantine held: drop it, outside the maintenance window
-        started = time.monotonic()
-        try:
-            forget_quarantine(config, run.run_id)
-        except StorageError as exc:  # the run is done; what is left is reported, not fatal
-            run.errors.append(str(exc))
-        run.timed("clean", time.monotonic() - started)
-    broken = run.verify()
+    if run.entry.gc_ran:  # delete the quarantine while the registry is verified
+        with ThreadPoolExecutor(max_workers=1) as tidy:
+            cleaned = tidy.submit(run.clean_outside)
+            broken = run.verify()
+            cleaned.result()()
+        run.journal.save(run.entry)
+    else:
+        broken = run.verify()
     status = RunStatus.FAILED if broken or run.errors else RunStatus.OK
     record = finish_record(run, status)
     (run.log.error if status is RunStatus.FAILED else run.log.info)(
@@ -159,9 +171,9 @@ def summary_fields(record: RunRecord) -> dict[str, Any]:
     """The fields of a run's one summary log line."""
     return {
         "status": record.status.value,
-        "tags_deleted": len(record.deleted_tags),
-        "manifests_unlinked": len(record.unlinked),
-        "repositories_removed": len(record.repositories_removed),
+        "tags_deleted": record.removed.get("tags", 0),
+        "manifests_unlinked": record.removed.get("manifests", 0),
+        "repositories_removed": record.removed.get("repositories", 0),
         "bytes_reclaimed": record.bytes_reclaimed,
         "bytes_planned": (record.plan or {}).get("bytes_reclaimed", 0),
         "read_only_seconds": record.read_only_seconds,
@@ -197,6 +209,9 @@ def run_maintenance(
         log.info("dry run: nothing changed", **plan_summary(plan))
         return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
     check_writable(Path(config.registry.root))
+    if config.registry.cache is CacheKind.REDIS and config.registry.redis_url and not no_gc:
+        # before anything changes: after the GC, an unreachable cache would stay stale
+        RedisCache(config.registry.redis_url).check()
     preview = make_plan(
         read_inventory(config.registry.root, read_created=read_created),
         services.policies,
@@ -214,6 +229,15 @@ def run_maintenance(
         )
     if services.confirm is not None and not services.confirm(preview):
         return RunResult(run_id, RunStatus.REFUSED, plan=preview)
+    confirmed = (
+        {(t.repository, t.tag) for t in preview.tags_deleted}
+        if services.confirm is not None
+        else None
+    )
+    # the reclaimable blobs' data stat'ed now, before the freeze: the frozen plan stats only
+    # the ones this did not (blobs are content-addressed: a digest's data does not change)
+    sizes = data_sizes(Path(config.registry.root), iter(preview.reclaimable))
+    del preview  # and with it the preview's inventory: one tree in memory at a time
 
     entry = JournalEntry(
         run_id=run_id,
@@ -230,10 +254,12 @@ def run_maintenance(
             allowed, _ = gc_allowed(config, now)
             if allowed and held_runs(config):
                 run.gc_first()
-        plan = run.plan_frozen_tree()
-        confirmed = {(t.repository, t.tag) for t in preview.tags_deleted}
-        now_deleted = {(t.repository, t.tag) for t in plan.tags_deleted}
-        if services.confirm is not None and not now_deleted <= confirmed:
+        plan = run.plan_frozen_tree(sizes)
+        del sizes
+        if (
+            confirmed is not None
+            and not {(t.repository, t.tag) for t in plan.tags_deleted} <= confirmed
+        ):
             raise MaintenanceFailed(
                 "the tree changed between the confirmation and the freeze; nothing was removed. "
                 "Run apply again"
@@ -247,7 +273,7 @@ def run_maintenance(
         run.remove()
     except BaseException as exc:
         # nothing or not all removed: put back whatever moved, bring the registry back
-        if run.planned_removals is not None:
+        if run.removals_saved:
             run.roll_back()
         try:
             if run.entry.maintenance_state is not None:

@@ -274,10 +274,11 @@ class Metrics:
         durations = record.durations
         removed = record.status not in ROLLED_BACK_STATUSES and "delete" in durations
         if removed:
-            for _repo, _tag, policy in record.deleted_tags:
-                self.deleted_tags.labels(policy=policy or NO_POLICY).inc()
-            for _repo, _digest, policy in record.unlinked:
-                self.unlinked_manifests.labels(policy=policy or NO_POLICY).inc()
+            by_policy = record.removed_by_policy
+            for policy, count in by_policy.get("tags", {}).items():
+                self.deleted_tags.labels(policy=policy or NO_POLICY).inc(count)
+            for policy, count in by_policy.get("manifests", {}).items():
+                self.unlinked_manifests.labels(policy=policy or NO_POLICY).inc(count)
             self.removed_repositories.inc(len(record.repositories_removed))
         self.reclaimed_bytes.inc(max(0, record.bytes_reclaimed))
         self.deleted_blobs.inc(max(0, record.blobs_deleted))

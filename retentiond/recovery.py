@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from retentiond.logs import get_logger
 from retentiond.maintenance import RunResult, drive, finish_record
+from retentiond.run_files import migrate_legacy
 from retentiond.run_phases import MaintenanceRun, MaintenanceServices
 from retentiond.run_records import Phase, RunStatus
 from retentiond.state import Journal, read_history
@@ -32,6 +33,8 @@ def recover_interrupted(services: MaintenanceServices) -> RunResult | None:
                 "restored a registry that an earlier run left in maintenance"
             )
         return None
+    if migrate_legacy(services.config.state_dir, entry):
+        Journal(services.config.state_dir).save(entry)
     run = MaintenanceRun(services, entry)
     phase = entry.phase
     rolling_back = not phase.reached(Phase.REMOVED)

@@ -6,9 +6,11 @@ in a real registry; ``transport`` exists for httpx's own plug-in point only.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
 
 import httpx
 
@@ -19,15 +21,10 @@ from retentiond.errors import RegistryError
 ACCEPT = ", ".join((*ALL_MANIFEST_TYPES, MEDIA_SCHEMA1))
 
 
-@dataclass(frozen=True, slots=True)
-class TagCheck:
-    repository: str
-    tag: str
-    ok: bool
-    reason: str = ""
-
-
 class RegistryClient:
+    """A client of the registry, for one thread at a time (:meth:`clone` gives each thread its
+    own)."""
+
     def __init__(
         self,
         url: str,
@@ -38,8 +35,20 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._settings = (auth, verify, timeout, transport)
         self._http = httpx.Client(
             base_url=self.url, auth=auth, verify=verify, timeout=timeout, transport=transport
+        )
+        #: requests sent so far
+        self.requests = 0
+
+    def clone(self) -> RegistryClient:
+        """A new client of the same registry with the same settings and connections of its
+        own: threads do not share one client, whose connection pool (httpcore 1.0) can close
+        a connection it has just given to another thread (encode/httpcore#1110)."""
+        auth, verify, timeout, transport = self._settings
+        return RegistryClient(
+            self.url, auth=auth, verify=verify, timeout=timeout, transport=transport
         )
 
     def close(self) -> None:
@@ -52,6 +61,7 @@ class RegistryClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        self.requests += 1
         try:
             return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
@@ -112,18 +122,48 @@ class RegistryClient:
             if response.status_code != 200:
                 raise RegistryError(f"GET {path} answered {response.status_code}")
             names.extend(response.json().get("repositories") or [])
-            link = response.headers.get("Link", "")
-            path = link[link.find("<") + 1 : link.find(">")] if 'rel="next"' in link else None
+            path = _next_page(response)
         return names
 
+    def listed_tags(self, repository: str) -> set[str] | None:
+        """The tags ``GET /v2/<repository>/tags/list`` names (every page); empty for a
+        repository the registry does not know; None when it answers anything else."""
+        tags: set[str] = set()
+        path: str | None = f"/v2/{repository}/tags/list"
+        while path:
+            response = self._request("GET", path)
+            if response.status_code == 404:
+                return tags
+            if response.status_code != 200:
+                return None
+            tags.update(response.json().get("tags") or [])
+            path = _next_page(response)
+        return tags
+
     def tag_status(self, repository: str, tag: str) -> int:
+        """The status ``HEAD`` of the tag's manifest answers (404: no such tag)."""
         return self._request(
             "HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT}
         ).status_code
 
-    def _check_manifest(self, repository: str, ref: str, expected: str, verified: set[str]) -> str:
-        """GET ``ref``, expect ``expected``, then HEAD its blobs and check its children.
-        ``verified`` holds what was already proven in this repository; proven digests join it."""
+    def blob_status(self, repository: str, digest: str) -> int:
+        """The status ``HEAD`` of a blob answers in ``repository`` (the registry answers 200
+        only for a blob linked into that repository whose data is there)."""
+        return self._request("HEAD", f"/v2/{repository}/blobs/{digest}").status_code
+
+    def check_manifest(
+        self,
+        repository: str,
+        ref: str,
+        expected: str,
+        answers: Answers,
+        parents: frozenset[str] = frozenset(),
+    ) -> str:
+        """GET ``ref``, expect ``expected``, then HEAD its blobs and check its children; ""
+        when all answer, else the first problem. ``answers`` holds what this repository's
+        digests answered already (shared by threads, each with a client of its own).
+        ``parents``: the manifests above this one, so that a corrupt index naming one of them
+        is a problem, not an endless descent."""
         response = self._request(
             "GET", f"/v2/{repository}/manifests/{ref}", headers={"Accept": ACCEPT}
         )
@@ -137,30 +177,64 @@ class RegistryClient:
         except ManifestError as exc:
             return f"manifest {ref} does not parse: {exc}"
         for blob in manifest.blobs:
-            if blob in verified:
-                continue
-            status = self._request("HEAD", f"/v2/{repository}/blobs/{blob}").status_code
+            status = answers.blob(blob, partial(self.blob_status, repository, blob))
             if status != 200:
                 return f"blob {blob} of {digest} answered {status}"
-            verified.add(blob)
+        above = parents | {digest}
         for child in manifest.children:
-            if child in verified:
-                continue
-            problem = self._check_manifest(repository, child, child, verified)
+            if child in above:
+                return f"manifest {digest} names {child}, a manifest above it, as its child"
+            problem = answers.manifest(
+                child, partial(self.check_manifest, repository, child, child, answers, above)
+            )
             if problem:
                 return problem
-        verified.add(digest)
         return ""
 
-    def check_tags(self, repository: str, tags: Sequence[tuple[str, str]]) -> list[TagCheck]:
-        """Each ``(tag, digest)`` answers with its digest, and every child manifest and blob
-        answers too; what one tag proved is not asked again for the next."""
-        verified: set[str] = set()
-        checks = []
-        for tag, digest in tags:
-            problem = self._check_manifest(repository, tag, digest, verified)
-            checks.append(TagCheck(repository, tag, not problem, problem))
-        return checks
 
-    def check_tag(self, repository: str, tag: str, digest: str) -> TagCheck:
-        return self.check_tags(repository, [(tag, digest)])[0]
+def _next_page(response: httpx.Response) -> str | None:
+    """The path of the next page a paginated answer names in its ``Link`` header, if any."""
+    link = response.headers.get("Link", "")
+    return link[link.find("<") + 1 : link.find(">")] if 'rel="next"' in link else None
+
+
+class Answers:
+    """What one repository's blobs and child manifests answered, shared by the threads that
+    check its tags, so that each is asked once.
+
+    A thread that wants a blob another thread is asking waits for that answer (a blob's check
+    is one request, it waits for nothing). A child manifest's check makes more checks, which
+    could wait in a circle on a corrupt tree; so a child two threads want at the same moment is
+    checked by both, and only the answer is shared."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blobs: dict[str, Future[int]] = {}
+        self._manifests: dict[str, str] = {}
+
+    def blob(self, digest: str, ask: Callable[[], int]) -> int:
+        """The status of blob ``digest``: ``ask()``'s answer, asked by the first caller."""
+        with self._lock:
+            future = self._blobs.get(digest)
+            first = future is None
+            if future is None:
+                future = self._blobs[digest] = Future()
+        if first:
+            try:
+                future.set_result(ask())
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+        return future.result()
+
+    def manifest(self, digest: str, check: Callable[[], str]) -> str:
+        """The problem of child manifest ``digest`` ("" for none): the answer known, or
+        ``check()``'s."""
+        with self._lock:
+            known = self._manifests.get(digest)
+        if known is not None:
+            return known
+        problem = check()
+        with self._lock:
+            self._manifests[digest] = problem
+        return problem

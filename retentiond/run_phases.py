@@ -13,51 +13,67 @@ right after the journal is saved, and ``removing:<n>`` after the n-th removal.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import structlog
 
-from retentiond.cache import RedisCache
-from retentiond.config import CacheKind, Config
+from retentiond.config import Config
+from retentiond.core.blob_table import BlobTable
+from retentiond.core.gc_output import GcDeletions
 from retentiond.core.inventory import Inventory
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
+from retentiond.core.run_lists import deleted_rows, kept_rows
 from retentiond.errors import RetentiondError, RuntimeControlError, StorageError
 from retentiond.held_runs import purge_expired
 from retentiond.logs import get_logger
 from retentiond.policy.model import OrderBy, Policy
 from retentiond.registry import RegistryClient
 from retentiond.render import plan_summary
-from retentiond.run_records import (
-    DeletedTag,
-    DurationPhase,
-    JournalEntry,
-    KeptTag,
-    Phase,
-    UnlinkedManifest,
+from retentiond.run_cleaning import clean_after_window, clean_in_window
+from retentiond.run_files import (
+    drop_removals,
+    read_deleted_tags,
+    read_kept,
+    read_reclaimable,
+    removal_batches,
+    save_removals,
+    write_deleted,
+    write_kept,
+    write_reclaimable,
 )
+from retentiond.run_records import DurationPhase, JournalEntry, Phase
 from retentiond.runtime.base import MaintenanceState, Runtime
-from retentiond.state import Journal, drop_removals, save_removals
+from retentiond.state import Journal
 from retentiond.storage import layout
-from retentiond.storage.cleanup import clean_after_gc, repository_names
 from retentiond.storage.port import Kind
-from retentiond.storage.reader import read_blob_sizes, read_inventory
-from retentiond.storage.removal import move_out, open_storage, put_back, run_removals
+from retentiond.storage.reader import data_sizes, read_blob_sizes, read_inventory
+from retentiond.storage.removal import (
+    move_out,
+    open_storage,
+    put_back,
+    quarantine_exists,
+    run_removals,
+)
 from retentiond.storage.removal_list import Removal, removals_for
 from retentiond.storage.safe_fs import UnsafeEntry
+from retentiond.verification import verify_run
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: removals read and moved at a time
+MOVE_BATCH = 50_000
 
 #: environment variable that makes the process SIGKILL itself at a fault point (tests only)
 FAULT_ENV = "RETENTIOND_FAULT"
 #: environment variable ``<point>=<seconds>``: wait at a fault point (tests only)
 PAUSE_ENV = "RETENTIOND_PAUSE"
-#: repositories verified in parallel after a run (requests to the registry at once)
-VERIFY_WORKERS = 4
 
 
 class MaintenanceFailed(RetentiondError):
@@ -111,9 +127,14 @@ class MaintenanceRun:
         self.log = get_logger(run_id=entry.run_id, job="maintenance")
         # every line logged while this run is in progress (runtime, registry) carries its id
         structlog.contextvars.bind_contextvars(run_id=entry.run_id)
+        #: the frozen tree, kept through the run (None in a run resumed after a crash)
         self.inventory: Inventory | None = None
-        #: what this run moves: from its plan, or (a run resumed) from ``state_dir``
+        #: the blobs the GC is expected to delete, with their data's sizes
+        self.reclaimable: BlobTable | None = None
+        #: what this run moves, read back from ``state_dir`` when a rollback needs it
         self.planned_removals: list[Removal] | None = None
+        #: the list of removals is saved: from here a failure puts back what moved
+        self.removals_saved = entry.phase.reached(Phase.PLANNED)
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -222,49 +243,53 @@ class MaintenanceRun:
         purge_expired(self.services.config)
         self.log.info("collected held runs", blobs=len(gone), bytes=self.entry.pre_gc_bytes)
 
-    def plan_frozen_tree(self) -> Plan:
-        """Read the frozen tree (every blob's size from its data, as on disk: what is deleted
-        and reported is counted from it) and plan on it; the inventory is kept for
-        :meth:`record_plan`."""
+    def plan_frozen_tree(self, sizes: BlobTable | None = None) -> Plan:
+        """Read the frozen tree and plan on it; the inventory is kept for :meth:`record_plan`
+        and the cleaning after the GC. ``sizes``: the sizes of blob data stat'ed before the
+        freeze (the preview's reclaimable blobs); the plan's reclaimable blobs not among them
+        are stat'ed now, so that what the run reports is counted from the data on disk."""
         started = time.monotonic()
         services = self.services
-        inventory = read_inventory(
-            self.root, read_created=needs_created(services.policies), stat_blobs=True
-        )
+        inventory = read_inventory(self.root, read_created=needs_created(services.policies))
         plan = make_plan(inventory, services.policies, services.config.safety, services.clock())
+        self.reclaimable = _with_data_sizes(self.root, plan.reclaimable, sizes or BlobTable())
         self.inventory = inventory
         self.timed("plan", time.monotonic() - started)
         return plan
 
     def record_plan(self, plan: Plan) -> None:
-        """Save what the plan removes (in ``state_dir``, before the first move) and what to
-        verify afterwards."""
-        assert self.inventory is not None
-        entry = self.entry
+        """Save what the plan removes, keeps and reclaims, each in a file of its own in
+        ``state_dir`` (:mod:`retentiond.run_files`, before the first move), and its counts in
+        the journal."""
+        assert self.inventory is not None and self.reclaimable is not None
+        entry, state_dir = self.entry, self.services.config.state_dir
         nested = {r.name for r in self.inventory.repositories if r.has_nested}
+        save_removals(state_dir, self.run_id, (r.to_json() for r in removals_for(plan, nested)))
+        self.removals_saved = True
+        by_policy: dict[str, dict[str, int]] = {"tags": {}, "manifests": {}}
+        write_deleted(state_dir, self.run_id, deleted_rows(plan, by_policy))
+        write_kept(state_dir, self.run_id, kept_rows(self.inventory, plan))
+        write_reclaimable(state_dir, self.run_id, self.reclaimable)
         entry.plan = plan_summary(plan)
-        self.planned_removals = removals_for(plan, nested)
-        # before the first move, in retentiond's own directory: what undo and recovery trust
-        save_removals(
-            self.services.config.state_dir,
-            self.run_id,
-            [r.to_json() for r in self.planned_removals],
-        )
-        entry.reclaimable = dict(plan.reclaimable)
-        entry.deleted_tags = [DeletedTag(t.repository, t.tag, t.policy) for t in plan.tags_deleted]
-        entry.unlinked = [
-            UnlinkedManifest(m.repository, m.digest, m.policy) for m in plan.manifests_unlinked
-        ]
+        entry.plan["blobs_reclaimed"] = len(self.reclaimable)
+        entry.plan["bytes_reclaimed"] = sum(self.reclaimable.values())
+        entry.removed = {
+            "tags": len(plan.tags_deleted),
+            "manifests": len(plan.manifests_unlinked),
+            "repositories": len(plan.repositories_removed),
+        }
+        entry.removed_by_policy = by_policy
         entry.repositories_removed = list(plan.repositories_removed)
-        deleted = {(t.repository, t.tag) for t in entry.deleted_tags}
-        entry.kept_tags = sorted(
-            KeptTag(r.name, t.name, t.digest)
-            for r in self.inventory.repositories
-            for t in r.materialize()[0]
-            if (r.name, t.name) not in deleted
-        )
         entry.blob_count_before = len(self.inventory.blobs)
         self.record_phase(Phase.PLANNED)
+
+    def reclaimable_blobs(self) -> BlobTable:
+        """The blobs the GC is expected to delete: from the plan, or (a resumed run) from
+        ``state_dir``; none when the run saved none."""
+        if self.reclaimable is None:
+            found = read_reclaimable(self.services.config.state_dir, self.run_id)
+            self.reclaimable = found if found is not None else BlobTable()
+        return self.reclaimable
 
     def remove(self) -> None:
         started = time.monotonic()
@@ -276,69 +301,67 @@ class MaintenanceRun:
             count += 1
             fault_point(f"removing:{count}")
 
-        move_out(self.root, self.run_id, self.removals(), done)
+        # in batches read from state_dir as they are moved: a million removals are never in
+        # memory at once (each batch is checked whole before its first move; a failure in a
+        # later batch puts back what earlier ones moved)
+        # whether an earlier attempt may have held some already is known before the first
+        # batch: later batches' names (their own indexes) cannot be held by this attempt
+        resumed = quarantine_exists(self.root, self.run_id)
+        for batch in removal_batches(self.services.config.state_dir, self.run_id, MOVE_BATCH):
+            move_out(self.root, self.run_id, batch, done, resumed=resumed)
         self.timed("delete", time.monotonic() - started)
         self.record_phase(Phase.REMOVED)
 
     def gc(self) -> None:
+        """Run the registry's GC once; what it deleted is read from its output as it runs."""
         self.record_phase(Phase.GC)
         started = time.monotonic()
-        outcome = self.services.runtime.run_gc()
+        deletions = GcDeletions(self.reclaimable_blobs())
+        outcome = self.services.runtime.run_gc(on_line=deletions.feed)
         self.timed("gc", time.monotonic() - started)
-        self.entry.gc_output_tail = outcome.output.strip().splitlines()[-3:]
+        entry = self.entry
+        entry.gc_output_tail = outcome.output.strip().splitlines()[-3:]
         if not outcome.ok:
             raise MaintenanceFailed(
                 f"the registry's garbage-collect exited {outcome.returncode}: "
-                f"{' / '.join(outcome.output.strip().splitlines()[-3:])}"
+                f"{' / '.join(entry.gc_output_tail)}"
             )
-        self.entry.gc_ran = True
+        entry.gc_ran = True
+        entry.gc_understood = deletions.understood
+        if deletions.understood:
+            entry.gc_eligible = deletions.eligible
+            entry.gc_prefixes = sorted(deletions.prefixes)
+            entry.blobs_deleted = deletions.blobs + (entry.pre_gc_blobs or 0)
+            entry.bytes_reclaimed = deletions.bytes + (entry.pre_gc_bytes or 0)
+            if deletions.unexpected_count:
+                self.errors.append(
+                    f"the GC deleted {deletions.unexpected_count} blobs the plan did not expect "
+                    f"to be reclaimed (first: {', '.join(deletions.unexpected[:5])})"
+                )
+        else:
+            self.log.warning(
+                "the GC's output was not understood; cleaning walks the whole tree",
+                output=entry.gc_output_tail,
+            )
         self.record_phase(Phase.GC_DONE)
 
     def clean(self) -> None:
+        """Inside the window, after the GC: :func:`retentiond.run_cleaning.clean_in_window`."""
         started = time.monotonic()
-        entry = self.entry
-        blobs_after = read_blob_sizes(self.root)
-        reclaimable = entry.reclaimable or {}
-        gone = {d: s for d, s in reclaimable.items() if d not in blobs_after}
-        entry.bytes_reclaimed = sum(gone.values()) + (entry.pre_gc_bytes or 0)
-        entry.blobs_deleted = len(gone) + (entry.pre_gc_blobs or 0)
-        lost = (entry.blob_count_before or 0) - len(blobs_after) - len(gone)
-        if lost > 0:
-            self.errors.append(
-                f"{lost} blobs vanished that the plan did not expect to be reclaimed"
-            )
-        repos = repository_names(self.root)
-        entry.blobs_gone = sorted(gone)
-        self.forget_cached(repos)
-        cleaned = clean_after_gc(self.root, repos, blobs_after)
-        if cleaned.skipped:
-            self.log.warning("cleaning left links alone", paths=list(cleaned.skipped[:20]))
-        entry.cleaned = {
-            "blob_prefix_dirs": cleaned.blob_prefix_dirs,
-            "revision_dirs": cleaned.revision_dirs,
-            "layer_links": cleaned.layer_links,
-            "namespace_dirs": cleaned.namespace_dirs,
-        }
+        clean_in_window(self)
         self.timed("clean", time.monotonic() - started)
         self.record_phase(Phase.CLEANED)
 
-    def forget_cached(self, repositories: list[str] | None = None) -> None:
-        """With ``cache: redis``, delete the entries of the blobs the GC removed."""
-        registry = self.services.config.registry
-        if registry.cache is not CacheKind.REDIS or not registry.redis_url:
-            return
-        gone = self.entry.blobs_gone or []
-        sent = RedisCache(registry.redis_url).forget(
-            gone, repositories if repositories is not None else repository_names(self.root)
-        )
-        self.log.info("redis cache cleaned", blobs=len(gone), commands=sent)
+    def clean_outside(self) -> Callable[[], None]:
+        """Once the registry is read-write again, thread-safe:
+        :func:`retentiond.run_cleaning.clean_after_window`."""
+        return clean_after_window(self)
 
     def leave(self) -> None:
         started = time.monotonic()
         self.services.runtime.leave_maintenance()
         self.services.registry.wait_answering(timeout=120)
         took = time.monotonic() - started
-        self.forget_cached()  # the twin may have cached descriptors while the GC ran
         self.timed("restart", took)
         # what clients saw: writes refused / nothing answering, from the start of the switch
         entry = self.entry
@@ -356,25 +379,20 @@ class MaintenanceRun:
         self.record_phase(Phase.LEFT)
 
     def verify(self) -> list[str]:
+        """Ask the registry for every kept tag, child manifest and blob, and every deleted tag
+        (:func:`~retentiond.verification.verify_run`), streamed from the run's files."""
         started = time.monotonic()
-        registry = self.services.registry
-        broken: list[str] = []
-        by_repo: dict[str, list[tuple[str, str]]] = {}
-        for repo, tag, digest in self.entry.kept_tags or []:
-            by_repo.setdefault(repo, []).append((tag, digest))
-        with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-            for checks in pool.map(lambda item: registry.check_tags(*item), by_repo.items()):
-                broken += [f"{c.repository}:{c.tag}: {c.reason}" for c in checks if not c.ok]
-        for repo, tag, _ in self.entry.deleted_tags or []:
-            if self._tag_present(repo, tag):
-                continue  # pushed again since the run left maintenance
-            status = registry.tag_status(repo, tag)
-            if status != 404:
-                broken.append(f"{repo}:{tag} was deleted but answers {status}")
-        self.entry.broken = broken
+        state_dir = self.services.config.state_dir
+        result = verify_run(
+            self.services.registry,
+            read_kept(state_dir, self.run_id),
+            read_deleted_tags(state_dir, self.run_id),
+            reappeared=self._tag_present,
+        )
+        self.entry.broken = result.broken
         self.timed("verify", time.monotonic() - started)
         self.record_phase(Phase.VERIFIED)
-        return broken
+        return result.broken
 
     def _tag_present(self, repository: str, tag: str) -> bool:
         """Whether a tag directory is there again (looked at without following a link)."""
@@ -384,3 +402,29 @@ class MaintenanceRun:
         except (StorageError, UnsafeEntry, OSError):
             return False
         return True
+
+
+def _with_data_sizes(root: Path, reclaimable: Collection[str], known: BlobTable) -> BlobTable:
+    """The reclaimable blobs with the sizes of their data: from ``known`` (stat'ed before the
+    freeze), the others stat'ed now; a blob without data is left out (nothing to reclaim).
+    Looked up a chunk at a time (a million digests are never a list)."""
+
+    def looked_up() -> Iterator[tuple[list[str], list[int]]]:
+        digests = iter(reclaimable)
+        while chunk := list(islice(digests, 65536)):
+            yield chunk, known.ids_of(chunk)
+
+    missing = data_sizes(
+        root, (d for chunk, ids in looked_up() for d, i in zip(chunk, ids, strict=True) if i < 0)
+    )
+    table_sizes = known.sizes
+
+    def sized() -> Iterator[tuple[str, int]]:
+        for chunk, ids in looked_up():
+            for digest, blob_id in zip(chunk, ids, strict=True):
+                if blob_id >= 0:
+                    yield digest, table_sizes[blob_id]
+                elif digest in missing:
+                    yield digest, missing[digest]
+
+    return BlobTable.from_sorted(sized())

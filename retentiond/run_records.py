@@ -82,6 +82,9 @@ class Phase(enum.StrEnum):
         return _PHASE_ORDER[self] >= _PHASE_ORDER[other]
 
 
+#: the directory of ``state_dir`` that holds each run's files (:mod:`retentiond.run_files`)
+RUNS_DIR = "runs"
+
 _PHASE_ORDER = {phase: n for n, phase in enumerate(Phase)}
 PHASE_NAMES = tuple(p.value for p in Phase)
 
@@ -220,6 +223,15 @@ JOURNAL_FIELDS: Mapping[str, Check] = {
     "bytes_reclaimed": INT,
     "blobs_deleted": INT,
     "blobs_gone": STRINGS,
+    "removed": COUNTS,
+    "removed_by_policy": (
+        _dict_of(_dict_of(_is_int)),
+        "an object of objects of integers",
+    ),
+    "gc_eligible": INT,
+    "gc_prefixes": STRINGS,
+    "gc_understood": BOOL,
+    "layer_links": INT,
     "cleaned": COUNTS,
     "resumed": BOOL,
     "read_only_seconds": NUMBER,
@@ -295,8 +307,13 @@ class JournalEntry:
     gc_before_removals: bool = False
     pre_gc_bytes: int | None = None
     pre_gc_blobs: int | None = None
-    # the plan on the frozen tree
+    # the plan on the frozen tree (its lists are files of their own: retentiond.run_files)
     plan: dict[str, Any] | None = None
+    #: tags, manifests and repositories the run removes (counts)
+    removed: dict[str, int] | None = None
+    #: {"tags": {policy: count}, "manifests": {policy: count}}
+    removed_by_policy: dict[str, dict[str, int]] | None = None
+    # an earlier version's journal held these lists itself; read, migrated to files, dropped
     removals: list[Any] | None = None
     reclaimable: dict[str, int] | None = None
     deleted_tags: list[DeletedTag] | None = None
@@ -309,11 +326,18 @@ class JournalEntry:
     gc_output_tail: list[str] | None = None
     gc_skipped: str | None = None
     held_until: str | None = None
+    #: from the GC's output: blobs it called eligible (and deleted), the blob store
+    #: directories they were in, and whether its output was understood (else: a full clean)
+    gc_eligible: int | None = None
+    gc_prefixes: list[str] | None = None
+    gc_understood: bool = False
     # cleaning after the GC
     bytes_reclaimed: int | None = None
     blobs_deleted: int | None = None
     blobs_gone: list[str] | None = None
     cleaned: dict[str, int] | None = None
+    #: dangling ``_layers`` links removed once the registry was read-write again
+    layer_links: int | None = None
     # leaving maintenance and verifying
     read_only_seconds: float | None = None
     unavailable_seconds: float | None = None
@@ -339,6 +363,8 @@ class JournalEntry:
                     "pre_gc_bytes": self.pre_gc_bytes,
                     "pre_gc_blobs": self.pre_gc_blobs,
                     "plan": self.plan,
+                    "removed": self.removed,
+                    "removed_by_policy": self.removed_by_policy,
                     "removals": self.removals,
                     "reclaimable": self.reclaimable,
                     "deleted_tags": self.deleted_tags,
@@ -349,10 +375,13 @@ class JournalEntry:
                     "gc_output_tail": self.gc_output_tail,
                     "gc_skipped": self.gc_skipped,
                     "held_until": self.held_until,
+                    "gc_eligible": self.gc_eligible,
+                    "gc_prefixes": self.gc_prefixes,
                     "bytes_reclaimed": self.bytes_reclaimed,
                     "blobs_deleted": self.blobs_deleted,
                     "blobs_gone": self.blobs_gone,
                     "cleaned": self.cleaned,
+                    "layer_links": self.layer_links,
                     "read_only_seconds": self.read_only_seconds,
                     "unavailable_seconds": self.unavailable_seconds,
                     "broken": self.broken,
@@ -361,6 +390,7 @@ class JournalEntry:
             **_flags(
                 gc_before_removals=self.gc_before_removals,
                 gc_ran=self.gc_ran,
+                gc_understood=self.gc_understood,
                 resumed=self.resumed,
             ),
         }
@@ -393,6 +423,8 @@ class JournalEntry:
             pre_gc_bytes=get("pre_gc_bytes"),
             pre_gc_blobs=get("pre_gc_blobs"),
             plan=get("plan"),
+            removed=get("removed"),
+            removed_by_policy=get("removed_by_policy"),
             removals=get("removals"),
             reclaimable=get("reclaimable"),
             deleted_tags=_triples(get("deleted_tags"), DeletedTag),
@@ -404,10 +436,14 @@ class JournalEntry:
             gc_output_tail=get("gc_output_tail"),
             gc_skipped=get("gc_skipped"),
             held_until=get("held_until"),
+            gc_eligible=get("gc_eligible"),
+            gc_prefixes=get("gc_prefixes"),
+            gc_understood=bool(get("gc_understood")),
             bytes_reclaimed=get("bytes_reclaimed"),
             blobs_deleted=get("blobs_deleted"),
             blobs_gone=get("blobs_gone"),
             cleaned=get("cleaned"),
+            layer_links=get("layer_links"),
             read_only_seconds=get("read_only_seconds"),
             unavailable_seconds=get("unavailable_seconds"),
             broken=get("broken"),
@@ -432,8 +468,10 @@ class RunRecord:
     started_at: str | None = None
     gc_mode: str | None = None
     plan: dict[str, Any] | None = None
-    deleted_tags: list[DeletedTag] = field(default_factory=list)
-    unlinked: list[UnlinkedManifest] = field(default_factory=list)
+    #: tags, manifests and repositories removed (the lists: ``runs/<run_id>/deleted.jsonl``)
+    removed: dict[str, int] = field(default_factory=dict)
+    #: {"tags": {policy: count}, "manifests": {policy: count}}
+    removed_by_policy: dict[str, dict[str, int]] = field(default_factory=dict)
     repositories_removed: list[str] = field(default_factory=list)
     bytes_reclaimed: int = 0
     blobs_deleted: int = 0
@@ -459,8 +497,8 @@ class RunRecord:
             started_at=entry.started_at,
             gc_mode=entry.gc_mode,
             plan=entry.plan,
-            deleted_tags=_or(entry.deleted_tags, []),
-            unlinked=_or(entry.unlinked, []),
+            removed=_or(entry.removed, {}),
+            removed_by_policy=_or(entry.removed_by_policy, {}),
             repositories_removed=_or(entry.repositories_removed, []),
             bytes_reclaimed=_or(entry.bytes_reclaimed, 0),
             blobs_deleted=_or(entry.blobs_deleted, 0),
@@ -487,12 +525,12 @@ class RunRecord:
             "gc_mode": self.gc_mode,
             "plan": self.plan,
             "removed": {
-                "tags": len(self.deleted_tags),
-                "manifests": len(self.unlinked),
-                "repositories": len(self.repositories_removed),
+                "tags": self.removed.get("tags", 0),
+                "manifests": self.removed.get("manifests", 0),
+                "repositories": self.removed.get("repositories", 0),
             },
-            "deleted_tags": self.deleted_tags,
-            "unlinked": self.unlinked,
+            "removed_by_policy": self.removed_by_policy,
+            "details": f"{RUNS_DIR}/{self.run_id}/deleted.jsonl" if self.removed else None,
             "repositories_removed": self.repositories_removed,
             "bytes_reclaimed": self.bytes_reclaimed,
             "blobs_deleted": self.blobs_deleted,

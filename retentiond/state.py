@@ -1,5 +1,5 @@
-"""``state_dir``: the run lock, the journal of the run in progress, each run's list of removals,
-and the history of runs.
+"""``state_dir``: the run lock, the journal of the run in progress, and the history of runs
+(each run's own files, its removals among them, are :mod:`retentiond.run_files`'s).
 
 ``state_dir`` is retentiond's own directory; the storage root is not (the registry writes it).
 What ``undo`` and crash recovery act on is read from here only, and checked before use
@@ -14,9 +14,8 @@ even by ``kill -9``.
 Files::
 
     lock                  flock of the run in progress
-    journal.json          the run in progress (phase, plan summary, what to verify)
-    removals/<run>.json   what run <run> moved into the quarantine: a JSON list of removals,
-                          written before the first move, deleted when the quarantine is purged
+    journal.json          the run in progress: phase, counts, times (a few hundred bytes)
+    runs/<run>/           the run's removals, kept tags, deleted tags, reclaimable blobs
     runs.jsonl            one JSON object per finished run (and per purge or undo)
 """
 
@@ -32,14 +31,13 @@ from typing import Any
 
 from retentiond.errors import RetentiondError, StorageError
 from retentiond.logs import get_logger
-from retentiond.run_records import HistoryEntry, JournalEntry, RecordProblem, run_id_problem
+from retentiond.run_records import HistoryEntry, JournalEntry, RecordProblem
 from retentiond.storage.safe_fs import UnsafeEntry, open_root, read_file
 
 JOURNAL = "journal.json"
 HISTORY = "runs.jsonl"
 LOCK = "lock"
-REMOVALS = "removals"
-#: the most a state file may hold (a journal lists every kept tag: ~100 bytes each)
+#: the most a state file may hold (the history of runs grows by a line a run)
 STATE_LIMIT = 1 << 32
 
 
@@ -69,12 +67,12 @@ def write_atomic(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -82,7 +80,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
-def _read(path: Path, what: str) -> bytes | None:
+def read_state_file(path: Path, what: str) -> bytes | None:
     """A state file's bytes, or None when it does not exist. Opened without blocking or
     following a link: a FIFO or a link where a state file should be is an error, not a hang."""
     try:
@@ -150,7 +148,7 @@ class Journal:
     def load(self) -> JournalEntry | None:
         """The run in progress, checked (:meth:`JournalEntry.from_json`): a journal of the wrong
         shape is an error, never acted on."""
-        data = _read(self.path, "the journal")
+        data = read_state_file(self.path, "the journal")
         if data is None:
             return None
         try:
@@ -168,50 +166,6 @@ class Journal:
     def clear(self) -> None:
         with suppress(FileNotFoundError):
             self.path.unlink()
-
-
-# -- each run's removals -------------------------------------------------------------------------
-
-
-def removals_path(state_dir: Path, run_id: str) -> Path:
-    problem = run_id_problem(run_id)
-    if problem is not None:
-        raise StorageError(f"no list of removals for {problem}")
-    return state_dir / REMOVALS / f"{run_id}.json"
-
-
-def save_removals(state_dir: Path, run_id: str, removals: list[dict[str, Any]]) -> None:
-    """Write what run ``run_id`` is about to move, before its first move."""
-    path = removals_path(state_dir, run_id)
-    _ensure(path.parent)
-    write_atomic(path, json.dumps(removals, indent=0).encode())
-
-
-def load_removals(state_dir: Path, run_id: str) -> Any | None:
-    """The JSON of run ``run_id``'s list of removals (unchecked: see
-    :func:`retentiond.storage.removal_list.parse_removals`), or None when there is none."""
-    path = removals_path(state_dir, run_id)
-    data = _read(path, "the list of removals")
-    if data is None:
-        return None
-    try:
-        return _json(data)
-    except ValueError as exc:
-        raise StorageError(
-            f"the list of removals {path} is not valid JSON ({exc}); nothing was moved. Put "
-            f"the directories of its run back by hand from the quarantine, or move the file away"
-        ) from exc
-
-
-def drop_removals(state_dir: Path, run_id: str) -> None:
-    """Forget run ``run_id``'s removals: its quarantine is gone (purged or put back)."""
-    path = removals_path(state_dir, run_id)
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StorageError(f"cannot delete {path}: {exc.strerror}") from exc
 
 
 # -- history -------------------------------------------------------------------------------------
@@ -238,7 +192,7 @@ def read_history(state_dir: Path) -> list[HistoryEntry]:
     """Every run record, checked. A line that is not JSON (torn by a crash while it was
     written) is skipped with a warning; a JSON line of the wrong shape is an error."""
     path = state_dir / HISTORY
-    data = _read(path, "the history of runs")
+    data = read_state_file(path, "the history of runs")
     if data is None:
         return []
     out: list[HistoryEntry] = []

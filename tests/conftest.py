@@ -12,6 +12,7 @@ import pytest
 
 from tests.harness.gc import REGISTRY_BIN
 from tests.harness.proc import docker
+from tests.harness.redis import RunningRedis, start_redis, stop_redis
 from tests.harness.registry import (
     REGISTRY_IMAGE,
     RunningRegistry,
@@ -30,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a registry fixture is a ``registry`` test."""
     for item in items:
         names = getattr(item, "fixturenames", ())
-        if "registry" in names or "docker_ready" in names:
+        if "registry" in names or "docker_ready" in names or "redis" in names:
             item.add_marker(pytest.mark.registry)
 
 
@@ -69,6 +70,22 @@ def registry(docker_ready: None, tmp_path: Path) -> Iterator[RunningRegistry]:
         print(f"--- last log lines of {reg.name} ({reg.url}, root {reg.root}) ---")
         print((logs.stdout + logs.stderr).strip())
         stop_registry(reg)
+
+
+@pytest.fixture
+def redis(docker_ready: None, tmp_path: Path) -> Iterator[RunningRedis]:
+    """A fresh redis-server (no persistence) in ``tmp_path/redis``, reachable from registry
+    containers at ``redis.addr`` (the Docker bridge's gateway), stopped after the test. Its
+    last log lines are printed at teardown (shown when the test fails)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail(f"redis-server is not installed; {SETUP_HINT}", pytrace=False)
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        stop_redis(server)
+        print(f"--- last log lines of redis-server on {server.addr} ---")
+        print("\n".join(server.log.read_text(errors="replace").splitlines()[-20:]))
 
 
 @pytest.fixture

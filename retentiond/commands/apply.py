@@ -45,8 +45,8 @@ def describe(result: RunResult) -> str:
     lines = [
         f"run {result.run_id}: {result.status}"
         + (" (an interrupted run, finished now)" if r.resumed else ""),
-        f"  removed {len(r.deleted_tags)} tags, {len(r.unlinked)} manifests, "
-        f"{len(r.repositories_removed)} repositories",
+        f"  removed {r.removed.get('tags', 0)} tags, {r.removed.get('manifests', 0)} "
+        f"manifests, {r.removed.get('repositories', 0)} repositories",
         f"  reclaimed {human_bytes(r.bytes_reclaimed)} ({r.bytes_reclaimed} bytes, "
         f"{r.blobs_deleted} blobs; planned {(r.plan or {}).get('bytes_reclaimed', 0)})",
         f"  writes refused {r.read_only_seconds:.1f}s, registry unavailable "

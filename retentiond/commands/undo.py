@@ -11,8 +11,9 @@ from pathlib import Path
 from retentiond.commands.context import load_context
 from retentiond.errors import RetentiondError, UsageError
 from retentiond.logs import get_logger
+from retentiond.run_files import drop_removals
 from retentiond.run_records import HistoryEntry, HistoryMark, RunStatus, run_id_problem
-from retentiond.state import append_history, drop_removals, read_history, run_lock
+from retentiond.state import append_history, read_history, run_lock
 from retentiond.storage.removal import put_back, quarantine_exists, run_removals
 
 

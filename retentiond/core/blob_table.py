@@ -92,6 +92,49 @@ class BlobTable(Mapping[str, int]):
         sizes = array("q", map(known.__getitem__, ordered))
         return cls(b"".join(ordered), counts, sizes)
 
+    @classmethod
+    def from_sorted(cls, items: Iterable[tuple[str, int]]) -> BlobTable:
+        """From digests and sizes already in table order (ascending raw bytes, no duplicate:
+        the order a table or a selection iterates in), without a dict of them all: the way to
+        build a table of millions of blobs. ``ValueError`` names the first item out of order."""
+        keys = bytearray()
+        sizes = array("q")
+        last = b""
+        for digest, size in items:
+            raw = digest_bytes(digest)
+            if raw is None:
+                raise ValueError(
+                    f"blob digest {digest!r} is not canonical: a BlobTable keeps sha256: and "
+                    "64 lowercase hex digits"
+                )
+            if raw <= last:
+                raise ValueError(f"blob digest {digest} is out of order or given twice")
+            last = raw
+            keys += raw
+            sizes.append(size)
+        return cls.from_packed(bytes(keys), sizes)
+
+    @classmethod
+    def from_packed(cls, keys: bytes, sizes: array[int]) -> BlobTable:
+        """From :meth:`packed`'s two parts: raw 32-byte digests in ascending order and their
+        sizes. ``ValueError`` when they do not make a table (lengths, order)."""
+        if len(keys) & 31 or len(keys) >> 5 != len(sizes):
+            raise ValueError("a packed BlobTable needs 32 bytes of digest per size")
+        counts = array("Q", [0]) * _SHARDS
+        previous = b""
+        for at in range(0, len(keys), 32):
+            raw = keys[at : at + 32]
+            if raw <= previous:
+                raise ValueError(f"packed digest {at >> 5} is out of order or given twice")
+            previous = raw
+            counts[(raw[0] << 8) | raw[1]] += 1
+        return cls(keys, counts, sizes)
+
+    def packed(self) -> tuple[bytes, array[int]]:
+        """The raw digests (32 bytes each, ascending) and the sizes in the same order: what
+        :meth:`from_packed` takes back (a table written to a file and read again)."""
+        return self._keys, self._sizes
+
     # -- ids --
 
     @property

@@ -16,26 +16,32 @@ and the ``none`` runtime that never runs a GC.
 A command that fails (non-zero exit, or longer than its timeout) raises RuntimeControlError with
 the command, its exit code and the last lines of its output. A command that leaves a background
 process behind must redirect that process's output (``>>log 2>&1``): retentiond waits for the
-command itself, not for the processes it starts, and reads the command's output from a file.
+command itself, not for the processes it starts. The output of ``gc`` is read from a pipe as
+it is printed, until ``gc`` has exited; that of the others from a file once they have exited.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import selectors
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from retentiond.config import GcMode, RuntimeConfig
 from retentiond.errors import RuntimeControlError
 from retentiond.logs import get_logger
-from retentiond.runtime.base import GcOutcome, MaintenanceState
+from retentiond.runtime.base import GcLines, GcOutcome, LineCutter, MaintenanceState
 
 #: Lines of a failed command's output quoted in the error.
 TAIL_LINES = 15
+#: how often a GC that prints nothing is checked for its exit (and timeout)
+_POLL_SECONDS = 0.2
+_READ_BYTES = 1 << 16
 _GC_WORD = re.compile(r"(?<![\w-])garbage-collect(?![\w-])")
 _DELETE_UNTAGGED = re.compile(r"(?<![\w-])(--delete-untagged|-m)(?![\w-])")
 
@@ -124,19 +130,24 @@ class CommandRuntime:
         self._run(key, self._required(key))
         return MaintenanceState.READ_ONLY if key == "readonly" else MaintenanceState.STOPPED
 
-    def run_gc(self, *, dry_run: bool = False) -> GcOutcome:
-        """The GC command; its failure (non-zero exit) is returned, not raised."""
+    def run_gc(
+        self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None
+    ) -> GcOutcome:
+        """The GC command, its output read line by line as it prints it (see
+        :meth:`_stream`); its failure (non-zero exit) is returned, not raised."""
         command = gc_command(self._required("gc"), dry_run=dry_run)
+        lines = GcLines(on_line)
         started = time.monotonic()
-        code, output = self._execute(command, self.gc_timeout, "gc")
+        code = self._stream(command, self.gc_timeout, lines)
         seconds = time.monotonic() - started
         self._log.info(
             "garbage collection finished",
             dry_run=dry_run,
             returncode=code,
             seconds=round(seconds, 3),
+            lines=lines.count,
         )
-        return GcOutcome(returncode=code, output=output, seconds=seconds)
+        return GcOutcome(returncode=code, output=lines.output, seconds=seconds, lines=lines.count)
 
     def leave_maintenance(self) -> None:
         """``start``: read-write again with an empty cache (also after gc_mode online)."""
@@ -209,6 +220,46 @@ class CommandRuntime:
         )
         return code, output
 
+    def _stream(self, command: str, timeout: float | None, lines: GcLines) -> int:
+        """Run the GC ``command`` with /bin/sh in its own process group, its stdout and stderr
+        on one pipe read as it comes (the lines stay whole: each is one write); its exit code.
+        Reading stops when the command has exited and the pipe holds nothing more, so a
+        background process it leaves behind is not waited for. On a timeout, or when
+        ``on_line`` raises, the command's process group is killed."""
+        self._log.info("running command", key="gc", command=command)
+        read_end, write_end = os.pipe()
+        try:
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    shell=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=write_end,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RuntimeControlError(
+                    f"cannot run runtime.commands.gc ({command}): {exc}"
+                ) from exc
+            finally:
+                os.close(write_end)
+            try:
+                code = _read_until_exit(proc, read_end, lines.stream(), timeout)
+            except BaseException:
+                if proc.poll() is None:
+                    _kill_group(proc)
+                raise
+        finally:
+            os.close(read_end)
+        if code is None:
+            _kill_group(proc)
+            raise RuntimeControlError(
+                f"runtime.commands.gc did not finish within {timeout:g}s and was killed: "
+                f"{command}\n{_tail(lines.output)}"
+            )
+        return code
+
 
 class NoRuntime:
     """``runtime.kind: none``: retentiond deletes tags and manifests and reports what the GC
@@ -232,7 +283,9 @@ class NoRuntime:
     def enter_maintenance(self) -> MaintenanceState:
         return MaintenanceState.ONLINE
 
-    def run_gc(self, *, dry_run: bool = False) -> GcOutcome:
+    def run_gc(
+        self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None
+    ) -> GcOutcome:
         raise RuntimeControlError(
             "runtime.kind is none: retentiond deletes but never runs the GC; run "
             "`registry garbage-collect CONFIG` yourself with the registry read-only or stopped, "
@@ -268,6 +321,42 @@ def gc_command(command: str, *, dry_run: bool) -> str:
 def _tail(output: str, lines: int = TAIL_LINES) -> str:
     kept = output.rstrip().splitlines()[-lines:]
     return "\n".join(kept) if kept else "(no output)"
+
+
+def _read_until_exit(
+    proc: subprocess.Popen[bytes], fd: int, cutter: LineCutter, timeout: float | None
+) -> int | None:
+    """Feed what ``proc`` writes to the pipe ``fd`` into ``cutter`` until it has exited and
+    the pipe holds nothing more (or is closed); its exit code, or None when it still runs
+    ``timeout`` seconds after the start."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            code = proc.poll()
+            if code is None and deadline is not None and time.monotonic() >= deadline:
+                return None
+            # once it exited, only what the pipe holds now; before, wake up to look again
+            if selector.select(_POLL_SECONDS if code is None else 0):
+                data = os.read(fd, _READ_BYTES)
+                if data:
+                    cutter.feed(data)
+                    continue
+                if code is None:  # it closed its output and goes on: wait for its exit
+                    code = _wait(proc, deadline)
+                break
+            if code is not None:
+                break
+    cutter.close()
+    return code
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: float | None) -> int | None:
+    """The exit code of ``proc``, or None if it still runs at ``deadline``."""
+    try:
+        return proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

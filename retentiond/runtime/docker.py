@@ -28,6 +28,7 @@ import io
 import posixpath
 import tarfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -37,7 +38,7 @@ import structlog
 from retentiond.config import GcMode, RuntimeConfig
 from retentiond.errors import RuntimeControlError
 from retentiond.logs import get_logger
-from retentiond.runtime.base import GcOutcome, MaintenanceState
+from retentiond.runtime.base import GcLines, GcOutcome, MaintenanceState
 from retentiond.runtime.docker_containers import Containers
 from retentiond.runtime.docker_specs import (
     ROLE_LABEL,
@@ -215,11 +216,16 @@ class DockerRuntime:
             raise
         return MaintenanceState.READ_ONLY
 
-    def run_gc(self, *, dry_run: bool = False) -> GcOutcome:
+    def run_gc(
+        self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None
+    ) -> GcOutcome:
+        """The GC in the twin (readonly), in a one-off container (stop) or in the registry
+        container itself (online); each line it prints goes to ``on_line`` as it arrives."""
         info = self._inspect_original()
         binary = registry_binary(info)
         args = gc_arguments(self.config.registry_config, dry_run=dry_run)
         mode = self.config.gc_mode
+        lines = GcLines(on_line)
         started = time.monotonic()
         if mode is GcMode.STOP:
             if info["State"].get("Running"):
@@ -227,7 +233,7 @@ class DockerRuntime:
                     f"container {container_name(info)} is running: with gc_mode stop the GC "
                     "runs only while it is stopped; call enter_maintenance before run_gc"
                 )
-            code, output = self._gc_in_one_off(info, binary, args)
+            code = self._gc_in_one_off(info, binary, args, lines)
         else:
             if mode is GcMode.READONLY:
                 target = self._twin_of(info)
@@ -238,7 +244,7 @@ class DockerRuntime:
                     )
             else:
                 target = info["Id"]
-            code, output = self._containers.exec(target, [binary, *args])
+            code = self._containers.exec(target, [binary, *args], lines)
         seconds = time.monotonic() - started
         self._log.info(
             "garbage collection finished",
@@ -246,8 +252,9 @@ class DockerRuntime:
             returncode=code,
             seconds=round(seconds, 3),
             gc_mode=mode.value,
+            lines=lines.count,
         )
-        return GcOutcome(returncode=code, output=output, seconds=seconds)
+        return GcOutcome(returncode=code, output=lines.output, seconds=seconds, lines=lines.count)
 
     def leave_maintenance(self) -> None:
         """Back to normal: remove the twin (or one-off container), then start the original
@@ -341,14 +348,15 @@ class DockerRuntime:
         self._log.info("creating the read-only twin", container=spec.name)
         return self._containers.create(spec, "the read-only twin")
 
-    def _gc_in_one_off(self, info: Inspect, binary: str, args: list[str]) -> tuple[int, str]:
+    def _gc_in_one_off(self, info: Inspect, binary: str, args: list[str], lines: GcLines) -> int:
         """gc_mode stop: run the GC in a new container from the same image, mounts, environment
-        and network mode (object storage drivers need the network), then remove it."""
+        and network mode (object storage drivers need the network), then remove it; its exit
+        code, its output given to ``lines``."""
         spec = gc_container_spec(info, binary, args, self._run_id())
         gc_id = self._containers.create(spec, "the GC container")
         try:
             self._log.info("running the GC in a one-off container", container=spec.name, args=args)
-            return self._containers.run_to_end(gc_id, spec.name)
+            return self._containers.run_to_end(gc_id, spec.name, lines)
         finally:
             self._containers.remove(gc_id, spec.name)
 

@@ -3,7 +3,8 @@
 Each operation translates every failure into
 :class:`~retentiond.errors.RuntimeControlError` (:mod:`retentiond.runtime.docker_errors`) and
 waits for its effect where the next step depends on it: a started registry until it answers
-``GET /v2/``, a removed container until it is gone, a GC until it ends however long it takes.
+``GET /v2/``, a removed container until it is gone, a GC until it ends however long it takes
+(its output read as it comes).
 Which containers to create, stop or remove, and when, is decided by
 :class:`~retentiond.runtime.docker.DockerRuntime`.
 """
@@ -21,6 +22,7 @@ import httpx
 
 from retentiond.errors import RuntimeControlError
 from retentiond.logs import get_logger
+from retentiond.runtime.base import GcLines
 from retentiond.runtime.docker_errors import DEFAULT_DOCKER_HOST, translated
 from retentiond.runtime.docker_specs import TWIN_LABEL, ContainerSpec, Inspect, probe_address
 
@@ -173,33 +175,68 @@ class Containers:
     # ---------------------------------------------------------------------------------------
     # Running a command
 
-    def run_to_end(self, container_id: str, name: str) -> tuple[int, str]:
-        """Start the created container, wait for its end however long it takes; its exit code
-        and output. The container stays: the caller removes it."""
+    def run_to_end(self, container_id: str, name: str, lines: GcLines) -> int:
+        """Start the created container and give its output to ``lines`` as it comes, until it
+        ends however long it takes; its exit code. The container stays: the caller removes
+        it."""
         api = self.client.api
-        with self.translated(f"run the GC container {name}"):
-            api.start(container_id)
+        action = f"run the GC container {name}"
+        with self.translated(action):
+            # attached before the start (as `docker run` does), so no line is missed
+            output = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True)
+        try:
+            with self.translated(action):
+                api.start(container_id)
+            self._pass_lines(output, action, lines)
+        finally:
+            output.close()
+        with self.translated(action):
             # No read timeout: a GC of a large tree runs for hours.
             result = api.wait(container_id, timeout=None)
-            logs = api.logs(container_id, stdout=True, stderr=True)
-        return int(result.get("StatusCode", -1)), _text(logs)
+        return int(result.get("StatusCode", -1))
 
-    def exec(self, container_id: str, cmd: list[str]) -> tuple[int, str]:
-        """``docker exec`` and wait for the end, however long it takes."""
+    def exec(self, container_id: str, cmd: list[str], lines: GcLines) -> int:
+        """``docker exec``, its output given to ``lines`` as it comes, until it ends however
+        long it takes; its exit code."""
         api = self.client.api
         self._log.info("running the GC with docker exec", container=container_id[:12], cmd=cmd)
-        with self.translated(f"run {' '.join(cmd)} in container {container_id[:12]}"):
+        action = f"run {' '.join(cmd)} in container {container_id[:12]}"
+        with self.translated(action):
             exec_id = api.exec_create(container_id, cmd, stdout=True, stderr=True)["Id"]
             # The attached exec stream is read without the client's timeout (a 4 s silent
             # exec works with timeout=2), so a GC that prints nothing for minutes is fine.
-            raw = api.exec_start(exec_id, stream=False, demux=False)
+            output = api.exec_start(exec_id, stream=True, demux=True)
+        try:
+            self._pass_lines(output, action, lines)
+        finally:
+            output.close()
+        with self.translated(action):
             code = api.exec_inspect(exec_id).get("ExitCode")
         if code is None:
             raise RuntimeControlError(
                 f"the GC in container {container_id[:12]} did not finish (no exit code): "
                 "check `docker logs` of the container"
             )
-        return int(code), _text(raw)
+        return int(code)
+
+    def _pass_lines(self, output: Any, action: str, lines: GcLines) -> None:
+        """Give a demultiplexed attach stream (``(stdout, stderr)`` chunks, one of them None)
+        to ``lines``, stdout and stderr cut into lines apart; the stream's errors are
+        translated, those of ``lines`` (the caller's ``on_line``) are not."""
+        stdout, stderr = lines.stream(), lines.stream()
+        chunks = iter(output)
+        while True:
+            with self.translated(action):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            out, err = chunk
+            if out:
+                stdout.feed(out)
+            if err:
+                stderr.feed(err)
+        stdout.close()
+        stderr.close()
 
     # ---------------------------------------------------------------------------------------
     # Readiness
@@ -262,11 +299,9 @@ def _answers(hostport: str) -> bool:
 
 
 def _text(raw: Any) -> str:
-    """What the daemon returned for a log or an exec, as text."""
+    """What the daemon returned for a log, as text."""
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     if raw is None:
         return ""
-    if isinstance(raw, tuple):  # demuxed (stdout, stderr)
-        return "".join(_text(part) for part in raw)
     return str(raw)

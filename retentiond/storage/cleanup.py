@@ -1,8 +1,15 @@
-"""Tidy what the registry's GC leaves behind, while the registry is still in maintenance.
+"""Tidy what the registry's GC leaves behind.
 
 GC deletes blob directories but leaves empty ``blobs/sha256/xx/`` directories, empty revision
 directories, and (in 2.8) ``_layers`` links whose blob is gone. Removing a dangling ``_layers``
 link is safe: the registry would answer 404 for that blob anyway, and a later push re-links it.
+
+A run cleans only what it and its GC touched: :func:`clean_touched`, inside the maintenance
+window, the prefix directories the GC emptied and the namespaces of the repositories the run
+removed; :func:`drop_dangling_layer_links`, once the registry takes pushes again, the links of
+the blobs the GC deleted (safe against a push of the same blob meanwhile).
+:func:`clean_after_gc` walks the whole tree, for a run resumed after a crash, which does not
+know what it touched.
 
 Everything is listed and removed through the storage port (``rmdir``, or ``rmtree`` by
 descriptor for a ``_layers`` link, on a filesystem), which follows no symbolic link on the way:
@@ -12,7 +19,9 @@ could not be looked into for one are listed in :attr:`Cleaned.skipped`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import errno
+import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +29,7 @@ from retentiond.errors import StorageError
 from retentiond.storage import layout
 from retentiond.storage.filesystem import FilesystemStorage
 from retentiond.storage.port import Kind
-from retentiond.storage.removal import open_storage
+from retentiond.storage.removal import NO_LINKS, open_storage
 from retentiond.storage.safe_fs import UnsafeEntry
 
 
@@ -144,3 +153,195 @@ def clean_after_gc(root: Path, repositories: Collection[str], blobs: Collection[
         namespaces = _clean_namespaces(storage)
         skipped = tuple(storage.location(p) for p in skips.paths)
     return Cleaned(prefixes, revisions, links, namespaces, skipped)
+
+
+# -- what a run touched --------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"[0-9a-f]{2}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def clean_touched(
+    root: Path, *, prefixes: Iterable[str], removed_repositories: Iterable[str]
+) -> Cleaned:
+    """Remove the blob store's prefix directories of ``prefixes`` (two hex digits: those of
+    the blobs the GC deleted) that are empty now, and the directories of
+    ``removed_repositories`` and their parents below ``repositories/`` that are empty now
+    (a repository removed as its parts leaves its directory; a namespace whose last
+    repository went leaves its own), each walked up until one is not empty. Costs one
+    ``rmdir`` a prefix and a few per repository, whatever the size of the tree."""
+    wanted = sorted(set(prefixes))
+    bad = [p for p in wanted if _PREFIX.fullmatch(p) is None]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a blob store prefix (two lowercase hex digits)")
+    with open_storage(root) as storage:
+        skipped: list[str] = []
+        removed = sum(
+            _rmdir_empty(storage, layout.blob_prefix_dir(p), skipped) is True for p in wanted
+        )
+        namespaces = 0
+        for name in sorted(set(removed_repositories), reverse=True):  # nested ones first
+            namespaces += _clean_up_from(storage, name, skipped)
+        where = tuple(storage.location(p) for p in skipped)
+    return Cleaned(blob_prefix_dirs=removed, namespace_dirs=namespaces, skipped=where)
+
+
+def _rmdir_empty(storage: FilesystemStorage, path: str, skipped: list[str]) -> bool | None:
+    """``rmdir`` of ``path``: True when removed, False when it is not empty (or cannot be
+    removed), None when it is not there. A link or a file on the way or in its place is left
+    alone and listed in ``skipped``."""
+    try:
+        storage.remove_dir(path)
+    except FileNotFoundError:
+        return None
+    except UnsafeEntry as exc:
+        skipped.append(exc.where or path)
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            skipped.append(path)
+        return False
+    return True
+
+
+def _clean_up_from(storage: FilesystemStorage, name: str, skipped: list[str]) -> int:
+    """Remove the directory of repository ``name`` and then each parent, while empty (one
+    already gone is passed); never ``repositories/`` itself."""
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or part.startswith("_") for part in parts):
+        raise ValueError(f"{name!r} is not a repository name")
+    removed = 0
+    while parts:
+        done = _rmdir_empty(storage, layout.repository("/".join(parts)), skipped)
+        if done is False:
+            break
+        removed += done is True
+        parts.pop()
+    return removed
+
+
+def drop_dangling_layer_links(root: Path, candidates: Iterable[tuple[str, str]]) -> int:
+    """Remove the ``_layers`` link of each ``(repository, digest)`` candidate whose blob is
+    gone; returns how many were removed. For a registry that takes pushes again: a push of
+    the same blob meanwhile never loses its link.
+
+    The blob's ``data`` is looked at first: when it is there (or cannot be looked at), the
+    link stays. Else the link's directory is moved aside (one rename, into the quarantine's
+    ``layer-links``) and the blob looked at again: when it is there now (pushed again in
+    between, whose link the registry wrote after the blob), the directory is moved back as
+    it was, unless the registry wrote a new one meanwhile; else it is deleted with the others
+    at the end. A candidate without a link, or with a link or a file in the way, is passed.
+    Killed in the middle, the links it moved aside are deleted by the next call that drops
+    one (they were dangling when moved).
+    """
+    with open_storage(root) as storage:
+        aside = _Aside(storage, root)
+        try:
+            for repository, digest in candidates:
+                if _DIGEST.fullmatch(digest) is None:
+                    raise ValueError(f"{digest!r} is not a sha256 digest")
+                data = layout.blob_data(layout.hex_of(digest))
+                if not _gone(storage, data):
+                    continue
+                link_dir = layout.layer_link_dir(repository, digest)
+                if not _is_real_dir(storage, link_dir):
+                    continue
+                held = aside.take(link_dir)
+                if held is not None and not _gone(storage, data):
+                    aside.put_back(held, link_dir)
+        finally:
+            aside.clear()
+    return aside.dropped
+
+
+def _gone(storage: FilesystemStorage, path: str) -> bool:
+    """Whether nothing is at ``path`` (anything there, or a path that cannot be looked at,
+    counts as there)."""
+    try:
+        storage.stat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, UnsafeEntry):
+        return False
+    return False
+
+
+def _is_real_dir(storage: FilesystemStorage, path: str) -> bool:
+    try:
+        return storage.stat(path).kind is Kind.DIR
+    except (OSError, UnsafeEntry):
+        return False
+
+
+class _Aside:
+    """The quarantine's ``layer-links``: the links being dropped, held there until the end.
+    Made on first use (what an earlier call killed in the middle left there is deleted
+    first); deleted with what it holds by :meth:`clear`."""
+
+    def __init__(self, storage: FilesystemStorage, root: Path) -> None:
+        self.storage = storage
+        self.where = f"{root}/{layout.in_quarantine(layout.LAYER_LINKS_HELD)}"
+        self.made = False
+        self.count = 0
+        self.dropped = 0
+
+    def _make(self) -> None:
+        self._clear()
+        try:
+            self.storage.quarantine_dir("", create=True)
+            self.storage.quarantine_dir(layout.LAYER_LINKS_HELD, create=True)
+        except UnsafeEntry as exc:
+            raise StorageError(f"{self.where}: {exc}; {NO_LINKS}") from exc
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create {self.where}: {exc.strerror}; retentiond needs write access "
+                "to the registry's storage root"
+            ) from exc
+        self.made = True
+
+    def take(self, link_dir: str) -> str | None:
+        """Move ``link_dir`` aside; its name there, or None when it is gone since."""
+        if not self.made:
+            self._make()
+        held = layout.held_layer_link(self.count)
+        try:
+            self.storage.hold(link_dir, held)
+        except FileNotFoundError:
+            return None
+        except (OSError, UnsafeEntry) as exc:
+            raise StorageError(
+                f"cannot move {self.storage.location(link_dir)} to {self.where}: {exc}"
+            ) from exc
+        self.count += 1
+        self.dropped += 1
+        return held
+
+    def put_back(self, held: str, link_dir: str) -> None:
+        """Move a link back (its blob is there again): it was not dropped. When the registry
+        wrote the link again meanwhile, the one held is dropped; when the repository is gone,
+        so is its link."""
+        try:
+            self.storage.restore(held, link_dir)
+        except FileExistsError:
+            self.dropped -= 1
+            return
+        except FileNotFoundError:
+            return
+        except (OSError, UnsafeEntry) as exc:
+            raise StorageError(
+                f"cannot move {self.where}/{held.rpartition('/')[2]} back to "
+                f"{self.storage.location(link_dir)}: {exc}; move it back by hand"
+            ) from exc
+        self.dropped -= 1
+
+    def clear(self) -> None:
+        if self.made:
+            self._clear()
+
+    def _clear(self) -> None:
+        try:
+            self.storage.remove_held(layout.LAYER_LINKS_HELD)
+        except FileNotFoundError:
+            pass
+        except (OSError, UnsafeEntry) as exc:
+            raise StorageError(f"cannot remove {self.where}: {exc}; remove it by hand") from exc

@@ -37,6 +37,7 @@ import errno
 import os
 import shutil
 import stat
+import subprocess
 from array import array
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -488,12 +489,18 @@ class FilesystemStorage:
             raise
 
     def remove_held(self, held: str) -> None:
-        """``shutil.rmtree`` by descriptor: no link inside the run's directory is followed."""
+        """Delete a run's directory (or one held directory) and everything in it; no link
+        inside is followed. A run's directory is emptied by ``find -delete`` working from its
+        open descriptor (a run of a million removals holds millions of files: ``find`` deletes
+        them some ten times faster than Python, and outside its lock), then removed; where
+        ``find`` fails, by ``shutil.rmtree`` by descriptor."""
         run, name = _split(held)
         fd = self._quarantine_fd(run)
         kept = self._quarantine.pop(held, None)
         if kept is not None:
             os.close(kept)
+        if not run:
+            _empty_by_find(name, fd)
         shutil.rmtree(name, dir_fd=fd)
 
 
@@ -566,3 +573,31 @@ class FilesystemReader:
 
     def below(self, path: str) -> FilesystemReader:
         return FilesystemReader(self._open_dir(path))
+
+
+def _empty_by_find(name: str, parent: int) -> None:
+    """Delete what directory ``name`` (below the open directory ``parent``) holds with GNU
+    ``find``: it works in the directory the descriptor opened (its working directory is that
+    descriptor, through ``/proc/self/fd``), walks without following links (``-P``) nor
+    crossing into another filesystem (``-xdev``), and deletes children before parents.
+    Best effort: what it leaves is for the caller's ``shutil.rmtree``."""
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+        )
+    except OSError:
+        return
+    try:
+        subprocess.run(
+            ["find", "-P", ".", "-xdev", "-mindepth", "1", "-delete"],
+            cwd=f"/proc/self/fd/{fd}",
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+    except OSError:  # no find, or no /proc: shutil.rmtree does it all
+        pass
+    finally:
+        os.close(fd)

@@ -51,6 +51,9 @@ QUARANTINE = "retentiond-quarantine"
 WRITE_PROBE = ".write-probe"
 #: in a run's quarantine: where retentiond before 0.x listed the run's removals (never read)
 LEGACY_LISTING = "removals.json"
+#: in the quarantine, beside the runs' directories (no run id has this shape): where the
+#: ``_layers`` links being dropped wait while their blob is looked at again
+LAYER_LINKS_HELD = "layer-links"
 
 DIGEST_PREFIX = "sha256:"
 
@@ -126,6 +129,11 @@ def layer_links_dir(name: str) -> str:
     return f"{REPOSITORIES}/{name}/{LAYER_LINKS}"
 
 
+def layer_link_dir(name: str, digest: str) -> str:
+    """The directory of one ``_layers`` link (it holds the ``link`` file alone)."""
+    return f"{REPOSITORIES}/{name}/{LAYER_LINKS}/{hex_of(digest)}"
+
+
 def layer_link(name: str, digest: str) -> str:
     return f"{REPOSITORIES}/{name}/{LAYER_LINKS}/{hex_of(digest)}/{LINK}"
 
@@ -164,6 +172,11 @@ def held(run_id: str, index: int) -> str:
     """A held removal, relative to the quarantine (:class:`~retentiond.storage.port.StorageWriter`'s
     quarantine paths)."""
     return f"{run_id}/{held_name(index)}"
+
+
+def held_layer_link(index: int) -> str:
+    """A ``_layers`` link being dropped, relative to the quarantine."""
+    return f"{LAYER_LINKS_HELD}/{held_name(index)}"
 
 
 def in_quarantine(path: str) -> str:

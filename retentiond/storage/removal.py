@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from retentiond.errors import StorageError
+from retentiond.run_files import load_removals, removals_path
 from retentiond.run_records import run_id_problem
-from retentiond.state import load_removals, removals_path
 from retentiond.storage import layout
 from retentiond.storage.filesystem import FilesystemStorage
 from retentiond.storage.layout import LEGACY_LISTING, QUARANTINE, V2
@@ -162,6 +162,10 @@ def _parent(live: str) -> str:
     return live.rpartition("/")[0]
 
 
+#: from this many removals in one directory, it is listed once instead of a ``stat`` each
+_LIST_FROM = 8
+
+
 # -- the moves -----------------------------------------------------------------------------------
 
 
@@ -189,55 +193,104 @@ def check_writable(root: Path) -> None:
             raise StorageError(f"{repositories} is not writable by this user")
 
 
-def _check_sources(storage: FilesystemStorage, removals: list[Removal]) -> None:
+def _check_sources(storage: FilesystemStorage, removals: list[Removal]) -> bytearray:
     """Before the first move: every removal's parent is reached without a link, and the
-    directory itself is a real directory or already gone."""
+    directory itself is a real directory or already gone. Returns a 1 for each removal whose
+    directory is there (to move), a 0 for one already gone.
+
+    Each parent is checked once; the removals of a parent that has many of them are looked
+    up in one listing of it instead of a ``stat`` each."""
+    present = bytearray(len(removals))
+    by_parent: dict[str, list[int]] = {}
+    for at, removal in enumerate(removals):
+        by_parent.setdefault(_parent(removal.live), []).append(at)
     try:
-        for removal in removals:
-            if _parent_is_dir(storage, _parent(removal.live)):
-                _directory_or_none(storage, removal.live)
+        for parent, positions in by_parent.items():
+            if not _parent_is_dir(storage, parent):
+                continue
+            if len(positions) >= _LIST_FROM:
+                listed = {e.name: e for e in storage.list(parent)}
+                for at in positions:
+                    present[at] = _listed_directory(storage, removals[at].live, listed)
+            else:
+                for at in positions:
+                    present[at] = _directory_or_none(storage, removals[at].live)
     except StorageError as exc:
         raise StorageError(f"{exc}; nothing was moved") from exc
+    except UnsafeEntry as exc:  # the parent was swapped for a link since it was checked
+        raise StorageError(
+            f"{_unsafe(storage.location(exc.where or ''), exc)}; nothing was moved"
+        ) from exc
+    return present
 
 
-def _hold(storage: FilesystemStorage, removal: Removal, held: str, dst: str) -> None:
-    src = storage.location(removal.live)
+def _listed_directory(storage: FilesystemStorage, live: str, listed: dict[str, Entry]) -> bool:
+    """:func:`_directory_or_none` from the parent's listing (a ``stat`` only for an entry
+    that is not a directory, to say what it is)."""
+    entry = listed.get(live.rpartition("/")[2])
+    if entry is None:
+        return False
+    return entry.kind is Kind.DIR or _directory_or_none(storage, live)
+
+
+def _hold(storage: FilesystemStorage, removal: Removal, held: str, qpath: Path) -> bool:
+    """Move one removal into the quarantine; False when its directory (or its parent) is gone
+    since it was checked."""
     try:
         storage.hold(removal.live, held)
+    except FileNotFoundError:
+        return False
+    except UnsafeEntry as exc:
+        raise _unsafe(storage.location(exc.where or removal.live), exc) from exc
     except OSError as exc:
+        src, dst = storage.location(removal.live), f"{qpath}/{removal.held}"
         if exc.errno == errno.EXDEV:
             raise StorageError(
                 f"cannot move {src} to {dst}: not the same filesystem; the quarantine must be on "
                 "the registry's storage filesystem"
             ) from exc
         raise StorageError(f"cannot move {src} to {dst}: {exc.strerror}") from exc
+    return True
 
 
 def move_out(
-    root: Path, run_id: str, removals: Iterable[Removal], done: Callable[[Removal], None]
+    root: Path,
+    run_id: str,
+    removals: Iterable[Removal],
+    done: Callable[[Removal], None],
+    *,
+    resumed: bool | None = None,
 ) -> int:
     """Move each removal into the quarantine; ``done`` is called after each move.
 
-    A directory that is already gone (moved by an interrupted earlier attempt) is skipped.
-    Returns how many were moved now. The caller has saved the list in ``state_dir`` first.
+    A directory that is already gone (moved by an interrupted earlier attempt) is skipped, and
+    so is one already held under its name when the run's quarantine existed before this call
+    (an attempt resumed; ``resumed`` says so when the caller knows better, e.g. moving a long
+    list in batches). Returns how many were moved now. The caller has saved the list in
+    ``state_dir`` first.
+
+    Every move is one rename of a whole directory, from its parent opened without following a
+    link (a link in the directory's place is moved as it is, never followed): a process killed
+    between two moves leaves each directory either in the tree or held, and :func:`put_back`
+    restores the held ones.
     """
     removals = checked(removals, f"the removals of run {run_id}")
     with open_storage(root) as storage:
-        _check_sources(storage, removals)
+        present = _check_sources(storage, removals)
+        if resumed is None:
+            resumed = _open_quarantine(storage, root, run_id, create=False) is not None
         qpath = _open_quarantine(storage, root, run_id, create=True)
         assert qpath is not None
         moved = 0
-        for removal in removals:
+        for removal, there in zip(removals, present, strict=True):
+            if not there:
+                continue
             held = layout.held(run_id, removal.index)
-            if _held(storage, held) is not None:
+            if resumed and _held(storage, held) is not None:
                 continue
-            if not _parent_is_dir(storage, _parent(removal.live)):
-                continue
-            if not _directory_or_none(storage, removal.live):
-                continue
-            _hold(storage, removal, held, f"{qpath}/{removal.held}")
-            moved += 1
-            done(removal)
+            if _hold(storage, removal, held, qpath):
+                moved += 1
+                done(removal)
     return moved
 
 

@@ -11,8 +11,9 @@ non-negative index, no index twice. A list with one bad entry is refused whole.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import count
 from typing import Any
 
 from retentiond.core.plan_types import Plan
@@ -148,26 +149,26 @@ def parse_removals(data: Any, source: str) -> list[Removal]:
     return checked(out, source)
 
 
-def removals_for(plan: Plan, nested: Iterable[str] = ()) -> list[Removal]:
-    """The directories a plan removes, in a safe order: tags, then revisions, then repositories.
+def removals_for(plan: Plan, nested: Iterable[str] = ()) -> Iterator[Removal]:
+    """The directories a plan removes, in a safe order: tags, then revisions, then repositories,
+    made one at a time (a plan of a million tags removes a million directories).
 
     A repository that has other repositories nested below it loses only its own ``_layers``,
     ``_manifests`` and ``_uploads``.
     """
     has_nested = set(nested)
-    out: list[Removal] = []
+    index = count()
 
-    def add(kind: str, repository: str, name: str) -> None:
-        out.append(Removal(len(out), kind, repository, name, live_path(kind, repository, name)))
+    def made(kind: str, repository: str, name: str) -> Removal:
+        return Removal(next(index), kind, repository, name, live_path(kind, repository, name))
 
     for t in plan.tags_deleted:
-        add("tag", t.repository, t.tag)
+        yield made("tag", t.repository, t.tag)
     for m in plan.manifests_unlinked:
-        add("revision", m.repository, m.digest)
+        yield made("revision", m.repository, m.digest)
     for name in plan.repositories_removed:
         if name in has_nested:
             for part in PARTS:
-                add("repository-part", name, part)
+                yield made("repository-part", name, part)
         else:
-            add("repository", name, "")
-    return out
+            yield made("repository", name, "")

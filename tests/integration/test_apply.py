@@ -346,7 +346,7 @@ def test_kill_9_at_every_step_is_finished_or_rolled_back(
     assert pullable(registry, "ci/app", "new")  # read-write again
     assert_tree_tidy(registry.root)
     assert not (setup.state / "journal.json").exists()
-    assert not list((setup.state / "removals").glob("*")), "a list of removals left behind"
+    assert not list(setup.state.glob("runs/*/removals.jsonl")), "a list of removals left behind"
     statuses = [r["status"] for r in setup.history()]
     assert statuses[-1] == "ok", setup.history()
 
@@ -373,8 +373,8 @@ def test_no_gc_then_undo_puts_everything_back(registry: RunningRegistry, tmp_pat
     assert not pullable(registry, "app", "old")
     run_id = setup.history()[-1]["run_id"]
     # what undo puts back is listed in state_dir, not in the quarantine under the storage root
-    listing = setup.state / "removals" / f"{run_id}.json"
-    listed = json.loads(listing.read_text())
+    listing = setup.state / "runs" / run_id / "removals.jsonl"
+    listed = [json.loads(line) for line in listing.read_text().splitlines()]
     assert "repositories/app/_manifests/tags/old" in [r["live"] for r in listed]
     held = sorted(p.name for p in (registry.root / "retentiond-quarantine" / run_id).iterdir())
     assert held == [f"{r['index']:07d}" for r in listed]
@@ -425,7 +425,7 @@ def test_grace_holds_removals_for_undo_then_reclaims(
     assert refused.returncode == 1 and "cannot be undone" in refused.stderr
     assert pullable(registry, "app", "latest")
     assert not (registry.root / "retentiond-quarantine" / first["run_id"]).exists()
-    assert not (setup.state / "removals" / f"{first['run_id']}.json").exists()
+    assert not (setup.state / "runs" / first["run_id"] / "removals.jsonl").exists()
 
 
 def test_registry_that_does_not_answer_changes_nothing(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from retentiond.state import save_removals
+from retentiond.run_files import save_removals
 from retentiond.storage.layout import QUARANTINE
 from retentiond.storage.removal import move_out
 from retentiond.storage.removal_list import Removal, live_path
@@ -109,9 +109,14 @@ class Held:
         return {"root": snapshot(self.root), "outside": snapshot(self.outside)}
 
     def write_removals(self, entries: list[Any]) -> Path:
-        path = self.state / "removals" / f"{RUN}.json"
-        path.write_text(json.dumps(entries))
+        path = self.removals
+        path.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
         return path
+
+    @property
+    def removals(self) -> Path:
+        """Where the run's list of removals is (retentiond.run_files)."""
+        return self.state / "runs" / RUN / "removals.jsonl"
 
     def assert_unchanged(self) -> None:
         assert self.snapshot() == self.before
@@ -133,7 +138,7 @@ def test_undo_puts_back_what_state_dir_lists(held: Held) -> None:
     assert f"run {RUN}: put back 1 of 1 removals" in proc.stdout
     assert tag_dir(held.root, "app", "old").is_dir()
     assert not (held.root / QUARANTINE / RUN).exists()
-    assert not (held.state / "removals" / f"{RUN}.json").exists()
+    assert not held.removals.exists()
 
 
 def test_undo_refuses_a_removal_with_an_absolute_live_path(held: Held) -> None:
@@ -166,8 +171,8 @@ def test_undo_refuses_a_tag_path_of_the_wrong_shape(held: Held) -> None:
 
 
 def test_undo_refuses_a_list_that_is_not_json(held: Held) -> None:
-    path = held.state / "removals" / f"{RUN}.json"
-    path.write_text('[{"index": 0, "kind": "tag"')
+    path = held.removals
+    path.write_text('{"index": 0, "kind": "tag"\n')
     proc = retentiond(held.config, "undo", RUN)
     assert_one_line_error(proc, 1, str(path), "is not valid JSON", "nothing was moved")
     held.assert_unchanged()
@@ -196,7 +201,7 @@ def test_run_id_dot_dot_in_runs_jsonl_is_refused_by_undo_and_apply(held: Held) -
 
 def test_undo_of_an_old_style_run_refuses_and_says_what_to_do(held: Held) -> None:
     """A run made by the previous version: its list is only in the quarantine."""
-    (held.state / "removals" / f"{RUN}.json").unlink()
+    held.removals.unlink()
     listing = held.root / QUARANTINE / RUN / "removals.json"
     listing.write_text(json.dumps([{**held.removal.to_json(), "live": "/etc"}]))
     held.before = held.snapshot()
@@ -364,8 +369,8 @@ def test_undo_of_an_old_style_registry_run_refuses_and_keeps_images(
     setup = make_setup(registry, tmp_path, KEEP_LATEST)
     setup.run("apply", "--yes", "--no-gc")
     run_id = setup.history()[-1]["run_id"]
-    listing = setup.state / "removals" / f"{run_id}.json"
-    entries = json.loads(listing.read_text())
+    listing = setup.state / "runs" / run_id / "removals.jsonl"
+    entries = [json.loads(line) for line in listing.read_text().splitlines()]
     listing.unlink()
     qdir = registry.root / QUARANTINE / run_id
     (qdir / "removals.json").write_text(

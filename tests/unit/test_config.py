@@ -306,6 +306,12 @@ def test_redis_cache_needs_a_url(tmp_path: Path) -> None:
     ]
 
 
+def test_a_url_python_cannot_split_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """Found by the config fuzz target: urlsplit raises on a "[" in the host."""
+    (problem,) = problems(tmp_path, "registry: {url: 'http://127.0.0.1:500[policies/]'}\n")
+    assert problem.startswith("1:17: registry.url is not a URL (Invalid IPv6 URL)"), problem
+
+
 @pytest.mark.parametrize(
     ("gc_mode", "missing", "needed"),
     [

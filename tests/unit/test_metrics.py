@@ -21,12 +21,10 @@ from retentiond.metrics import (
 )
 from retentiond.run_records import (
     DURATION_PHASES,
-    DeletedTag,
     HistoryEntry,
     HistoryMark,
     RunRecord,
     RunStatus,
-    UnlinkedManifest,
 )
 
 #: The contract's table ("Metrics" in the contract): name (without prefix) -> (type, labels).
@@ -78,16 +76,11 @@ RECORD = RunRecord(
     finished_at="2026-11-28T03:10:00Z",
     gc_mode="readonly",
     plan={"bytes_reclaimed": 3000},
-    deleted_tags=[
-        DeletedTag("ci/app", "pr-1", "ci-builds"),
-        DeletedTag("ci/app", "pr-2", "ci-builds"),
-        DeletedTag("rel/app", "rc1", "releases"),
-    ],
-    unlinked=[
-        UnlinkedManifest("ci/app", "sha256:aa", "ci-builds"),
-        UnlinkedManifest("ci/app", "sha256:bb", None),
-        UnlinkedManifest("rel/app", "sha256:cc", "releases"),
-    ],
+    removed={"tags": 3, "manifests": 3, "repositories": 1},
+    removed_by_policy={
+        "tags": {"ci-builds": 2, "releases": 1},
+        "manifests": {"ci-builds": 1, "": 1, "releases": 1},
+    },
     repositories_removed=["ci/old"],
     bytes_reclaimed=3000,
     blobs_deleted=4,

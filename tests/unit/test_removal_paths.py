@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from retentiond.errors import StorageError
+from retentiond.run_files import save_removals
 from retentiond.run_records import HistoryEntry, new_run_id
-from retentiond.state import Journal, append_history, read_history, save_removals
+from retentiond.state import Journal, append_history, read_history
 from retentiond.storage.cleanup import clean_after_gc, repository_names
 from retentiond.storage.layout import QUARANTINE
 from retentiond.storage.removal import (

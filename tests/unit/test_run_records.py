@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from retentiond.errors import StorageError
+from retentiond.run_files import migrate_legacy
 from retentiond.run_records import (
     PHASE_NAMES,
     DeletedTag,
@@ -156,13 +157,20 @@ def test_a_new_journal_has_the_keys_the_untyped_code_wrote_first(tmp_path: Path)
     }
 
 
-def test_the_record_of_a_run_is_the_line_the_untyped_code_wrote(tmp_path: Path) -> None:
+def test_the_record_of_an_earlier_versions_run_counts_what_it_removed(tmp_path: Path) -> None:
+    """The line is the one 0.1 wrote, with the lists of tags and manifests replaced by their
+    counts per policy (the lists are in the run's ``deleted.jsonl``)."""
     entry = JournalEntry.from_json(json.loads(json.dumps(JOURNAL)))
+    assert migrate_legacy(tmp_path, entry)
     entry.durations["verify"] = 0.7
     entry.broken = []
     record = RunRecord.of_run(entry, RunStatus.OK, "2026-12-01T03:05:00Z")
     append_history(tmp_path, record.to_json())
-    assert (tmp_path / "runs.jsonl").read_text() == RUNS_LINE + "\n"
+    expected = json.loads(RUNS_LINE)
+    del expected["deleted_tags"], expected["unlinked"]
+    expected["removed_by_policy"] = {"tags": {"ci-builds": 1}, "manifests": {"": 1}}
+    expected["details"] = f"runs/{RUN}/deleted.jsonl"
+    assert json.loads((tmp_path / "runs.jsonl").read_text()) == expected
 
 
 def test_a_runs_line_of_the_untyped_code_is_read_back(tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ from apscheduler.triggers.cron import CronTrigger
 from retentiond.run_records import HistoryEntry
 from retentiond.windows import (
     BASE_ESTIMATE,
+    GC_SECONDS_PER_BLOB,
+    GC_SECONDS_PER_DELETED_BLOB,
     estimate_seconds,
+    gc_seconds_without_history,
     next_opening,
     seconds_left,
     window_bounds,
@@ -35,10 +38,55 @@ def run(
 # -- the estimate ---------------------------------------------------------------------------
 
 
-def test_no_history_is_the_base_estimate() -> None:
+def measured(blobs: int, deleted: int) -> float:
+    """The GC at the measured rates, spelt out."""
+    return GC_SECONDS_PER_BLOB * blobs + GC_SECONDS_PER_DELETED_BLOB * deleted
+
+
+def test_the_measured_rates_are_set() -> None:
+    assert GC_SECONDS_PER_BLOB > 0
+    assert GC_SECONDS_PER_DELETED_BLOB > GC_SECONDS_PER_BLOB  # deleting costs more than marking
     assert BASE_ESTIMATE == 60.0
+
+
+def test_no_history_and_no_blobs_is_the_base_estimate() -> None:
     assert estimate_seconds([], 0) == BASE_ESTIMATE
-    assert estimate_seconds([], 1_000_000) == BASE_ESTIMATE
+    assert estimate_seconds([], 0, 0) == BASE_ESTIMATE
+
+
+def test_no_history_counts_the_gc_at_the_measured_rates() -> None:
+    assert estimate_seconds([], 1_000_000, 800_000) == pytest.approx(
+        measured(1_000_000, 800_000) + BASE_ESTIMATE
+    )
+
+
+def test_no_history_on_a_million_blobs_is_not_a_minute() -> None:
+    # the first window on a large registry must not start with a minute left
+    assert estimate_seconds([], 1_000_000, 800_000) > 10 * BASE_ESTIMATE
+
+
+def test_no_history_a_plan_deleting_more_is_estimated_longer() -> None:
+    little, most = estimate_seconds([], 200_000, 20_000), estimate_seconds([], 200_000, 180_000)
+    assert little < most
+    assert most - little == pytest.approx(GC_SECONDS_PER_DELETED_BLOB * 160_000)
+
+
+def test_no_history_without_the_plan_assumes_every_blob_deleted() -> None:
+    assert estimate_seconds([], 50_000) == estimate_seconds([], 50_000, 50_000)
+
+
+def test_no_history_deletes_no_more_blobs_than_there_are() -> None:
+    assert gc_seconds_without_history(100, 1_000) == gc_seconds_without_history(100, 100)
+
+
+def test_a_run_with_a_gc_wins_over_the_measured_rates() -> None:
+    history = [run(gc=1.0, blobs=1000, restart=2.0)]  # this registry's GC: 1 ms a blob
+    assert estimate_seconds(history, 1_000_000, 900_000) == pytest.approx(1000.0 + 2.0)
+
+
+def test_runs_without_a_gc_give_the_other_phases_and_the_measured_gc() -> None:
+    history = [run(gc_ran=False, restart=3.0)]
+    assert estimate_seconds(history, 5000, 4000) == pytest.approx(measured(5000, 4000) + 3.0)
 
 
 def test_gc_rate_times_blobs_plus_other_phases() -> None:
@@ -77,15 +125,15 @@ def test_gc_before_removals_counts_as_a_gc_run() -> None:
         dataclasses.replace(run(gc=20.0, restart=3.0), blob_count_before=None),
     ],
 )
-def test_runs_without_a_usable_gc_rate_give_only_the_other_phases(
+def test_runs_without_a_usable_gc_rate_give_the_measured_gc(
     record: HistoryEntry,
 ) -> None:
-    assert estimate_seconds([record], 1000) == pytest.approx(3.0)
+    assert estimate_seconds([record], 1000, 10) == pytest.approx(measured(1000, 10) + 3.0)
 
 
 def test_runs_without_durations_are_like_no_history() -> None:
     history = [HistoryEntry(run_id=RUN_ID, status="refused"), HistoryEntry(run_id=RUN_ID)]
-    assert estimate_seconds(history, 50) == BASE_ESTIMATE
+    assert estimate_seconds(history, 50, 5) == estimate_seconds([], 50, 5)
 
 
 def test_a_run_with_only_gc_time_makes_the_rest_zero() -> None:

@@ -1,4 +1,5 @@
-"""Phase 4: the sizes of the blobs no manifest gave one, from a stat of their ``data``.
+"""Phase 4: the sizes of the blobs no manifest gave one, from a stat of their ``data``; and
+the sizes of a run's reclaimable blobs (:func:`prefix_data_sizes`).
 
 A plan does not stat layer and config ``data``: a stat reads the blob directory's and the
 file's inodes, more than the inode cache holds beside the rest on a large tree. Their sizes
@@ -10,7 +11,7 @@ does not count it as a blob, and the whole tree is read again with every ``data`
 Trusts no ``data``: it is stat'ed through the blob store's reader
 (:meth:`~retentiond.storage.port.StorageReader.stat_each`), not followed; anything but a regular
 file counts as no ``data``. The prefix and blob directories on the way were directories by their
-type in phase 1's listing.
+type in phase 1's listing (:func:`prefix_data_sizes` lists the prefix itself first).
 """
 
 from __future__ import annotations
@@ -121,3 +122,38 @@ def _size(entry: Entry | None) -> int:
     if entry is None or entry.kind is not Kind.FILE or entry.size is None:
         return UNKNOWN_SIZE
     return entry.size
+
+
+def prefix_data_sizes(
+    store: StorageReader, prefix: str, hexes: list[str]
+) -> tuple[bytes, array[int]]:
+    """For the blobs ``hexes`` (their hex digests) of the blob store's directory ``prefix``: a
+    1 for each that has a regular ``data`` file and a 0 for each that has none, and the sizes
+    of those that have one, in order. The prefix is listed first (never followed if it is a
+    link): only the blob directories found in it as directories are stat'ed."""
+    dirs = _blob_dirs(store, prefix)
+    paths = [f"{prefix}/{h}/{layout.DATA}" for h in hexes if h in dirs]
+    try:
+        entries = store.stat_each(paths)
+    except (OSError, UnsafeEntry):  # one at a time: the others still have a size
+        entries = [_data_entry(store, path) for path in paths]
+    sized = iter(map(_size, entries))
+    found = bytearray(len(hexes))
+    sizes = array("q")
+    for at, hexpart in enumerate(hexes):
+        if hexpart in dirs and (size := next(sized)) != UNKNOWN_SIZE:
+            found[at] = 1
+            sizes.append(size)
+    return bytes(found), sizes
+
+
+def _blob_dirs(store: StorageReader, prefix: str) -> set[str]:
+    """The names of the directories in the blob store's directory ``prefix`` (none when it is
+    missing, unreadable or not a directory)."""
+    try:
+        names = store.names(prefix)
+        if names.only_dirs:
+            return set(names.names)
+        return {e.name for e in store.list(prefix) if e.kind is Kind.DIR}
+    except (OSError, UnsafeEntry):
+        return set()
