@@ -10,6 +10,8 @@ commands a client sent.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import shutil
 import socket
 import subprocess
@@ -82,12 +84,20 @@ class RunningRedis:
 
 
 def bridge_gateway() -> str:
-    """The Docker default bridge's gateway address (the host, seen from a container)."""
-    res = docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}")
-    gateway = res.stdout.strip()
-    if not gateway:
-        raise RuntimeError("the Docker bridge network has no gateway address: is dockerd up?")
-    return gateway
+    """The Docker default bridge's gateway address (the host, seen from a container).
+
+    Some dockerd versions (Debian's 20.10.24 among them) list only the subnet in the bridge's
+    IPAM config; the gateway is then the subnet's first host, which dockerd gives docker0."""
+    res = docker("network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}")
+    configs = json.loads(res.stdout or "null") or []
+    for config in configs:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+    for config in configs:
+        subnet = config.get("Subnet", "")
+        if subnet and ":" not in subnet:
+            return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+    raise RuntimeError("the Docker bridge network has no IPv4 gateway or subnet: is dockerd up?")
 
 
 def _answers(host: str, port: int) -> bool:
