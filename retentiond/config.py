@@ -99,7 +99,10 @@ COMMAND_KEYS = ("readonly", "stop", "start", "gc")
 class RuntimeConfig:
     kind: RuntimeKind = RuntimeKind.DOCKER
     container: str = "registry"
-    registry_config: str = "/etc/docker/registry/config.yml"  # as the registry process sees it
+    #: the registry's config file as the registry process sees it; None: kind docker finds it
+    #: (the container's command, else its version's default), kind command uses the 2.x
+    #: default /etc/docker/registry/config.yml (see retentiond.runtime.discovery)
+    registry_config: str | None = None
     gc_mode: GcMode = GcMode.READONLY
     commands: RuntimeCommands = field(default_factory=RuntimeCommands)
 
@@ -374,7 +377,7 @@ def _read_runtime(c: Checker, value: YamlValue | None) -> RuntimeConfig:
     runtime = RuntimeConfig(
         kind=s.get("kind", lambda v, w: c.read_choice(v, w, RuntimeKind), RuntimeKind.DOCKER),
         container=s.get("container", c.read_string, default.container),
-        registry_config=s.get("registry_config", c.read_string, default.registry_config),
+        registry_config=s.optional("registry_config", c.read_string),
         gc_mode=s.get("gc_mode", lambda v, w: c.read_choice(v, w, GcMode), GcMode.READONLY),
         commands=commands,
     )

@@ -170,7 +170,13 @@ class Daemon:
                     self.config.registry.root,
                     read_created=any(p.order_by is OrderBy.CREATED for p in self.policies),
                 )
-                plan = make_plan(inventory, self.policies, self.config.safety, self.clock())
+                plan = make_plan(
+                    inventory,
+                    self.policies,
+                    self.config.safety,
+                    self.clock(),
+                    gc_reads_schema1=self.runtime.registry_major() != 3,
+                )
             except RetentiondError as exc:
                 self.metrics.observe_failure("plan")
                 self.state.last_error = str(exc)
@@ -223,7 +229,13 @@ class Daemon:
             self.metrics.observe_failure("maintenance")
             self.log.error("maintenance failed", error=str(exc))
             return
-        plan = make_plan(inventory, self.policies, self.config.safety, now)
+        plan = make_plan(
+            inventory,
+            self.policies,
+            self.config.safety,
+            now,
+            gc_reads_schema1=self.runtime.registry_major() != 3,
+        )
         if plan.gc_blocked:
             self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
             return

@@ -197,6 +197,8 @@ def run_maintenance(
     problems = services.runtime.check() if config.runtime.kind is not RuntimeKind.NONE else []
     if problems:
         raise RuntimeControlError("; ".join(problems))
+    # v3's GC aborts on a schema1 manifest: asked while the registry runs, before any change
+    gc_reads_schema1 = services.runtime.registry_major() != 3
     if registry_delete_disabled(services.runtime.registry_config_text()):
         log.warning(
             "registry config has storage.delete.enabled: false; clients cannot delete through "
@@ -205,7 +207,9 @@ def run_maintenance(
     read_created = needs_created(services.policies)
     if dry_run:
         inventory = read_inventory(config.registry.root, read_created=read_created)
-        plan = make_plan(inventory, services.policies, config.safety, now)
+        plan = make_plan(
+            inventory, services.policies, config.safety, now, gc_reads_schema1=gc_reads_schema1
+        )
         log.info("dry run: nothing changed", **plan_summary(plan))
         return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
     check_writable(Path(config.registry.root))
@@ -217,6 +221,7 @@ def run_maintenance(
         services.policies,
         config.safety,
         now,
+        gc_reads_schema1=gc_reads_schema1,
     )
     if not preview.tags_deleted and not preview.manifests_unlinked and not preview.reclaimable:
         log.info("nothing to do", **plan_summary(preview))
@@ -246,6 +251,7 @@ def run_maintenance(
         gc_mode=config.runtime.gc_mode.value,
     )
     run = MaintenanceRun(services, entry)
+    run.gc_reads_schema1 = gc_reads_schema1
     run.record_phase(Phase.STARTED)
     try:
         run.enter_maintenance()

@@ -60,6 +60,7 @@ def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
             **plan_summary(plan),
             "bytes_already_unreferenced": sum(plan.already_unreferenced.values()),
             "gc_blocked": plan.gc_blocked,
+            "schema1_tags": sum(len(r.schema1_tags) for r in plan.per_repository),
         },
         "tags": [
             {
@@ -89,7 +90,40 @@ def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
             for p in plan.problems
             if p.repository is None or keep(p.repository)
         ],
+        "schema1_tags": [
+            {"repository": r.name, "tags": list(r.schema1_tags)}
+            for r in plan.per_repository
+            if r.schema1_tags and keep(r.name)
+        ],
     }
+
+
+#: the tag names a text line about schema1 names before "and N more"
+SCHEMA1_NAMED = 5
+
+
+def schema1_lines(plan: Plan, only: Selector | None = None) -> list[str]:
+    """A line per repository with tags on schema1 manifests, and what it means, for
+    :func:`plan_table`."""
+    lines = []
+    total = 0
+    for r in plan.per_repository:
+        if not r.schema1_tags or (only is not None and not only.matches(r.name)):
+            continue
+        total += len(r.schema1_tags)
+        named = ", ".join(r.schema1_tags[:SCHEMA1_NAMED])
+        more = len(r.schema1_tags) - SCHEMA1_NAMED
+        if more > 0:
+            named += f" and {more} more"
+        noun = "tag" if len(r.schema1_tags) == 1 else "tags"
+        lines.append(text(f"schema1 {r.name}: {len(r.schema1_tags)} {noun} ({named})"))
+    if total:
+        lines.append(
+            f"{total} {'tag points' if total == 1 else 'tags point'} at schema1 manifests, which "
+            "registry:3 (distribution v3) cannot serve: push them again as schema2 or OCI "
+            "(e.g. skopeo copy --format v2s2) before moving to registry:3"
+        )
+    return lines
 
 
 def plan_table(plan: Plan, only: Selector | None = None, verbose: bool = True) -> str:
@@ -134,6 +168,7 @@ def plan_table(plan: Plan, only: Selector | None = None, verbose: bool = True) -
             lines.append(text(f"refused {refusal.repository}: {refusal.reason}"))
     for problem in plan.problems:
         lines.append(text(f"problem {problem}"))
+    lines.extend(schema1_lines(plan, only))
     if plan.gc_blocked:
         lines.append(
             "GC blocked: the registry's garbage collector would abort or destroy data on "

@@ -110,8 +110,9 @@ def forget_cached(
     run: MaintenanceRun, gone: Collection[str], repositories: list[str] | None = None
 ) -> None:
     """With ``cache: redis``, delete the entries of the blobs in ``gone``, and everything
-    cached for a repository the run removed whole (its blobs other repositories keep too, or
-    a re-push under its name would skip uploads it then cannot serve)."""
+    cached for a repository the run removed whole or whose links to surviving blobs a 3.x GC
+    deleted (its blobs other repositories keep too, or a re-push under its name would skip
+    uploads it then cannot serve)."""
     registry = run.services.config.registry
     if registry.cache is not CacheKind.REDIS or not registry.redis_url:
         return
@@ -119,7 +120,11 @@ def forget_cached(
     sent = cache.forget(
         gone, repositories if repositories is not None else repository_names(run.root)
     )
-    sent += cache.forget_repositories(run.entry.repositories_removed or [])
+    sent += cache.forget_repositories(
+        sorted(
+            {*(run.entry.repositories_removed or []), *(run.entry.gc_unlinked_repositories or [])}
+        )
+    )
     run.log.info("redis cache cleaned", blobs=len(gone), commands=sent)
 
 

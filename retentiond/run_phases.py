@@ -135,6 +135,8 @@ class MaintenanceRun:
         self.planned_removals: list[Removal] | None = None
         #: the list of removals is saved: from here a failure puts back what moved
         self.removals_saved = entry.phase.reached(Phase.PLANNED)
+        #: False when the registry is known to be v3, whose GC aborts on a schema1 manifest
+        self.gc_reads_schema1 = True
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -251,7 +253,13 @@ class MaintenanceRun:
         started = time.monotonic()
         services = self.services
         inventory = read_inventory(self.root, read_created=needs_created(services.policies))
-        plan = make_plan(inventory, services.policies, services.config.safety, services.clock())
+        plan = make_plan(
+            inventory,
+            services.policies,
+            services.config.safety,
+            services.clock(),
+            gc_reads_schema1=self.gc_reads_schema1,
+        )
         self.reclaimable = _with_data_sizes(self.root, plan.reclaimable, sizes or BlobTable())
         self.inventory = inventory
         self.timed("plan", time.monotonic() - started)
@@ -321,6 +329,8 @@ class MaintenanceRun:
         self.timed("gc", time.monotonic() - started)
         entry = self.entry
         entry.gc_output_tail = outcome.output.strip().splitlines()[-3:]
+        # recorded even when the GC failed: the links it printed before failing may be gone
+        entry.gc_unlinked_repositories = sorted(deletions.unlinked_repositories) or None
         if not outcome.ok:
             raise MaintenanceFailed(
                 f"the registry's garbage-collect exited {outcome.returncode}: "

@@ -231,6 +231,7 @@ JOURNAL_FIELDS: Mapping[str, Check] = {
     "gc_eligible": INT,
     "gc_prefixes": STRINGS,
     "gc_understood": BOOL,
+    "gc_unlinked_repositories": STRINGS,
     "layer_links": INT,
     "cleaned": COUNTS,
     "resumed": BOOL,
@@ -331,6 +332,9 @@ class JournalEntry:
     gc_eligible: int | None = None
     gc_prefixes: list[str] | None = None
     gc_understood: bool = False
+    #: repositories whose ``_layers`` links to blobs that survive the GC deleted (3.x): the
+    #: redis cache forgets what it holds for them
+    gc_unlinked_repositories: list[str] | None = None
     # cleaning after the GC
     bytes_reclaimed: int | None = None
     blobs_deleted: int | None = None
@@ -377,6 +381,7 @@ class JournalEntry:
                     "held_until": self.held_until,
                     "gc_eligible": self.gc_eligible,
                     "gc_prefixes": self.gc_prefixes,
+                    "gc_unlinked_repositories": self.gc_unlinked_repositories,
                     "bytes_reclaimed": self.bytes_reclaimed,
                     "blobs_deleted": self.blobs_deleted,
                     "blobs_gone": self.blobs_gone,
@@ -439,6 +444,7 @@ class JournalEntry:
             gc_eligible=get("gc_eligible"),
             gc_prefixes=get("gc_prefixes"),
             gc_understood=bool(get("gc_understood")),
+            gc_unlinked_repositories=get("gc_unlinked_repositories"),
             bytes_reclaimed=get("bytes_reclaimed"),
             blobs_deleted=get("blobs_deleted"),
             blobs_gone=get("blobs_gone"),

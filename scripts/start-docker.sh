@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Make this machine ready for the integration tests: install the Debian packages they use,
-# start dockerd if it is not running, and build the registry test image.
+# start dockerd if it is not running, build (or reuse) the distribution v3.1.1 binary and build
+# the two registry test images, retentiond-test/registry:2.8.2 and :3.1.1.
 #
 #   bash scripts/start-docker.sh
 #
-# Idempotent: installs only what is missing, leaves a working dockerd alone, and the image
-# build is a cache hit the second time. Needs root (apt-get, dockerd).
+# Idempotent: installs only what is missing, leaves a working dockerd alone; the v3 binary is
+# cached outside the checkout (scripts/build-registry-v3.sh: the first build takes about
+# 2-5 minutes on 2 cores, later runs reuse it) and the image builds are cache hits the second
+# time. Needs root (apt-get, dockerd).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PACKAGES=(docker.io docker-registry skopeo prometheus docker-compose python3-venv ca-certificates systemd redis-server)
+PACKAGES=(docker.io docker-registry skopeo prometheus docker-compose python3-venv ca-certificates systemd redis-server
+  busybox-static)
 DOCKERD_LOG="${DOCKERD_LOG:-/tmp/retentiond-dockerd.log}"
 
 log() { echo "start-docker: $*" >&2; }
@@ -63,4 +67,17 @@ else
   log "dockerd is up"
 fi
 
-bash "$here/build-registry-image.sh" "$@"
+if [[ $# -gt 0 ]]; then
+  log "takes no arguments (scripts/build-registry-image.sh VERSION TAG builds one image)"
+  exit 2
+fi
+
+# Prints the binary's path; says on stderr when it builds (or falls back to registry:3.1.1).
+bash "$here/build-registry-v3.sh" >/dev/null
+for version in 2.8.2 3.1.1; do
+  out="$(bash "$here/build-registry-image.sh" "$version")"
+  case "$out" in
+    "up to date:"*) ;;
+    *) log "$out" ;;
+  esac
+done

@@ -1,8 +1,11 @@
-"""Shared fixtures. Integration tests use a real registry 2.8.2 in Docker; when Docker or the
-registry image is missing they FAIL (never skip) and say how to set the machine up."""
+"""Shared fixtures. Integration tests use a real registry in Docker: 2.8.2 by default, and both
+2.8.2 and 3.1.1 for tests marked ``both_registries`` (parametrized over ``registry_version``,
+their ids gaining ``[2.8.2]`` / ``[3.1.1]``). When Docker, a registry image or a registry binary
+is missing they FAIL (never skip) and say how to set the machine up."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import shutil
 from collections.abc import Callable, Iterator
@@ -10,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.gc import REGISTRY_BIN
+from tests.harness.gc import registry_bin
 from tests.harness.proc import docker
 from tests.harness.redis import RunningRedis, start_redis, stop_redis
 from tests.harness.registry import (
-    REGISTRY_IMAGE,
+    DEFAULT_VERSION,
+    VERSIONS,
     RunningRegistry,
     image_exists,
+    registry_image,
     start_registry,
     stop_registry,
 )
@@ -25,6 +30,14 @@ from tests.harness.tree import copy_tree
 __all__ = ["copy_tree"]
 
 SETUP_HINT = "run `bash scripts/start-docker.sh` (as root) to install and start everything"
+BOTH = "both_registries"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``both_registries`` that uses ``registry_version`` (directly or through
+    ``registry``, ``docker_ready``...) runs once per version."""
+    if "registry_version" in metafunc.fixturenames and metafunc.definition.get_closest_marker(BOTH):
+        metafunc.parametrize("registry_version", VERSIONS, indirect=True, ids=VERSIONS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,9 +48,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.registry)
 
 
-@pytest.fixture(scope="session")
-def docker_ready() -> None:
-    """Docker answers, the registry image exists, skopeo and docker-registry are installed."""
+@pytest.fixture
+def registry_version(request: pytest.FixtureRequest) -> str:
+    """The registry version the test runs against: "2.8.2", or each of "2.8.2" and "3.1.1"
+    for a test marked ``both_registries``."""
+    version: str = getattr(request, "param", DEFAULT_VERSION)
+    return version
+
+
+@functools.cache
+def _docker_problems() -> tuple[str, ...]:
+    """What is missing for any integration test (checked once per session)."""
     problems = []
     if shutil.which("docker") is None:
         problems.append("the docker CLI is not installed")
@@ -45,12 +66,35 @@ def docker_ready() -> None:
         info = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30)
         if info.returncode != 0:
             problems.append(f"`docker info` fails: {(info.stderr or info.stdout).strip()}")
-        elif not image_exists(REGISTRY_IMAGE):
-            problems.append(f"the image {REGISTRY_IMAGE} does not exist")
     if shutil.which("skopeo") is None:
         problems.append("skopeo is not installed")
-    if not Path(REGISTRY_BIN).is_file():
-        problems.append(f"{REGISTRY_BIN} is missing (Debian package docker-registry)")
+    return tuple(problems)
+
+
+@functools.cache
+def _version_problems(version: str) -> tuple[str, ...]:
+    """What is missing to run a registry of ``version`` (checked once per session)."""
+    problems = []
+    image = registry_image(version)
+    if shutil.which("docker") is not None and not image_exists(image):
+        problems.append(f"the image {image} does not exist")
+    binary = registry_bin(version)
+    if not Path(binary).is_file():
+        what = (
+            "Debian package docker-registry"
+            if version == "2.8.2"
+            else "built by scripts/build-registry-image.sh 3.1.1; "
+            "$RETENTIOND_TEST_REGISTRY3_BIN overrides it"
+        )
+        problems.append(f"the registry {version} binary {binary} is missing ({what})")
+    return tuple(problems)
+
+
+@pytest.fixture
+def docker_ready(registry_version: str) -> None:
+    """Docker answers, skopeo is installed, and the registry image and host binary of
+    ``registry_version`` exist."""
+    problems = _docker_problems() + _version_problems(registry_version)
     if problems:
         pytest.fail(
             "integration tests need Docker: " + "; ".join(problems) + f"; {SETUP_HINT}",
@@ -59,10 +103,13 @@ def docker_ready() -> None:
 
 
 @pytest.fixture
-def registry(docker_ready: None, tmp_path: Path) -> Iterator[RunningRegistry]:
-    """A fresh registry container on an empty root (``tmp_path/registry``), removed after the
-    test. Its last log lines are printed at teardown (shown when the test fails)."""
-    reg = start_registry(tmp_path / "registry")
+def registry(
+    docker_ready: None, registry_version: str, tmp_path: Path
+) -> Iterator[RunningRegistry]:
+    """A fresh registry container of ``registry_version`` on an empty root
+    (``tmp_path/registry``), removed after the test. Its last log lines are printed at teardown
+    (shown when the test fails)."""
+    reg = start_registry(tmp_path / "registry", version=registry_version)
     try:
         yield reg
     finally:

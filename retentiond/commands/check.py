@@ -3,17 +3,34 @@
 Every problem is printed at once as ``FILE:LINE:COL: message`` on stderr (warnings as
 ``FILE:LINE:COL: warning: message``), and a one-line summary goes to stdout when all is well.
 With PATHs only those policy files are checked and no config is needed (pre-commit hooks).
+
+Without PATHs, once the config and its policies are valid, the runtime is looked at, read-only:
+with ``runtime.kind: docker`` the registry container is inspected and ``registry --version`` run
+in it, and two lines follow the summary on stdout, the registry's version and its config file
+with how it was found::
+
+    registry: distribution v3.1.1 in container registry
+    registry config: /etc/distribution/config.yml (from the container's command)
+
+What stands in the way of a maintenance run, a version outside the tested release lines (2.8.x,
+3.1.x), or a runtime that cannot be reached (no Docker where a pre-commit hook runs) is a
+``warning: ...`` line on stderr; the exit code stays 0. ``kind: command`` prints the config
+file it will read; ``kind: none`` nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from retentiond.config import check_config, find_config_path
-from retentiond.errors import SourceProblem, UsageError
+import structlog
+
+from retentiond.config import RuntimeConfig, check_config, find_config_path
+from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
 from retentiond.policy.loader import check_policies
+from retentiond.runtime.discovery import TESTED_VERSIONS, RegistryFacts
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -35,6 +52,7 @@ def run_check(
     problems: list[SourceProblem] = []
     warnings: list[SourceProblem] = []
     config_file = None
+    runtime: RuntimeConfig | None = None
     if not paths:
         try:
             config_file = find_config_path(str(config_path) if config_path else None)
@@ -45,6 +63,7 @@ def run_check(
         problems += config.problems
         warnings += config.warnings
         paths = list(config.policy_paths)
+        runtime = config.config.runtime if config.config is not None else None
     policies = check_policies(paths)
     problems += policies.problems
     warnings += policies.warnings
@@ -60,8 +79,67 @@ def run_check(
         summary = f"config {config_file}, {summary}"
     if warnings:
         summary += f", {_count(len(warnings), 'warning')}"
+    lines, runtime_warnings = runtime_report(runtime) if runtime is not None else ([], [])
+    for warning in runtime_warnings:
+        print(f"warning: {warning}", file=err)
     print(f"ok: {summary}", file=out)
+    for line in lines:
+        print(line, file=out)
     return EXIT_OK
+
+
+def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
+    """The lines for stdout and the warnings about the runtime ``config`` names, found
+    read-only (see the module's docstring)."""
+    # imported here: `check PATH...` in a pre-commit hook does without the docker SDK
+    from retentiond.runtime.command import CommandRuntime
+    from retentiond.runtime.docker import DockerRuntime
+    from retentiond.runtime.factory import make_runtime
+
+    # check's output is its report: the runtime's log lines (what it runs, what it could
+    # not read) would only repeat it, on stdout where structlog prints unconfigured
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    try:
+        runtime = make_runtime(config)
+        if isinstance(runtime, CommandRuntime):
+            return [f"registry config: {runtime.config_location()}"], []
+        if not isinstance(runtime, DockerRuntime):
+            return [], []
+        try:
+            facts = runtime.registry_facts()
+        except RuntimeControlError as exc:
+            return [], [f"the registry runtime could not be checked: {exc}"]
+        return registry_report(facts)
+    finally:
+        structlog.configure(**saved)
+
+
+def registry_report(facts: RegistryFacts) -> tuple[list[str], list[str]]:
+    """What ``check`` prints about the registry container: the lines for stdout, the
+    warnings."""
+    lines: list[str] = []
+    warnings: list[str] = []
+    version = facts.version
+    if version is None:
+        lines.append(f"registry: version unknown in container {facts.container}")
+        warnings.append(f"cannot tell the registry's version: {facts.version_error}")
+    else:
+        lines.append(f"registry: {version} in container {facts.container}")
+        if not version.tested:
+            tested = " and ".join(TESTED_VERSIONS)
+            warnings.append(
+                f"registry {version} in container {facts.container} is not a version retentiond "
+                f"is tested with (tested: {tested}, and the 2.8.x and 3.1.x lines); its plans and "
+                "GC runs may not match what this registry does"
+            )
+    if facts.config is not None:
+        lines.append(f"registry config: {facts.config}")
+    else:
+        lines.append("registry config: not found")
+        warnings.append(str(facts.config_error))
+    warnings.extend(facts.problems)
+    return lines, warnings
 
 
 def _count(n: int, noun: str) -> str:

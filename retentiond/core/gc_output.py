@@ -11,8 +11,15 @@ an exit code 0.)
 
 :class:`GcDeletions` is fed every line as the GC prints it (millions on a large registry) and
 keeps only counts, a bounded sample and the set of 2-character blob directory prefixes, so its
-memory does not grow with the output. Lines it does not recognize (marking lines, layer-link
-lines of 3.x, the registry's log lines on stderr) are ignored.
+memory does not grow with the output. Lines it does not recognize (marking lines, the
+registry's log lines on stderr) are ignored.
+
+Registry 3.x also deletes the ``_layers`` links its mark did not reach, printing
+``<repository>: layer link eligible for deletion: <digest>`` for each after the blobs. Most are
+links to blobs it just deleted; the others are links to blobs that survive because another
+repository still uses them. A redis cache that still holds such a blob for that repository
+would let a re-push into it skip the upload and then fail to pull, so the repositories with
+such links are kept (:attr:`GcDeletions.unlinked_repositories`) for the cache to forget.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ ELIGIBLE_PREFIX = "blob eligible for deletion: "
 SUMMARY_SUFFIX = " manifests eligible for deletion"
 #: unexpected digests kept as a sample for the report
 UNEXPECTED_SAMPLE = 20
+#: what follows the repository in the line 3.x prints for each ``_layers`` link it deletes
+LAYER_LINK_INFIX = ": layer link eligible for deletion: "
 
 _ELIGIBLE_LENGTH = len(ELIGIBLE_PREFIX)
 _SUMMARY_ENDS = (SUMMARY_SUFFIX, SUMMARY_SUFFIX + "\n", SUMMARY_SUFFIX + "\r\n")
@@ -49,7 +58,10 @@ class GcDeletions:
       store directories that may have been left empty;
     - ``summary_marked``, ``summary_eligible``, ``summary_manifests``: the numbers of the summary
       line (None until it is seen);
-    - :attr:`understood`: the summary was seen and the eligible lines add up to it.
+    - :attr:`understood`: the summary was seen and the eligible lines add up to it;
+    - ``layer_links``: how many ``_layers`` links a 3.x GC declared eligible for deletion, and
+      ``unlinked_repositories``: the repositories among them that lost a link to a blob
+      ``reclaimable`` does not hold (a blob that survives).
 
     A digest printed twice is counted twice (the GC prints each once; keeping every digest seen
     to detect it would cost memory in proportion to the output).
@@ -60,12 +72,14 @@ class GcDeletions:
         "blobs",
         "bytes",
         "eligible",
+        "layer_links",
         "prefixes",
         "summary_eligible",
         "summary_manifests",
         "summary_marked",
         "unexpected",
         "unexpected_count",
+        "unlinked_repositories",
     )
 
     def __init__(self, reclaimable: Mapping[str, int]) -> None:
@@ -79,12 +93,16 @@ class GcDeletions:
         self.summary_marked: int | None = None
         self.summary_eligible: int | None = None
         self.summary_manifests: int | None = None
+        self.layer_links = 0
+        self.unlinked_repositories: set[str] = set()
 
     def feed(self, line: str) -> None:
         """Take one line of the GC's output (with or without its line end)."""
         if not line.startswith(ELIGIBLE_PREFIX):
             if line.endswith(_SUMMARY_ENDS):
                 self._summary(line)
+            elif LAYER_LINK_INFIX in line:
+                self._layer_link(line)
             return
         digest = line[_ELIGIBLE_LENGTH:].rstrip()
         self.eligible += 1
@@ -112,6 +130,15 @@ class GcDeletions:
         """How many blobs of ``reclaimable`` the GC did not declare eligible (when
         :attr:`understood` and no digest was printed twice)."""
         return len(self._reclaimable) - self.blobs
+
+    def _layer_link(self, line: str) -> None:
+        """``<repository>: layer link eligible for deletion: <digest>`` (3.x)."""
+        repository, _, digest = line.rstrip().partition(LAYER_LINK_INFIX)
+        if not repository or " " in repository or not digest.startswith("sha256:"):
+            return
+        self.layer_links += 1
+        if digest not in self._reclaimable:
+            self.unlinked_repositories.add(repository)
 
     def _summary(self, line: str) -> None:
         """``N blobs marked, M blobs and K manifests eligible for deletion``; another line

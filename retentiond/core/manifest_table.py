@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple
 
 from retentiond.core.blob_table import NO_ID, BlobTable, IdLookup
@@ -41,6 +42,10 @@ MANIFEST_MEDIA_TYPES = (
     MEDIA_SCHEMA1,
 )
 _CODES = {media_type: code for code, media_type in enumerate(MANIFEST_MEDIA_TYPES)}
+#: the code of a schema1 manifest (distribution v3 cannot serve one)
+_SCHEMA1 = _CODES[MEDIA_SCHEMA1]
+#: where the media type's code is in a record
+_CODE = 4
 #: record header: own blob id, media type code, flags, number of children
 _HEADER = struct.Struct("=IBBH")
 #: where the flags are in a record
@@ -124,7 +129,7 @@ class ManifestTable(Mapping[str, Manifest]):
     (:meth:`children_of`, :meth:`subject_of`), never a Manifest.
     """
 
-    __slots__ = ("_absent", "_blobs", "_children", "_parsed", "_records", "_subjects")
+    __slots__ = ("_absent", "_blobs", "_children", "_parsed", "_records", "_schema1", "_subjects")
 
     def __init__(self, blobs: BlobTable) -> None:
         self._blobs = blobs
@@ -133,6 +138,7 @@ class ManifestTable(Mapping[str, Manifest]):
         self._subjects: dict[str, str] = {}
         self._absent: dict[str, tuple[str, ...]] = {}
         self._parsed = 0
+        self._schema1: set[int] = set()
 
     @property
     def blobs(self) -> BlobTable:
@@ -149,6 +155,8 @@ class ManifestTable(Mapping[str, Manifest]):
         self._records[blob_id] = packed.record
         if packed.record[_FLAGS] & _PARSED:
             self._parsed += 1
+            if packed.record[_CODE] == _SCHEMA1:
+                self._schema1.add(blob_id)
         if packed.children:
             self._children[digest] = packed.children
         if packed.subject is not None:
@@ -165,6 +173,8 @@ class ManifestTable(Mapping[str, Manifest]):
                 table[blob_id] = record
                 if record[_FLAGS] & _PARSED:
                     self._parsed += 1
+                    if record[_CODE] == _SCHEMA1:
+                        self._schema1.add(blob_id)
 
     def _record(self, digest: str) -> bytes | None:
         blob_id = self._blobs.id_of(digest)
@@ -197,6 +207,12 @@ class ManifestTable(Mapping[str, Manifest]):
         if ids[n_children] != NO_ID:
             return self._blobs.digest_of(ids[n_children])
         return self._absent[digest][sum(1 for i in ids[:n_children] if i == NO_ID)]
+
+    @property
+    def schema1_ids(self) -> AbstractSet[int]:
+        """The blob ids of the schema1 manifests (``application/vnd.docker.distribution.
+        manifest.v1+prettyjws``), which distribution v3 cannot serve."""
+        return self._schema1
 
     def has_record(self, blob_id: int) -> bool:
         """True when the manifest of blob ``blob_id`` was read (parsed or not)."""

@@ -15,7 +15,9 @@ Per repository (contract, "Evaluation"):
 6. A repository left with no tag and no manifest is removed when ``allow_empty`` allows it and
    nothing was pushed to it for ``untagged_min_age``.
 
-A repository with anything unreadable is refused, as is one that would lose more than
+Each repository's summary names its tags whose manifest is schema1, which distribution v3 cannot
+serve (whatever the registry's version: the plan does not know it). A repository with anything
+unreadable is refused, as is one that would lose more than
 ``max_delete_ratio`` of its tags. The reclaimable blobs are those the registry's GC mark phase
 leaves unmarked once the plan's removals are made: global across repositories, so exact.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from array import array
 from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -44,8 +47,9 @@ from retentiond.core.plan_types import (
 )
 from retentiond.core.repository import Repository
 from retentiond.core.selection import format_age, judge_tags, referrer_subject
-from retentiond.core.values import ProblemKind, Tag
+from retentiond.core.values import Problem, ProblemKind, Tag
 from retentiond.policy.model import Policy, Safety, Untagged
+from retentiond.storage import layout
 
 #: the kinds of problem a repository is planned despite: an incomplete image decides nothing,
 #: and a GC hazard blocks the GC (``Plan.gc_blocked``), not the plan; any other problem of a
@@ -204,8 +208,15 @@ def make_plan(
     policies: Sequence[Policy],
     safety: Safety,
     now: datetime,
+    *,
+    gc_reads_schema1: bool = True,
 ) -> Plan:
-    """Decide what to delete from ``inventory`` under ``policies`` at time ``now``."""
+    """Decide what to delete from ``inventory`` under ``policies`` at time ``now``.
+
+    ``gc_reads_schema1=False`` (the registry is known to be v3): a schema1 manifest that keeps
+    a revision link after the plan's removals is a GC_ABORT problem, since v3's GC aborts
+    when it marks one ("unrecognized manifest schema version 1"), so the plan blocks the GC
+    and a maintenance refuses before it removes anything."""
     untrusted: dict[str, str] = {}  # repository -> why it is refused
     for problem in inventory.problems:
         if problem.repository and problem.kind not in _PLANNED_DESPITE:
@@ -224,6 +235,7 @@ def make_plan(
     removed: list[str] = []
     refused: list[Refusal] = []
     summaries: list[RepositorySummary] = []
+    schema1 = inventory.manifests.schema1_ids
     for repo in inventory.repositories:
         applying = [p for p in policies if p.repositories.matches(repo.name)]
         decided = _RepoPlan(refusal=untrusted.get(repo.name))
@@ -251,6 +263,7 @@ def make_plan(
                 bytes_reclaimed=0,  # below, once the GC's mark is known
                 removed=decided.removed,
                 refused=decided.refusal is not None,
+                schema1_tags=_schema1_tags(repo, schema1) if schema1 else (),
             )
         )
 
@@ -291,9 +304,48 @@ def make_plan(
         refused=tuple(refused),
         reclaimable=reclaimable,
         per_repository=tuple(summaries),
-        problems=inventory.problems,
+        problems=inventory.problems
+        + (() if gc_reads_schema1 else _schema1_aborts(inventory, unlinked, schema1)),
         already_unreferenced=before,
     )
+
+
+def _schema1_aborts(
+    inventory: Inventory, unlinked: dict[str, bytearray], schema1: AbstractSet[int]
+) -> tuple[Problem, ...]:
+    """A GC_ABORT problem per revision link to a schema1 manifest the registry's (v3) GC
+    will mark: in a repository it lists, not unlinked by the plan."""
+    if not schema1:
+        return ()
+    problems = []
+    for repo in inventory.repositories:
+        if not repo.listed_by_gc or schema1.isdisjoint(repo.revision_ids):
+            continue
+        mask = unlinked.get(repo.name)
+        for n, blob_id in enumerate(repo.revision_ids):
+            if blob_id in schema1 and not (mask is not None and mask[n]):
+                digest = inventory.blobs.digest_of(blob_id)
+                problems.append(
+                    Problem(
+                        f"{inventory.root}/{layout.V2}/{layout.revision_link(repo.name, digest)}",
+                        f"manifest {digest} is schema1: distribution v3's garbage-collect "
+                        "aborts when it marks one (unrecognized manifest schema version 1); "
+                        "delete it with a policy, or convert the image (skopeo copy --format "
+                        "v2s2) and delete the schema1 tag",
+                        ProblemKind.GC_ABORT,
+                        repo.name,
+                    )
+                )
+    return tuple(problems)
+
+
+def _schema1_tags(repo: Repository, schema1: AbstractSet[int]) -> tuple[str, ...]:
+    """The names of ``repo``'s tags whose manifest's blob id is in ``schema1``."""
+    ids = repo.tag_ids
+    if schema1.isdisjoint(ids):
+        return ()
+    positions = [n for n, blob_id in enumerate(ids) if blob_id in schema1]
+    return tuple(tag.name for tag in repo.tags_at(positions))
 
 
 K = TypeVar("K", bound=Hashable)

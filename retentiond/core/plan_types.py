@@ -103,6 +103,8 @@ class RepositorySummary:
     bytes_reclaimed: int  # bytes freed by blobs that only this repository's removals release
     removed: bool
     refused: bool
+    #: the tags (in name order) whose manifest is schema1: distribution v3 cannot serve them
+    schema1_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,10 @@ class Runtime(Protocol):
         """The registry's config file as the registry process sees it, if it can be read."""
         ...
 
+    def registry_major(self) -> int | None:
+        """The registry's major version (2 or 3) when the runtime can ask it, else None."""
+        ...
+
     def recover(self) -> bool:
         """Undo what a crashed run left behind; True when something had to be restored."""
         ...

@@ -13,6 +13,11 @@ and the ``none`` runtime that never runs a GC.
 - ``gc``: run the GC, e.g. ``docker-registry garbage-collect /etc/docker/registry/config.yml``;
   for a dry run retentiond inserts ``--dry-run`` after ``garbage-collect``.
 
+The registry's config file (read for ``storage.delete.enabled``) is ``runtime.registry_config``
+as written, read on this machine; without it, the 2.x default ``/etc/docker/registry/config.yml``.
+Unlike ``kind: docker``, nothing is discovered: for registry 3 (``/etc/distribution/config.yml``)
+or any other place, set ``runtime.registry_config``.
+
 A command that fails (non-zero exit, or longer than its timeout) raises RuntimeControlError with
 the command, its exit code and the last lines of its output. A command that leaves a background
 process behind must redirect that process's output (``>>log 2>&1``): retentiond waits for the
@@ -36,6 +41,7 @@ from retentiond.config import GcMode, RuntimeConfig
 from retentiond.errors import RuntimeControlError
 from retentiond.logs import get_logger
 from retentiond.runtime.base import GcLines, GcOutcome, LineCutter, MaintenanceState
+from retentiond.runtime.discovery import ConfigLocation, command_config_location
 
 #: Lines of a failed command's output quoted in the error.
 TAIL_LINES = 15
@@ -103,14 +109,21 @@ class CommandRuntime:
             problems.append(_DELETE_UNTAGGED_MESSAGE)
         return problems
 
+    def config_location(self) -> ConfigLocation:
+        """``runtime.registry_config``, else the 2.x default: nothing is discovered."""
+        return command_config_location(self.config.registry_config)
+
+    def registry_major(self) -> int | None:
+        """Unknown: the commands run whatever registry the operator set up."""
+        return None
+
     def registry_config_text(self) -> str | None:
-        """``registry_config`` read from this machine (the registry runs here)."""
+        """:meth:`config_location` read from this machine (the registry runs here)."""
+        path = self.config_location().path
         try:
-            return Path(self.config.registry_config).read_text(errors="replace")
+            return Path(path).read_text(errors="replace")
         except OSError as exc:
-            self._log.warning(
-                "registry config unreadable", path=self.config.registry_config, error=str(exc)
-            )
+            self._log.warning("registry config unreadable", path=path, error=str(exc))
             return None
 
     def recover(self) -> bool:
@@ -275,6 +288,9 @@ class NoRuntime:
         return []
 
     def registry_config_text(self) -> str | None:
+        return None
+
+    def registry_major(self) -> int | None:
         return None
 
     def recover(self) -> bool:

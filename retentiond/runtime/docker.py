@@ -11,6 +11,13 @@
   mounts; the original is started again.
 - ``online``: the GC runs in the live container (writes are still accepted), then it restarts.
 
+The registry's config file (the GC's argument, read for the storage root and
+``storage.delete.enabled``) is ``runtime.registry_config`` when set; else it is found from the
+container (:mod:`retentiond.runtime.discovery`): its command, its environment, else the default
+of the version ``registry --version`` prints in it. It is found again by every :meth:`check`
+(the start of each run) and kept for the run, so the GC of ``gc_mode: stop`` knows it while the
+registry is stopped.
+
 Every container retentiond creates carries the label ``retentiond.twin-of=<original id>`` (and
 ``retentiond.run=<run id>``), so :meth:`DockerRuntime.recover` finds and removes it after a crash
 at any point, and starts the original again if it is not running.
@@ -39,6 +46,14 @@ from retentiond.config import GcMode, RuntimeConfig
 from retentiond.errors import RuntimeControlError
 from retentiond.logs import get_logger
 from retentiond.runtime.base import GcLines, GcOutcome, MaintenanceState
+from retentiond.runtime.discovery import (
+    ConfigLocation,
+    RegistryFacts,
+    RegistryVersion,
+    locate_registry_config,
+    needs_version,
+    parse_registry_version,
+)
 from retentiond.runtime.docker_containers import Containers
 from retentiond.runtime.docker_specs import (
     ROLE_LABEL,
@@ -84,6 +99,10 @@ class DockerRuntime:
             client, stop_timeout=stop_timeout, ready_timeout=ready_timeout
         )
         self._original_id: str | None = None
+        #: the config file found for the container of this id (see _config_location)
+        self._location: tuple[str, ConfigLocation] | None = None
+        #: the registry's major version in the container of this id (see registry_major)
+        self._major: tuple[str, int] | None = None
         # the run's id reaches log lines through structlog's context (bound by the run)
         self._log = get_logger(component="runtime", runtime="docker")
 
@@ -94,10 +113,70 @@ class DockerRuntime:
         return f"docker container {self.config.container} (gc_mode {self.config.gc_mode.value})"
 
     def check(self) -> list[str]:
+        """What would stop a run: the container missing or unusable, its config file not to be
+        found. Finds the config file again (a container recreated since the last run)."""
         try:
             info = self._inspect_original()
         except RuntimeControlError as exc:
             return [str(exc)]
+        self._location = None
+        try:
+            self._config_location(info)
+        except RuntimeControlError as exc:
+            return [str(exc), *self._problems(info)]
+        return self._problems(info)
+
+    def registry_facts(self) -> RegistryFacts:
+        """The registry's version (``registry --version`` in the container) and config file,
+        and what would stop a run, for ``check``. Changes nothing. A missing container or an
+        unreachable daemon raises RuntimeControlError."""
+        info = self._inspect_original()
+        version: RegistryVersion | None = None
+        version_error = None
+        try:
+            version = self._registry_version(info)
+        except RuntimeControlError as exc:
+            version_error = str(exc)
+        location = locate_registry_config(self.config.registry_config, info, version)
+        config_error = None
+        problems = []
+        if location is None:
+            config_error = self._unlocated_message(info, version_error, version)
+        else:
+            self._location = (info["Id"], location)
+            if self.registry_config_text() is None:
+                problems.append(
+                    f"the registry's config file {location.path} cannot be read in container "
+                    f"{container_name(info)}: the GC would fail on it; set "
+                    "runtime.registry_config to the file the registry reads"
+                )
+        return RegistryFacts(
+            container=container_name(info),
+            version=version,
+            version_error=version_error,
+            config=location,
+            config_error=config_error,
+            problems=(*problems, *self._problems(info)),
+        )
+
+    def registry_major(self) -> int | None:
+        """The major version ``registry --version`` prints in the running container, asked
+        once per container; None when it cannot be asked (not running, no such program)."""
+        try:
+            info = self._inspect_original()
+            if self._major is None or self._major[0] != info["Id"]:
+                self._major = (info["Id"], self._registry_version(info).major)
+        except RuntimeControlError as exc:
+            self._log.info("registry version unknown", error=str(exc))
+            return None
+        return self._major[1]
+
+    def config_location(self) -> ConfigLocation:
+        """The registry's config file, and how it was found; RuntimeControlError when the
+        container cannot be inspected or nothing tells."""
+        return self._config_location(self._inspect_original())
+
+    def _problems(self, info: Inspect) -> list[str]:
         problems: list[str] = []
         name = container_name(info)
         mode = self.config.gc_mode
@@ -122,11 +201,15 @@ class DockerRuntime:
         return problems
 
     def registry_config_text(self) -> str | None:
-        """The file ``config.registry_config`` read from inside the container (running or not),
-        following symbolic links; None when it cannot be read there. A missing container or an
-        unreachable daemon raises RuntimeControlError."""
+        """The registry's config file (:meth:`config_location`) read from inside the container
+        (running or not), following symbolic links; None when it cannot be found or read there.
+        A missing container or an unreachable daemon raises RuntimeControlError."""
         info = self._inspect_original()
-        path = self.config.registry_config
+        try:
+            path = self._config_location(info).path
+        except RuntimeControlError as exc:
+            self._log.warning("registry config not found", error=str(exc))
+            return None
         for _ in range(8):  # symlink hops
             try:
                 data = self._containers.archive(
@@ -178,10 +261,12 @@ class DockerRuntime:
 
     def enter_maintenance(self) -> MaintenanceState:
         mode = self.config.gc_mode
+        info = self._inspect_original()
+        # before anything changes: the GC needs it, and a stopped registry cannot say it
+        self._config_location(info)
         if mode is GcMode.ONLINE:
             self._log.warning("gc_mode online: the registry keeps accepting writes during GC")
             return MaintenanceState.ONLINE
-        info = self._inspect_original()
         name = container_name(info)
         if not info["State"].get("Running"):
             raise RuntimeControlError(
@@ -223,7 +308,7 @@ class DockerRuntime:
         container itself (online); each line it prints goes to ``on_line`` as it arrives."""
         info = self._inspect_original()
         binary = registry_binary(info)
-        args = gc_arguments(self.config.registry_config, dry_run=dry_run)
+        args = gc_arguments(self._config_location(info).path, dry_run=dry_run)
         mode = self.config.gc_mode
         lines = GcLines(on_line)
         started = time.monotonic()
@@ -267,6 +352,63 @@ class DockerRuntime:
         for leftover in self._leftovers(info):
             self._containers.remove(leftover.id, leftover.name)
         self._containers.start_and_wait(info["Id"], name)
+
+    # ---------------------------------------------------------------------------------------
+    # The registry's version and config file
+
+    def _config_location(self, info: Inspect) -> ConfigLocation:
+        """The config file of the registry ``info``: the setting, its command or environment,
+        else its version's default (``registry --version`` run in it, once: kept for the
+        container's id until the next :meth:`check`)."""
+        explicit = self.config.registry_config
+        if not needs_version(explicit, info):
+            found = locate_registry_config(explicit, info)
+            assert found is not None
+            return found
+        if self._location is not None and self._location[0] == info["Id"]:
+            return self._location[1]
+        error = None
+        version = None
+        try:
+            version = self._registry_version(info)
+        except RuntimeControlError as exc:
+            error = str(exc)
+        found = locate_registry_config(explicit, info, version)
+        if found is None:
+            raise RuntimeControlError(self._unlocated_message(info, error, version))
+        self._log.info("registry config found", path=found.path, how=found.how)
+        self._location = (info["Id"], found)
+        return found
+
+    def _registry_version(self, info: Inspect) -> RegistryVersion:
+        """``registry --version`` run in the (running) registry container, parsed."""
+        name = container_name(info)
+        if not info["State"].get("Running"):
+            raise RuntimeControlError(
+                f"cannot ask the registry in container {name} for its version: the container "
+                f"is not running ({info['State'].get('Status')})"
+            )
+        cmd = [registry_binary(info), "--version"]
+        code, output = self._containers.exec_output(info["Id"], cmd, "registry --version")
+        version = parse_registry_version(output) if code == 0 else None
+        if version is None:
+            said = output.strip().replace("\n", " | ")[:300] or "nothing"
+            raise RuntimeControlError(
+                f"`{' '.join(cmd)}` in container {name} exited with code {code} and printed "
+                f"no version: {said}"
+            )
+        return version
+
+    def _unlocated_message(
+        self, info: Inspect, version_error: str | None, version: RegistryVersion | None = None
+    ) -> str:
+        name = container_name(info)
+        why = version_error or f"{version or 'its version'} has no known default config file"
+        return (
+            f"cannot tell which config file the registry in container {name} reads: its "
+            f"command names none, REGISTRY_CONFIGURATION_PATH is not set, and {why}; set "
+            "runtime.registry_config to the file's path inside the container"
+        )
 
     # ---------------------------------------------------------------------------------------
     # The registry container and the containers made for it

@@ -80,9 +80,11 @@ class Containers:
 
     def labelled_by_retentiond(self) -> list[Any]:
         """Every container, in any state, that carries retentiond's label (docker SDK
-        ``Container`` objects)."""
+        ``Container`` objects); one removed while they are listed is left out."""
         with self.translated("list retentiond's temporary containers"):
-            found: list[Any] = self.client.containers.list(all=True, filters={"label": TWIN_LABEL})
+            found: list[Any] = self.client.containers.list(
+                all=True, filters={"label": TWIN_LABEL}, ignore_removed=True
+            )
             return found
 
     def running(self) -> list[dict[str, Any]]:
@@ -195,11 +197,13 @@ class Containers:
             result = api.wait(container_id, timeout=None)
         return int(result.get("StatusCode", -1))
 
-    def exec(self, container_id: str, cmd: list[str], lines: GcLines) -> int:
-        """``docker exec``, its output given to ``lines`` as it comes, until it ends however
-        long it takes; its exit code."""
+    def exec(
+        self, container_id: str, cmd: list[str], lines: GcLines, *, what: str = "the GC"
+    ) -> int:
+        """``docker exec`` of ``what`` (for logs and errors), its output given to ``lines`` as
+        it comes, until it ends however long it takes; its exit code."""
         api = self.client.api
-        self._log.info("running the GC with docker exec", container=container_id[:12], cmd=cmd)
+        self._log.info(f"running {what} with docker exec", container=container_id[:12], cmd=cmd)
         action = f"run {' '.join(cmd)} in container {container_id[:12]}"
         with self.translated(action):
             exec_id = api.exec_create(container_id, cmd, stdout=True, stderr=True)["Id"]
@@ -214,10 +218,17 @@ class Containers:
             code = api.exec_inspect(exec_id).get("ExitCode")
         if code is None:
             raise RuntimeControlError(
-                f"the GC in container {container_id[:12]} did not finish (no exit code): "
+                f"{what} in container {container_id[:12]} did not finish (no exit code): "
                 "check `docker logs` of the container"
             )
         return int(code)
+
+    def exec_output(self, container_id: str, cmd: list[str], what: str) -> tuple[int, str]:
+        """``docker exec`` of a short command (``what`` it is): its exit code and its last
+        lines of output (stdout and stderr)."""
+        lines = GcLines(tail=20)
+        code = self.exec(container_id, cmd, lines, what=what)
+        return code, lines.output
 
     def _pass_lines(self, output: Any, action: str, lines: GcLines) -> None:
         """Give a demultiplexed attach stream (``(stdout, stderr)`` chunks, one of them None)

@@ -1,5 +1,8 @@
-"""Debian's ``/usr/bin/docker-registry`` run as a plain process (not a container), the way its
-systemd unit runs it, controlled by ``scripts/registry-process/{start,stop}.sh`` (pidfile based).
+"""The registry run as a plain process (not a container), the way Debian's systemd unit runs
+``/usr/bin/docker-registry``, controlled by ``scripts/registry-process/{start,stop}.sh`` (pidfile
+based). ``version`` picks the binary (``tests.harness.gc.registry_bin``): Debian's 2.8.2 or the
+3.1.1 built from the vendored tarball; both read the same config keys and the same
+``REGISTRY_STORAGE_MAINTENANCE_READONLY`` environment variable.
 
 ``start_plain_registry(tmp)`` writes a config under ``tmp`` (storage root ``tmp/registry``, HTTP
 on a free 127.0.0.1 port), starts the registry and waits until it answers. ``commands`` gives the
@@ -8,7 +11,10 @@ on a free 127.0.0.1 port), starts the registry and waits until it answers. ``com
 - ``readonly``: stop, then start with ``REGISTRY_STORAGE_MAINTENANCE_READONLY={"enabled": true}``
 - ``stop``: stop (SIGTERM, then SIGKILL)
 - ``start``: stop if running, then start read-write
-- ``gc``: ``docker-registry garbage-collect CONFIG``
+- ``gc``: ``BINARY garbage-collect CONFIG``
+
+For a binary other than the scripts' default (/usr/bin/docker-registry), ``readonly`` and
+``start`` pass it as ``REGISTRY_BIN=...``.
 
 A ``PlainRegistry`` is a ``RunningRegistry`` (same ``url``, ``host``, ``ref``, ``root``), so
 the image helpers (``push_oci_image``, ``pull_ok``...) work on it unchanged.
@@ -21,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retentiond.config import RuntimeCommands
-from tests.harness.gc import REGISTRY_BIN
+from tests.harness.gc import registry_bin
 from tests.harness.proc import CommandError, run
-from tests.harness.registry import RunningRegistry, free_port
+from tests.harness.registry import DEFAULT_VERSION, RunningRegistry, free_port
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "registry-process"
 START = SCRIPTS / "start.sh"
 STOP = SCRIPTS / "stop.sh"
+#: The binary start.sh runs unless REGISTRY_BIN says otherwise.
+DEBIAN_BIN = "/usr/bin/docker-registry"
 
 
 def plain_config(root: Path, port: int) -> str:
@@ -54,14 +62,26 @@ class PlainRegistry(RunningRegistry):
     logfile: Path = field(default_factory=Path)
 
     @property
+    def config_path(self) -> str:
+        """The config file the registry process reads (a host path here)."""
+        return str(self.config)
+
+    @property
+    def binary(self) -> str:
+        return registry_bin(self.version)
+
+    @property
     def commands(self) -> RuntimeCommands:
         q = shlex.quote
         files = f"{q(str(self.config))} {q(str(self.pidfile))} {q(str(self.logfile))}"
+        start = q(str(START))
+        if self.binary != DEBIAN_BIN:
+            start = f"REGISTRY_BIN={q(self.binary)} {start}"
         return RuntimeCommands(
-            readonly=f"{q(str(START))} --readonly {files} {self.host}",
+            readonly=f"{start} --readonly {files} {self.host}",
             stop=f"{q(str(STOP))} {q(str(self.pidfile))}",
-            start=f"{q(str(START))} {files} {self.host}",
-            gc=f"{q(REGISTRY_BIN)} garbage-collect {q(str(self.config))}",
+            start=f"{start} {files} {self.host}",
+            gc=f"{q(self.binary)} garbage-collect {q(str(self.config))}",
         )
 
     def pid(self) -> int | None:
@@ -80,9 +100,9 @@ class PlainRegistry(RunningRegistry):
             return "(no log)"
 
 
-def start_plain_registry(directory: Path) -> PlainRegistry:
-    """Write the config under ``directory`` and start the registry on a free port (retried
-    when another process takes the port first)."""
+def start_plain_registry(directory: Path, *, version: str = DEFAULT_VERSION) -> PlainRegistry:
+    """Write the config under ``directory`` and start the registry of ``version`` on a free
+    port (retried when another process takes the port first)."""
     directory = Path(directory).resolve()
     root = directory / "registry"
     root.mkdir(parents=True, exist_ok=True)
@@ -90,10 +110,11 @@ def start_plain_registry(directory: Path) -> PlainRegistry:
     for _ in range(5):
         port = free_port()
         reg = PlainRegistry(
-            name=f"docker-registry@{port}",
+            name=f"registry-{version}@{port}",
             root=root,
             port=port,
-            image=REGISTRY_BIN,
+            image=registry_bin(version),
+            version=version,
             config=directory / "config.yml",
             pidfile=directory / "registry.pid",
             logfile=directory / "registry.log",

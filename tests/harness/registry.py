@@ -1,4 +1,4 @@
-"""Start, stop and restart a real registry 2.8.2 container (image from
+"""Start, stop and restart a real registry container (2.8.2 or 3.1.1, images from
 scripts/build-registry-image.sh) whose storage is a host directory."""
 
 from __future__ import annotations
@@ -14,23 +14,46 @@ from pathlib import Path
 
 from tests.harness.proc import CommandError, docker
 
-#: The image built by scripts/build-registry-image.sh.
-REGISTRY_IMAGE = os.environ.get("RETENTIOND_TEST_REGISTRY_IMAGE", "retentiond-test/registry:2.8.2")
-#: The registry config inside the image.
-CONTAINER_CONFIG = "/etc/docker/registry/config.yml"
+#: The registry versions the tests know: Debian's 2.8.2 and distribution v3.1.1.
+VERSIONS = ("2.8.2", "3.1.1")
+#: The version a test runs on unless it is marked ``both_registries``.
+DEFAULT_VERSION = "2.8.2"
+#: The images built by scripts/build-registry-image.sh, one per version.
+REGISTRY_IMAGES = {
+    "2.8.2": os.environ.get("RETENTIOND_TEST_REGISTRY_IMAGE", "retentiond-test/registry:2.8.2"),
+    "3.1.1": os.environ.get("RETENTIOND_TEST_REGISTRY3_IMAGE", "retentiond-test/registry:3.1.1"),
+}
+#: The 2.8.2 image (the default).
+REGISTRY_IMAGE = REGISTRY_IMAGES[DEFAULT_VERSION]
+#: The registry config inside each image, where the official images keep it (the images'
+#: CMD names it).
+CONTAINER_CONFIGS = {
+    "2.8.2": "/etc/docker/registry/config.yml",
+    "3.1.1": "/etc/distribution/config.yml",
+}
+#: The 2.8.2 image's config path.
+CONTAINER_CONFIG = CONTAINER_CONFIGS[DEFAULT_VERSION]
 #: Every container the harness starts carries this label (for finding leftovers by hand).
 LABEL = "retentiond-test"
 
 
 @dataclass
 class RunningRegistry:
-    """A registry container. ``root`` is the host directory mounted at /var/lib/registry."""
+    """A registry container. ``root`` is the host directory mounted at /var/lib/registry;
+    ``version`` the registry's version ("2.8.2" or "3.1.1")."""
 
     name: str
     root: Path
     port: int
     image: str = REGISTRY_IMAGE
     env: dict[str, str] = field(default_factory=dict)
+    version: str = DEFAULT_VERSION
+
+    @property
+    def config_path(self) -> str:
+        """The registry's config file as the registry process sees it (inside the container:
+        /etc/docker/registry/config.yml for 2.8.2, /etc/distribution/config.yml for 3.1.1)."""
+        return CONTAINER_CONFIGS[self.version]
 
     @property
     def url(self) -> str:
@@ -59,6 +82,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def check_version(version: str) -> str:
+    """``version`` when the tests know it; ValueError otherwise."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown registry version {version!r}; known: {', '.join(VERSIONS)}")
+    return version
+
+
+def registry_image(version: str = DEFAULT_VERSION) -> str:
+    """The test image of that registry version."""
+    return REGISTRY_IMAGES[check_version(version)]
 
 
 def image_exists(image: str = REGISTRY_IMAGE) -> bool:
@@ -114,14 +149,18 @@ def start_registry(
     name: str | None = None,
     *,
     env: dict[str, str] | None = None,
-    image: str = REGISTRY_IMAGE,
+    image: str | None = None,
     port: int | None = None,
+    version: str = DEFAULT_VERSION,
 ) -> RunningRegistry:
-    """Run a registry container on ``root`` (created if missing) and wait until it answers.
+    """Run a registry container of ``version`` on ``root`` (created if missing) and wait until
+    it answers.
 
-    The port is published on 127.0.0.1 only. ``env`` is passed as container environment
-    (e.g. ``REGISTRY_STORAGE_MAINTENANCE_READONLY='{"enabled": true}'``).
+    The image is that version's test image unless ``image`` is given. The port is published on
+    127.0.0.1 only. ``env`` is passed as container environment (e.g.
+    ``REGISTRY_STORAGE_MAINTENANCE_READONLY='{"enabled": true}'``).
     """
+    image = image or registry_image(version)
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"retentiond-test-{uuid.uuid4().hex[:12]}"
@@ -129,7 +168,12 @@ def start_registry(
     last: CommandError | None = None
     for _ in range(attempts):
         reg = RunningRegistry(
-            name=name, root=root, port=port or free_port(), image=image, env=dict(env or {})
+            name=name,
+            root=root,
+            port=port or free_port(),
+            image=image,
+            env=dict(env or {}),
+            version=version,
         )
         try:
             _run_container(reg)

@@ -1,8 +1,10 @@
 """`retentiond apply` against a real registry container, checked with real pulls and pushes.
 
 Each scenario is one of the classic failures of the hand-made recipe (delete through the API,
-`garbage-collect --delete-untagged`, GC with pushes on, no restart); each must pass with ours.
-retentiond runs as a real process (`python -m retentiond`), so crashes are real `kill -9`s.
+`garbage-collect --delete-untagged`, GC with pushes on, no restart); each must pass with ours,
+on registry 2.8.2 and 3.1.1. retentiond runs as a real process (`python -m retentiond`), so
+crashes are real `kill -9`s. ``runtime.registry_config`` is not set: retentiond finds the
+config file in the container, as it must for the users of either image.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tests.harness.images import (
 from tests.harness.registry import RunningRegistry
 from tests.harness.tree import data_bytes, revision_dir, set_pushed_at, tag_dir
 
-pytestmark = pytest.mark.registry
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

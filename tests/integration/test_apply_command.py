@@ -1,5 +1,6 @@
-"""`retentiond apply` with `runtime.kind: command`: Debian's docker-registry run as a plain
-process (as its systemd unit runs it), controlled by the operator's own scripts."""
+"""`retentiond apply` with `runtime.kind: command`: the registry (Debian's docker-registry 2.8.2,
+or 3.1.1) run as a plain process (as Debian's systemd unit runs it), controlled by the
+operator's own scripts."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from tests.harness.images import pull_ok, push_oci_image, push_oci_index
 from tests.harness.plain_registry import PlainRegistry, start_plain_registry, stop_plain_registry
 from tests.harness.tree import data_bytes, set_pushed_at, tag_dir
 
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def plain(tmp_path: Path) -> Iterator[PlainRegistry]:
-    reg = start_plain_registry(tmp_path / "plain")
+def plain(docker_ready: None, registry_version: str, tmp_path: Path) -> Iterator[PlainRegistry]:
+    reg = start_plain_registry(tmp_path / "plain", version=registry_version)
     try:
         yield reg
     finally:

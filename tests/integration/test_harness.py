@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,8 @@ from tests.harness.images import (
     push_oci_index,
     tag_alias,
 )
-from tests.harness.registry import RunningRegistry, restart_registry
+from tests.harness.proc import docker, run
+from tests.harness.registry import RunningRegistry, registry_image, restart_registry
 from tests.harness.tree import (
     blob_exists,
     list_blobs,
@@ -222,3 +224,96 @@ def test_restart_and_read_only_mode(registry: RunningRegistry) -> None:
     restart_registry(registry)
     assert pull_ok(registry, "harness/ro", "v2")
     assert os.path.isfile(tag_link(registry.root, "harness/ro", "v2"))
+
+
+# -------------------------------------------------------------------------------------------
+# The test images and the scripts that build them (scripts/build-registry-image.sh,
+# scripts/build-registry-v3.sh): packaged like the official registry:2 / registry:3.
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+V3_LINK = Path(
+    os.environ.get("RETENTIOND_TEST_CACHE", "/var/cache/retentiond-test"), "bin", "registry-3.1.1"
+)
+
+
+def _image_config(image: str) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
+    return config
+
+
+@pytest.mark.both_registries
+def test_image_is_packaged_like_the_official_one(registry: RunningRegistry) -> None:
+    config = _image_config(registry.image)
+    assert config["Entrypoint"] == ["/entrypoint.sh"]
+    assert config["Cmd"] == [registry.config_path]
+    assert "/var/lib/registry" in config["Volumes"]
+    # The entrypoint turned the config argument into `registry serve CONFIG` and exec'd it.
+    cmdline = docker("exec", registry.name, "busybox", "cat", "/proc/1/cmdline").stdout
+    assert cmdline.split("\0")[:3] == ["registry", "serve", registry.config_path]
+    # `registry` is on PATH (what retentiond runs with docker exec) and says its version.
+    version = docker("exec", registry.name, "registry", "--version").stdout
+    assert version.startswith("registry github.com/") and registry.version in version, version
+    assert docker("exec", registry.name, "sh", "-c", "echo $0").stdout.strip() == "sh"
+
+    d = push_oci_image(registry, "harness/image", "v1", layers=[b"image"], seed="image")
+    gc = docker(
+        "exec", registry.name, "registry", "garbage-collect", "--dry-run", registry.config_path
+    )
+    assert f"marking manifest {d}" in gc.stdout + gc.stderr
+    assert "0 blobs and 0 manifests eligible for deletion" in gc.stdout + gc.stderr
+
+
+@pytest.mark.both_registries
+def test_entrypoint_dispatches_like_upstreams(docker_ready: None, registry_version: str) -> None:
+    image = registry_image(registry_version)
+
+    def run_image(*args: str, status: int = 0) -> str:
+        proc = docker("run", "--rm", "--network", "none", image, *args, check=False, timeout=60)
+        assert proc.returncode == status, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    assert registry_version in run_image("--version")  # -* -> registry -*
+    assert "garbage-collect" in run_image("help")  # help -> registry help
+    assert run_image("busybox", "echo", "as is") == "as is\n"  # anything else: exec'd
+    # A config argument -> registry serve CONFIG (here one that does not exist).
+    out = run_image("/no/such/config.yml", status=1)
+    assert "configuration error: open /no/such/config.yml" in out, out
+
+
+@pytest.mark.both_registries
+def test_image_build_is_reproducible(docker_ready: None, registry_version: str) -> None:
+    """Building again gives the same layer and config (a cache hit: the same image), so
+    scripts/start-docker.sh is a no-op the second time and the image is what the script makes."""
+    image = registry_image(registry_version)
+    again = f"retentiond-test/registry-rebuild:{registry_version}"
+    try:
+        out = run(
+            [
+                "bash",
+                str(REPO_ROOT / "scripts" / "build-registry-image.sh"),
+                registry_version,
+                again,
+            ],
+            timeout=300,
+        ).stdout
+        assert again in out
+        a, b = (json.loads(docker("image", "inspect", i).stdout)[0] for i in (image, again))
+        assert a["RootFS"] == b["RootFS"], "the image is stale: run scripts/start-docker.sh"
+        assert a["Config"] == b["Config"]
+    finally:
+        docker("rmi", again, check=False)
+
+
+def test_v3_build_script_is_a_cache_hit(docker_ready: None) -> None:
+    """scripts/build-registry-v3.sh only prints the cached binary the second time; the symlink
+    the tests use points at it, and it is distribution v3.1.1."""
+    proc = run(["bash", str(REPO_ROOT / "scripts" / "build-registry-v3.sh")], timeout=60)
+    binary = Path(proc.stdout.strip())
+    assert "building" not in proc.stderr, proc.stderr
+    assert binary.parent.parent.name == "registry-v3" and binary.name == "registry"
+    assert V3_LINK.resolve() == binary
+    version = run([str(binary), "--version"]).stdout
+    assert version.split()[1:] in (
+        ["github.com/distribution/distribution/v3", "v3.1.1+unknown"],  # built from the tarball
+        ["github.com/distribution/distribution/v3", "3.1.1"],  # the official image's
+    ), version

@@ -1,8 +1,10 @@
-"""The plan against a real registry 2.8.2, with images pushed by docker and skopeo.
+"""The plan against a real registry, 2.8.2 and 3.1.1, with images pushed by docker and skopeo.
 
 For every scenario: read the tree, plan, make the plan's removals on a copy, and run the real
-``registry garbage-collect --dry-run`` on the copy: the blobs it calls eligible must be exactly
-the plan's reclaimable set. Then a real GC on the copy must free exactly ``bytes_reclaimed``.
+``registry garbage-collect --dry-run`` of the same version on the copy: the blobs it calls
+eligible must be exactly the plan's reclaimable set (and, on 3.x, the ``_layers`` links it
+deletes exactly the plan's layer-link candidates). Then a real GC on the copy must free
+exactly ``bytes_reclaimed``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from retentiond.core.inventory import ProblemKind
+from retentiond.core.layer_links import layer_link_candidates
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
 from retentiond.policy.loader import validate_policies_text
@@ -35,13 +38,14 @@ from tests.harness.tree import (
     blob_data,
     copy_tree,
     data_bytes,
+    layer_link_dir,
     revision_dir,
     set_pushed_at,
     tag_dir,
     tag_link,
 )
 
-pytestmark = pytest.mark.registry
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 NOW = datetime.now(UTC)
 
 
@@ -78,13 +82,35 @@ def plan_and_compare(
     plan = make_plan(inventory, rules, safety or Safety(untagged_min_age=timedelta(hours=1)), NOW)
     copy = copy_tree(reg.root, tmp_path / "copy")
     make_removals(copy, plan)
-    dry = gc_dry_run(copy)
+    dry = gc_dry_run(copy, version=reg.version)
     assert dry.returncode == 0, dry.output
     assert dry.eligible == set(plan.reclaimable)
+    # The `_layers` links the plan expects the GC to leave dangling: 2.8's GC leaves them (a
+    # run drops them after it); 3.x's deletes them itself (#4344).
+    links = {
+        (repo, digest)
+        for repo, digest in layer_link_candidates(inventory, plan.reclaimable)
+        if (layer_link_dir(copy, repo, digest) / "link").exists()
+    }
+    if reg.version == "2.8.2":
+        assert dry.layer_links == set()
+    else:
+        # 3.x unlinks every digest not marked yet when it reaches the repository (repositories
+        # in order), so also blobs that a later repository keeps: more than the plan's
+        # candidates, but never a blob a manifest left in that repository references.
+        assert links <= dry.layer_links
+        after = read_inventory(copy)
+        assert dry.layer_links.isdisjoint(layer_link_candidates(after, after.blobs))
     before = data_bytes(copy)
-    real = gc_run(copy)
+    real = gc_run(copy, version=reg.version)
     assert real.returncode == 0, real.output
     assert before - data_bytes(copy) == plan.bytes_reclaimed
+    assert real.layer_links == dry.layer_links
+    # (3.x deletes the link file and leaves its empty directory)
+    left = {
+        link for link in links | dry.layer_links if (layer_link_dir(copy, *link) / "link").exists()
+    }
+    assert left == (links if reg.version == "2.8.2" else set())
     return plan
 
 
@@ -367,7 +393,7 @@ def test_garbage_manifest_blocks_gc_like_the_registry(
     plan = make_plan(inventory, policies(KEEP_ONE), Safety(), NOW)
     assert plan.gc_blocked
     assert [r.repository for r in plan.refused] == ["app"]
-    dry = gc_dry_run(registry.root)
+    dry = gc_dry_run(registry.root, version=registry.version)
     assert dry.returncode != 0, "the registry's GC should abort on this tree, as we predicted"
 
 
@@ -398,4 +424,5 @@ def test_revision_link_with_garbage_blocks_gc(registry: RunningRegistry, tmp_pat
     (revision_dir(registry.root, "app", old) / "link").write_bytes(b"")
     plan = make_plan(read_inventory(registry.root), policies(KEEP_ONE), Safety(), NOW)
     assert plan.gc_blocked and [r.repository for r in plan.refused] == ["app"]
-    assert gc_dry_run(registry.root).returncode != 0, "the registry's GC aborts here too"
+    dry = gc_dry_run(registry.root, version=registry.version)
+    assert dry.returncode != 0, "the registry's GC aborts here too"

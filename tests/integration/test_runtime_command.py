@@ -1,6 +1,7 @@
-"""CommandRuntime against Debian's docker-registry run as a plain process (no container),
-controlled by scripts/registry-process/{start,stop}.sh through the runtime's shell commands, with
-real pushes and pulls (skopeo); and NoRuntime."""
+"""CommandRuntime against the registry (Debian's docker-registry 2.8.2, and 3.1.1) run as a plain
+process (no container), controlled by scripts/registry-process/{start,stop}.sh through the
+runtime's shell commands, with real pushes and pulls (skopeo); and NoRuntime. The tests that
+run a registry run on both versions."""
 
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ from tests.harness.plain_registry import PlainRegistry, start_plain_registry, st
 from tests.harness.registry import registry_answers
 from tests.harness.tree import revision_dir, tag_dir
 
-pytestmark = pytest.mark.registry
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 
 
 @pytest.fixture
-def plain(docker_ready: None, tmp_path: Path) -> Iterator[PlainRegistry]:
-    reg = start_plain_registry(tmp_path)
+def plain(docker_ready: None, registry_version: str, tmp_path: Path) -> Iterator[PlainRegistry]:
+    reg = start_plain_registry(tmp_path, version=registry_version)
     try:
         yield reg
     finally:

@@ -1,6 +1,10 @@
 """DockerRuntime against real registry containers: each gc_mode's enter / GC / leave cycle with
 real pushes and pulls (skopeo), recovery from the states a killed run leaves, and the errors an
-operator sees (container not found, daemon unreachable, socket not permitted, GC aborted)."""
+operator sees (container not found, daemon unreachable, socket not permitted, GC aborted).
+
+The tests of a registry's cycle, its twin and recovery run on 2.8.2 and 3.1.1
+(``both_registries``); ``runtime.registry_config`` is never set, so retentiond finds each
+image's config file itself. The errors that involve no registry run once."""
 
 from __future__ import annotations
 
@@ -31,16 +35,17 @@ from tests.harness.proc import docker as docker_cli
 from tests.harness.proc import run
 from tests.harness.registry import (
     LABEL,
-    REGISTRY_IMAGE,
     RunningRegistry,
     container_running,
     free_port,
     registry_answers,
+    registry_image,
     wait_ready,
 )
 from tests.harness.tree import revision_dir
 
 pytestmark = pytest.mark.registry
+both = pytest.mark.both_registries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,8 +110,9 @@ def registry(registry: RunningRegistry) -> Iterator[RunningRegistry]:
         docker_cli("rm", "-f", name, check=False)
 
 
-def run_registry(name: str, cleanup: list[str], *args: str) -> RunningRegistry:
-    """``docker run`` a registry with extra ``args`` (instead of the harness's bind mount)."""
+def run_registry(name: str, cleanup: list[str], version: str, *args: str) -> RunningRegistry:
+    """``docker run`` a registry of ``version`` with extra ``args`` (instead of the harness's
+    bind mount)."""
     port = free_port()
     cleanup.append(name)
     docker_cli(
@@ -119,9 +125,15 @@ def run_registry(name: str, cleanup: list[str], *args: str) -> RunningRegistry:
         "-p",
         f"127.0.0.1:{port}:5000",
         *args,
-        REGISTRY_IMAGE,
+        registry_image(version),
     )
-    reg = RunningRegistry(name=name, root=Path("/nonexistent"), port=port)
+    reg = RunningRegistry(
+        name=name,
+        root=Path("/nonexistent"),
+        port=port,
+        image=registry_image(version),
+        version=version,
+    )
     wait_ready(reg)
     return reg
 
@@ -130,6 +142,7 @@ def run_registry(name: str, cleanup: list[str], *args: str) -> RunningRegistry:
 # the three gc_modes
 
 
+@both
 def test_readonly_mode_cycle(registry: RunningRegistry) -> None:
     before = push(registry, "rt/app", "v1")
     original = container_id(registry.name)
@@ -177,6 +190,7 @@ def test_readonly_mode_cycle(registry: RunningRegistry) -> None:
     assert container_running(registry.name)
 
 
+@both
 def test_readonly_gc_really_collects_in_the_twin(registry: RunningRegistry) -> None:
     keep = push(registry, "rt/gc", "keep")
     gone = push(registry, "rt/gc", "gone")
@@ -197,6 +211,7 @@ def test_readonly_gc_really_collects_in_the_twin(registry: RunningRegistry) -> N
     assert pull_error(registry, "rt/gc", "gone") is None
 
 
+@both
 def test_stop_mode_cycle(registry: RunningRegistry) -> None:
     push(registry, "rt/stop", "v1")
     original = container_id(registry.name)
@@ -218,6 +233,7 @@ def test_stop_mode_cycle(registry: RunningRegistry) -> None:
     assert pull_error(registry, "rt/stop", "after") is None
 
 
+@both
 def test_online_mode_cycle(registry: RunningRegistry) -> None:
     push(registry, "rt/online", "v1")
     started_at = docker_cli("inspect", "-f", "{{.State.StartedAt}}", registry.name).stdout
@@ -233,6 +249,7 @@ def test_online_mode_cycle(registry: RunningRegistry) -> None:
     assert pull_error(registry, "rt/online", "v1") is None
 
 
+@both
 def test_make_runtime_builds_the_docker_runtime(registry: RunningRegistry) -> None:
     rt = make_runtime(RuntimeConfig(kind=RuntimeKind.DOCKER, container=registry.name), "r1")
     assert isinstance(rt, DockerRuntime) and rt.run_id == "r1"
@@ -243,6 +260,7 @@ def test_make_runtime_builds_the_docker_runtime(registry: RunningRegistry) -> No
 # failures
 
 
+@both
 def test_failed_gc_is_an_outcome_with_the_registrys_message(registry: RunningRegistry) -> None:
     digest = push(registry, "rt/broken", "v1")
     rt = runtime(registry)
@@ -349,20 +367,26 @@ def _python_for_nobody() -> str:
     pytest.fail(f"no python {sys.version_info[0]}.{sys.version_info[1]} that nobody can run")
 
 
-def test_check_finds_storage_outside_any_mount(docker_ready: None, cleanup: list[str]) -> None:
+@both
+def test_check_finds_storage_outside_any_mount(
+    docker_ready: None, registry_version: str, cleanup: list[str]
+) -> None:
     name = f"retentiond-test-nomount-{uuid.uuid4().hex[:8]}"
-    run_registry(name, cleanup, "-e", "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/data")
+    run_registry(
+        name, cleanup, registry_version, "-e", "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/data"
+    )
     problems = DockerRuntime(RuntimeConfig(container=name)).check()
     assert len(problems) == 1, problems
     assert "no mount that covers the registry's storage /data" in problems[0]
     assert "another tree" in problems[0]
 
 
+@both
 def test_check_refuses_an_autoremove_container(
-    docker_ready: None, cleanup: list[str], tmp_path: Path
+    docker_ready: None, registry_version: str, cleanup: list[str], tmp_path: Path
 ) -> None:
     name = f"retentiond-test-rm-{uuid.uuid4().hex[:8]}"
-    run_registry(name, cleanup, "--rm", "-v", f"{tmp_path}:/var/lib/registry")
+    run_registry(name, cleanup, registry_version, "--rm", "-v", f"{tmp_path}:/var/lib/registry")
     rt = DockerRuntime(RuntimeConfig(container=name))
     problems = rt.check()
     assert len(problems) == 1 and "--rm" in problems[0], problems
@@ -377,11 +401,14 @@ def test_check_refuses_an_autoremove_container(
 # the twin is a faithful copy
 
 
-def test_twin_keeps_an_anonymous_volume(docker_ready: None, cleanup: list[str]) -> None:
+@both
+def test_twin_keeps_an_anonymous_volume(
+    docker_ready: None, registry_version: str, cleanup: list[str]
+) -> None:
     """A registry whose storage is the image's VOLUME (no -v): the twin must mount the same
     anonymous volume, not get a new empty one."""
     name = f"retentiond-test-anon-{uuid.uuid4().hex[:8]}"
-    reg = run_registry(name, cleanup)
+    reg = run_registry(name, cleanup, registry_version)
     volume = docker_cli("inspect", "-f", "{{range .Mounts}}{{.Source}}{{end}}", name).stdout
     reg.root = Path(volume.strip())  # the anonymous volume's directory on this host
     push(reg, "rt/anon", "v1")
@@ -397,8 +424,9 @@ def test_twin_keeps_an_anonymous_volume(docker_ready: None, cleanup: list[str]) 
     assert pull_error(reg, "rt/anon", "v1") is None
 
 
+@both
 def test_twin_joins_the_networks_with_the_aliases(
-    docker_ready: None, cleanup: list[str], tmp_path: Path
+    docker_ready: None, registry_version: str, cleanup: list[str], tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     net, other = f"retentiond-test-net-{suffix}", f"retentiond-test-net2-{suffix}"
@@ -409,6 +437,7 @@ def test_twin_joins_the_networks_with_the_aliases(
     reg = run_registry(
         name,
         cleanup,
+        registry_version,
         "--network",
         net,
         "--network-alias",
@@ -440,6 +469,7 @@ def test_twin_joins_the_networks_with_the_aliases(
 # recovery after a crash
 
 
+@both
 def test_recover_after_a_process_killed_in_readonly_maintenance(
     registry: RunningRegistry,
 ) -> None:
@@ -475,6 +505,7 @@ def test_recover_after_a_process_killed_in_readonly_maintenance(
     assert rt.recover() is False, "nothing left to do"
 
 
+@both
 @pytest.mark.parametrize("original_stopped", [True, False])
 def test_recover_twin_created_but_not_started(
     registry: RunningRegistry, original_stopped: bool
@@ -489,7 +520,7 @@ def test_recover_twin_created_but_not_started(
         LABEL,
         "--label",
         f"{TWIN_LABEL}={original}",
-        REGISTRY_IMAGE,
+        registry.image,
     )
     if original_stopped:
         docker_cli("stop", registry.name)
@@ -498,6 +529,7 @@ def test_recover_twin_created_but_not_started(
     assert registry_answers(registry.url)
 
 
+@both
 def test_recover_gc_container_of_stop_mode(registry: RunningRegistry) -> None:
     """Killed while the one-off GC container ran (stop mode): it is removed, the registry
     started."""
@@ -516,21 +548,23 @@ def test_recover_gc_container_of_stop_mode(registry: RunningRegistry) -> None:
         "retentiond.role=gc",
         "-v",
         f"{registry.root}:/var/lib/registry",
-        REGISTRY_IMAGE,
+        registry.image,
         "serve",
-        "/etc/docker/registry/config.yml",
+        registry.config_path,
     )
     assert runtime(registry, GcMode.STOP).recover() is True
     assert leftovers(registry) == [] and container_running(registry.name)
     assert registry_answers(registry.url)
 
 
+@both
 def test_recover_only_the_original_stopped(registry: RunningRegistry) -> None:
     docker_cli("stop", registry.name)
     assert runtime(registry).recover() is True
     assert registry_answers(registry.url)
 
 
+@both
 def test_enter_removes_a_stale_twin_first(registry: RunningRegistry) -> None:
     """A twin left by a crashed run (not recovered) does not block the next run."""
     original = container_id(registry.name)
@@ -542,7 +576,7 @@ def test_enter_removes_a_stale_twin_first(registry: RunningRegistry) -> None:
         LABEL,
         "--label",
         f"{TWIN_LABEL}={original}",
-        REGISTRY_IMAGE,
+        registry.image,
     )
     rt = runtime(registry)
     assert rt.enter_maintenance() is MaintenanceState.READ_ONLY
@@ -560,6 +594,7 @@ def test_run_gc_without_maintenance_is_refused(registry: RunningRegistry) -> Non
     assert leftovers(registry) == [] and container_running(registry.name)
 
 
+@both
 def test_original_removed_while_its_twin_runs(registry: RunningRegistry) -> None:
     rt = runtime(registry)
     rt.enter_maintenance()

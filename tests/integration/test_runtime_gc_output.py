@@ -1,7 +1,8 @@
-"""The GC's output streamed line by line through each runtime, on a real registry 2.8.2 GC of a
-generated tree after a plan's removals: every line reaches ``on_line`` whole (stdout and stderr),
-the eligible digests are exactly what the registry's own dry run lists and what disappears from
-disk, :class:`GcDeletions` reads them right, and ``GcOutcome.output`` keeps only the tail."""
+"""The GC's output streamed line by line through each runtime, on a real registry GC (2.8.2 and
+3.1.1) of a generated tree after a plan's removals: every line reaches ``on_line`` whole (stdout
+and stderr), the eligible digests are exactly what the registry's own dry run lists and what
+disappears from disk, :class:`GcDeletions` reads them right, and ``GcOutcome.output`` keeps
+only the tail."""
 
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ from retentiond.runtime.docker import DockerRuntime
 from retentiond.runtime.docker_containers import Containers
 from retentiond.runtime.docker_specs import TWIN_LABEL
 from retentiond.storage.reader import read_inventory
-from tests.harness.gc import REGISTRY_BIN, gc_dry_run
+from tests.harness.gc import gc_dry_run, parse_gc_output, registry_bin
 from tests.harness.images import pull_error
 from tests.harness.plain_registry import plain_config
 from tests.harness.proc import docker as docker_cli
 from tests.harness.registry import RunningRegistry, free_port, start_registry, stop_registry
-from tests.harness.tree import copy_tree
+from tests.harness.tree import copy_tree, layer_link_dir
 from tests.integration.test_plan_scenarios import make_removals
 
 pytestmark = pytest.mark.registry
+both = pytest.mark.both_registries
 
 #: enough kept manifests that the GC prints more lines than GcOutcome keeps
 PARAMS = Params(repositories=6, tags=8, index_share=0.3, alias_share=0.2, seed=14)
@@ -53,12 +55,15 @@ KEEP_LAST_2 = Policy(
 @dataclass
 class Collectable:
     """A tree after the plan's removals; ``expected``: what the registry's own dry run (on a
-    copy) lists as eligible; ``kept``: a tag the plan keeps (repository, tag)."""
+    copy) lists as eligible; ``kept``: a tag the plan keeps (repository, tag); ``links``: the
+    ``_layers`` links the dry run lists (3.x; none on 2.8)."""
 
     root: Path
     plan: Plan
     expected: set[str]
     kept: tuple[str, str]
+    version: str
+    links: set[tuple[str, str]]
 
     def blobs_on_disk(self) -> set[str]:
         store = self.root / "docker" / "registry" / "v2" / "blobs" / "sha256"
@@ -66,26 +71,28 @@ class Collectable:
 
 
 @pytest.fixture
-def collectable(docker_ready: None, tmp_path: Path) -> Collectable:
+def collectable(docker_ready: None, registry_version: str, tmp_path: Path) -> Collectable:
     root = tmp_path / "registry"
     generate(root, PARAMS, jobs=1)
     safety = Safety(untagged_min_age=timedelta(hours=1))
     inventory = read_inventory(root)
     plan = make_plan(inventory, [KEEP_LAST_2], safety, datetime.now(UTC))
     make_removals(root, plan)
-    dry = gc_dry_run(copy_tree(root, tmp_path / "copy"))
+    dry = gc_dry_run(copy_tree(root, tmp_path / "copy"), version=registry_version)
     assert dry.ok, dry.output
     assert dry.eligible == set(plan.reclaimable) != set()
+    # 3.x's GC also drops the _layers links of what it collects (#4344); 2.8's leaves them
+    assert bool(dry.layer_links) == (registry_version != "2.8.2"), dry.output
     deleted = {(t.repository, t.tag) for t in plan.tags_deleted}
     tags = [(r.name, t.name) for r in inventory.repositories for t in r.tags]
     kept = next(tag for tag in tags if tag not in deleted)
-    return Collectable(root, plan, dry.eligible, kept)
+    return Collectable(root, plan, dry.eligible, kept, registry_version, dry.layer_links)
 
 
 @pytest.fixture
 def served(collectable: Collectable) -> Iterator[RunningRegistry]:
     """The collectable tree served by a registry container (and nothing it made survives)."""
-    reg = start_registry(collectable.root)
+    reg = start_registry(collectable.root, version=collectable.version)
     try:
         yield reg
     finally:
@@ -142,11 +149,20 @@ def assert_understood(
     # the registry's log lines (stderr, level info) arrive whole, one per deleted blob
     logged = [line for line in lines if "Deleting blob:" in line]
     assert len(logged) == len(gone) and all(line.startswith('time="') for line in logged)
+    # 3.x: the same _layers links in the dry run and the GC, each deleted with a log line
+    assert parse_gc_output("\n".join(dry_lines), 0).layer_links == tree.links
+    assert parse_gc_output("\n".join(lines), 0).layer_links == tree.links
+    unlinked = [line for line in lines if "Deleting layer link path:" in line]
+    assert len(unlinked) == len(tree.links)
+    for repo, digest in tree.links:
+        # (3.x deletes the link file and leaves its empty directory)
+        assert not (layer_link_dir(tree.root, repo, digest) / "link").exists(), (repo, digest)
     # every line went to on_line; the outcome keeps only the last ones
     assert gc.lines == len(lines) > GC_TAIL_LINES
     assert gc.output == "\n".join(lines[-GC_TAIL_LINES:])
 
 
+@both
 @pytest.mark.parametrize("mode", [GcMode.READONLY, GcMode.STOP])
 def test_docker_gc_lines_say_what_was_deleted(
     collectable: Collectable, served: RunningRegistry, mode: GcMode
@@ -162,6 +178,7 @@ def test_docker_gc_lines_say_what_was_deleted(
     assert pull_error(served, *collectable.kept) is None
 
 
+@both
 def test_command_gc_lines_say_what_was_deleted(collectable: Collectable, tmp_path: Path) -> None:
     config = tmp_path / "config.yml"  # level info: a log line on stderr per deleted blob
     config.write_text(plain_config(collectable.root, free_port()))
@@ -169,7 +186,9 @@ def test_command_gc_lines_say_what_was_deleted(collectable: Collectable, tmp_pat
     rt = CommandRuntime(
         RuntimeConfig(
             kind=RuntimeKind.COMMAND,
-            commands=RuntimeCommands(gc=f"{REGISTRY_BIN} garbage-collect {config}"),
+            commands=RuntimeCommands(
+                gc=f"{registry_bin(collectable.version)} garbage-collect {config}"
+            ),
         )
     )
     dry_lines, lines, deletions, gc = collect_twice(rt, collectable)

@@ -1,5 +1,5 @@
-"""`retentiond serve` end to end: a real registry container, a real Prometheus server
-(Debian's `prometheus`, on loopback) scraping the daemon, real pulls and pushes."""
+"""`retentiond serve` end to end: a real registry container (2.8.2 and 3.1.1), a real Prometheus
+server (Debian's `prometheus`, on loopback) scraping the daemon, real pulls and pushes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.harness.images import pull_ok, push_oci_image, push_oci_index
 from tests.harness.registry import RunningRegistry
 from tests.harness.tree import set_pushed_at, tag_dir
 
-pytestmark = pytest.mark.registry
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

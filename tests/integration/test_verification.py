@@ -1,4 +1,5 @@
-"""`verify_run` against a real registry with real pushes: what a run's verification reports."""
+"""`verify_run` against a real registry (2.8.2 and 3.1.1) with real pushes: what a run's
+verification reports."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.harness.images import OciImage, make_oci_image, make_oci_index, push_
 from tests.harness.registry import RunningRegistry, restart_registry
 from tests.harness.tree import blob_data, layer_link_dir, remove_tag
 
-pytestmark = pytest.mark.registry
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 
 
 def never(repository: str, tag: str) -> bool:

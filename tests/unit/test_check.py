@@ -12,6 +12,14 @@ from retentiond.commands.check import run_check
 GOOD = "policies:\n  - {name: NAME, repositories: ['ci/**'], keep: {last: 3}}\n"
 
 
+@pytest.fixture(autouse=True)
+def no_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check`` with a config looks at the registry container: these tests are about the
+    files, so Docker is a socket that does not exist, whatever runs on this machine (the
+    registry facts are tested in tests/integration/test_check_registry.py)."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -92,10 +92,15 @@ def warnings(tmp_path: Path, text: str) -> list[str]:
 
 def test_the_contract_example_is_the_default(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, CONTRACT_EXAMPLE))
+    # the contract's example names the 2.x config file, which is now found when unset
     assert config == replace(
-        Config(), policies=(tmp_path / "policies",), source=tmp_path / "retentiond.yaml"
+        Config(),
+        runtime=replace(Config().runtime, registry_config="/etc/docker/registry/config.yml"),
+        policies=(tmp_path / "policies",),
+        source=tmp_path / "retentiond.yaml",
     )
-    assert config == load_config(write(tmp_path, "", "retentiond.yaml"))
+    empty = load_config(write(tmp_path, "", "retentiond.yaml"))
+    assert config == replace(empty, runtime=config.runtime)
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -107,7 +112,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.registry.cache is CacheKind.INMEMORY and config.registry.redis_url is None
     assert config.runtime.kind is RuntimeKind.DOCKER
     assert config.runtime.container == "registry"
-    assert config.runtime.registry_config == "/etc/docker/registry/config.yml"
+    assert config.runtime.registry_config is None  # found from the container (issue 15)
     assert config.runtime.gc_mode is GcMode.READONLY
     assert config.runtime.commands == RuntimeCommands()
     assert config.policies == (tmp_path / "policies",)

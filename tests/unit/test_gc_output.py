@@ -174,3 +174,26 @@ def test_bytes_that_are_not_utf8_are_replaced() -> None:
     cutter.feed(b"bad \xff byte\n")
     cutter.close()
     assert got == ["bad \ufffd byte"]
+
+
+def test_v3_layer_link_lines_name_the_repositories_that_lost_a_link_to_a_surviving_blob() -> None:
+    """3.x prints ``<repo>: layer link eligible for deletion: <digest>`` after the blob lines
+    (registry/storage/garbagecollect.go at v3.1.1): a link to a blob it deleted needs nothing
+    more, a link to a blob that survives (another repository uses it) names a repository whose
+    redis entries must be forgotten."""
+    gone = "sha256:" + "a" * 64
+    survives = "sha256:" + "b" * 64
+    deletions = GcDeletions(BlobTable.from_items([(gone, 10)]))
+    for line in [
+        "1 blobs marked, 1 blobs and 0 manifests eligible for deletion",
+        f"blob eligible for deletion: {gone}",
+        f"app: layer link eligible for deletion: {gone}",
+        f"app: layer link eligible for deletion: {survives}",
+        f"team/web: layer link eligible for deletion: {gone}",
+        'time=... level=info msg="something: layer link eligible for deletion: nothing"',
+    ]:
+        deletions.feed(line)
+    assert deletions.understood
+    assert deletions.blobs == 1
+    assert deletions.layer_links == 3
+    assert deletions.unlinked_repositories == {"app"}
