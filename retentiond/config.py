@@ -22,6 +22,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from retentiond.errors import ConfigError, SourceProblem, UsageError
+from retentiond.notify.settings import NotifyConfig, read_notify
 from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
@@ -44,6 +45,7 @@ CONFIG_KEYS = (
     "metrics",
     "state_dir",
     "log",
+    "notify",
 )
 
 
@@ -144,6 +146,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     state_dir: Path = Path("/var/lib/retentiond")
     log: LogConfig = field(default_factory=LogConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None  # the file this was read from
 
 
@@ -338,6 +341,7 @@ def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Confi
             format=log.get("format", lambda v, w: c.read_choice(v, w, LogFormat), LogFormat.AUTO),
             level=log.get("level", lambda v, w: _read_level(c, v, w), "info"),
         ),
+        notify=read_notify(c, values.get("notify"), base),
         source=source,
     )
 

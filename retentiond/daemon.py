@@ -42,6 +42,7 @@ from retentiond.metrics import (
     SKIP_REGISTRY_UNHEALTHY,
     Metrics,
 )
+from retentiond.notify.webhooks import WebhookNotifier
 from retentiond.policy.loader import expand_paths, load_policies
 from retentiond.policy.model import OrderBy, Policy
 from retentiond.recovery import recover_interrupted
@@ -147,6 +148,11 @@ class Daemon:
             self.registry,
             clock=self.clock,
             cancelled=self.stop_requested.is_set,
+            notify=WebhookNotifier(
+                self.config.notify.webhooks,
+                registry_url=self.config.registry.url,
+                on_failure=self.metrics.observe_notify_failure,
+            ),
         )
 
     def guarded(self, job: str, fn: Callable[[], object]) -> Callable[[], None]:

@@ -82,7 +82,8 @@ def registry_delete_disabled(config_text: str | None) -> bool:
 
 
 def finish_record(run: MaintenanceRun, status: RunStatus) -> RunRecord:
-    """End the run: append its record to the history, then delete its journal."""
+    """End the run: append its record to the history, then delete its journal, then notify
+    (``services.notify``: the webhooks)."""
     record = RunRecord.of_run(run.entry, status, iso(run.services.clock()))
     state_dir = run.services.config.state_dir
     append_history(state_dir, record.to_json())
@@ -92,6 +93,10 @@ def finish_record(run: MaintenanceRun, status: RunStatus) -> RunRecord:
     except StorageError as exc:  # the run is over: leftovers are reported, not fatal
         run.log.warning("could not tidy the run's files", error=str(exc))
     structlog.contextvars.unbind_contextvars("run_id")
+    try:  # every caller has brought the registry back (or tried to) before ending the run
+        run.services.notify(record)
+    except Exception:  # a notification never changes how the run ended
+        run.log.exception("notifying the run's end failed (a bug; please report it)")
     return record
 
 

@@ -225,6 +225,12 @@ class Metrics:
             "Policy reloads rejected because a policy file was invalid.",
             registry=r,
         )
+        self.notify_failures = Counter(
+            PREFIX + "notify_failures_total",
+            "Webhooks (notify.webhooks) that failed after a maintenance run: no connection, no"
+            " answer in time, or an answer other than 2xx.",
+            registry=r,
+        )
 
         started = self.clock()
         for job in JOBS:
@@ -333,6 +339,10 @@ class Metrics:
         for name in names:
             self.deleted_tags.labels(policy=name)
             self.unlinked_manifests.labels(policy=name)
+
+    def observe_notify_failure(self) -> None:
+        """A webhook failed after a maintenance run (logged by the notifier)."""
+        self.notify_failures.inc()
 
     def observe_window_skipped(self, reason: str) -> None:
         """A maintenance window passed without a run; ``reason`` is one of

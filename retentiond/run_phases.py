@@ -49,7 +49,7 @@ from retentiond.run_files import (
     write_kept,
     write_reclaimable,
 )
-from retentiond.run_records import DurationPhase, JournalEntry, Phase
+from retentiond.run_records import DurationPhase, JournalEntry, Phase, RunRecord
 from retentiond.runtime.base import MaintenanceState, Runtime
 from retentiond.state import Journal
 from retentiond.storage import layout
@@ -99,6 +99,9 @@ class MaintenanceServices:
     confirm: Callable[[Plan], bool] | None = None
     #: polled at every phase boundary; True stops the run at the next safe point
     cancelled: Callable[[], bool] = lambda: False
+    #: told every finished run's record, once it is in the history (``notify.webhooks``);
+    #: must not raise, and returns within a bounded time
+    notify: Callable[[RunRecord], object] = lambda record: None
 
 
 def fault_point(name: str) -> None:

@@ -36,6 +36,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "removed_repositories_total": ("counter", ()),
     "job_failures_total": ("counter", ("task",)),
     "policy_reload_failures_total": ("counter", ()),
+    "notify_failures_total": ("counter", ()),
     "windows_skipped_total": ("counter", ("reason",)),
     "planned_reclaimable_bytes": ("gauge", ()),
     "planned_tags": ("gauge", ()),
@@ -139,6 +140,7 @@ def test_series_alerts_need_exist_from_the_start(
         "deleted_blobs_total",
         "removed_repositories_total",
         "policy_reload_failures_total",
+        "notify_failures_total",
     ):
         assert value(registry, name) == 0
     for name in (
@@ -336,6 +338,12 @@ def test_observe_window_skipped(metrics: Metrics, registry: CollectorRegistry) -
     assert value(registry, "windows_skipped_total", reason="not_enough_time") == 1
     assert value(registry, "windows_skipped_total", reason="plan_refused") == 0
     assert value(registry, "windows_skipped_total", reason="something new") == 1
+
+
+def test_observe_notify_failure(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.observe_notify_failure()
+    metrics.observe_notify_failure()
+    assert value(registry, "notify_failures_total") == 2
 
 
 def test_observe_verify(metrics: Metrics, registry: CollectorRegistry) -> None:
