@@ -52,7 +52,7 @@ def summary_text(record: RunRecord) -> str:
             what += ", GC not run"
     parts = [f"retentiond: run {record.run_id} {record.status.value}", what]
     if record.resumed:
-        parts[0] += " (interrupted, finished at restart)"
+        parts[0] += " (an interrupted run, ended by the next apply or serve)"
     seconds = duration_seconds(record)
     text = f"{parts[0]}: {parts[1]}"
     if seconds is not None:

@@ -106,8 +106,8 @@ def test_a_failed_run_says_what_broke_and_why() -> None:
     [
         (
             {"status": RunStatus.ROLLED_BACK, "resumed": True},
-            "retentiond: run 20261128T030000Z-abcdef rolled-back (interrupted, finished at"
-            " restart): nothing removed, everything put back (3m 12s)",
+            "retentiond: run 20261128T030000Z-abcdef rolled-back (an interrupted run, ended by"
+            " the next apply or serve): nothing removed, everything put back (3m 12s)",
         ),
         (
             {"gc_ran": False, "held_until": "2026-11-29T03:00:00Z", "removed": {"tags": 1}},
