@@ -235,6 +235,14 @@ def _e(value: object) -> str:
     return html.escape(printable(str(value)), quote=True)
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 tag``, ``2 tags``, ``3 repositories``."""
+    if count == 1:
+        return f"1 {noun}"
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{count:,} {plural}"
+
+
 def human_seconds(seconds: float) -> str:
     """``0.42 s``, ``12.5 s``, ``3m 05s``, ``2h 10m``, ``3d 4h``."""
     if seconds < 10:
@@ -329,7 +337,8 @@ def _cards(page: StatusPage) -> str:
             _card(
                 "Storage",
                 human_bytes(plan.storage_bytes),
-                f"{plan.blobs:,} blobs, {plan.repositories:,} repositories, {plan.tags:,} tags",
+                f"{_n(plan.blobs, 'blob')}, {_n(plan.repositories, 'repository')}, "
+                f"{_n(plan.tags, 'tag')}",
                 "card-storage",
                 f' data-value="{plan.storage_bytes}"',
             )
@@ -338,7 +347,7 @@ def _cards(page: StatusPage) -> str:
             _card(
                 "Reclaimable",
                 human_bytes(plan.bytes_reclaimed),
-                f"{plan.blobs_reclaimed:,} blobs the GC would delete",
+                f"{_n(plan.blobs_reclaimed, 'blob')} the GC would delete",
                 "card-reclaimable",
                 f' data-value="{plan.bytes_reclaimed}"',
             )
@@ -347,7 +356,7 @@ def _cards(page: StatusPage) -> str:
             _card(
                 "Tags to delete",
                 f"{plan.tags_deleted:,}",
-                f"of {plan.tags:,}; {plan.manifests_unlinked:,} manifests unlinked",
+                f"of {plan.tags:,}; {_n(plan.manifests_unlinked, 'manifest')} unlinked",
                 "card-tags",
                 f' data-value="{plan.tags_deleted}"',
             )
@@ -539,7 +548,7 @@ def _runs(page: StatusPage) -> str:
             + "</tr>"
         )
     more = len(page.runs) - len(shown)
-    note = f'<p class="muted">{more:,} earlier runs in runs.jsonl.</p>' if more > 0 else ""
+    note = f'<p class="muted">{_n(more, "earlier run")} in runs.jsonl.</p>' if more > 0 else ""
     return (
         '<div class="scroll"><table id="runs"><thead>'
         + head
@@ -578,11 +587,11 @@ def _plan(plan: PlanView | None) -> str:
     more = len(rows) - len(shown)
     summary = (
         f'<p id="plan-summary" data-generated-at="{_e(iso(plan.generated_at))}">'
-        f"Made {_when(plan.generated_at)}: {plan.tags_deleted:,} of {plan.tags:,} tags deleted, "
-        f"{plan.manifests_unlinked:,} manifests unlinked; the GC would reclaim "
-        f"{plan.blobs_reclaimed:,} blobs, <strong>{human_bytes(plan.bytes_reclaimed)}</strong>"
+        f"Made {_when(plan.generated_at)}: {plan.tags_deleted:,} of {_n(plan.tags, 'tag')} "
+        f"deleted, {_n(plan.manifests_unlinked, 'manifest')} unlinked; the GC would reclaim "
+        f"{_n(plan.blobs_reclaimed, 'blob')}, <strong>{human_bytes(plan.bytes_reclaimed)}</strong>"
         f' <span class="muted">({plan.bytes_reclaimed:,} bytes)</span>.'
-        + (f" {plan.refused:,} repositories refused." if plan.refused else "")
+        + (f" {_n(plan.refused, 'repository')} refused." if plan.refused else "")
         + "</p>"
     )
     blocked = (
@@ -599,7 +608,7 @@ def _plan(plan: PlanView | None) -> str:
         + "</tbody></table></div>"
     )
     note = (
-        f'<p class="muted">{more:,} more repositories (the full list: '
+        f'<p class="muted">{_n(more, "more repository")} (the full list: '
         "<code>state_dir/last-plan.json</code>).</p>"
         if more > 0
         else ""

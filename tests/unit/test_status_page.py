@@ -1,9 +1,9 @@
 """The status page's rendering (retentiond/status_page.py): values in, HTML out.
 
 The runs come from real run records (``RunRecord.to_json`` read back by ``read_history``), the
-plan from ``make_plan`` on an inventory; the HTML is parsed with the standard library's parser
-and checked to be balanced, and its numbers are read from the data attributes the browser test
-reads too (tests/integration/test_status_page.py shows the same page in chromium).
+plan from ``make_plan`` on an inventory. The HTML is parsed by tests/harness/browser.py (which
+fails on a page that is not well nested) and its numbers are read from the data attributes the
+browser test reads too (tests/integration/test_status_page.py shows the page in chromium).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -38,78 +37,11 @@ from retentiond.status_page import (
     runs_of_history,
 )
 from tests.builders import InventoryBuilder
+from tests.harness.browser import parse
 
 NOW = datetime(2026, 12, 2, 7, 30, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
 HOSTILE = '<script>alert("x")</script>\x1b[31m&amp;'
-VOID = {"meta", "br", "line", "rect", "img", "input", "hr", "link", "path", "circle"}
-
-
-class Element:
-    def __init__(self, tag: str, attrs: dict[str, str | None], parent: Element | None) -> None:
-        self.tag, self.attrs, self.parent = tag, attrs, parent
-        self.children: list[Element] = []
-        #: text and elements in document order
-        self.content: list[Element | str] = []
-
-    def all_text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.all_text() for c in self.content)
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Element]:
-        found = []
-        for child in self.children:
-            if (tag is None or child.tag == tag) and all(
-                (
-                    child.attrs.get(k.replace("_", "-")) == v
-                    if v != "*"
-                    else k.replace("_", "-") in child.attrs
-                )
-                for k, v in attrs.items()
-            ):
-                found.append(child)
-            found.extend(child.find_all(tag, **attrs))
-        return found
-
-    def one(self, tag: str | None = None, **attrs: str) -> Element:
-        [found] = self.find_all(tag, **attrs)
-        return found
-
-
-class Tree(HTMLParser):
-    """The document as elements; a closing tag that does not close the open element fails."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Element("#document", {}, None)
-        self.open = self.root
-        self.feed(text)
-        self.close()
-        assert self.open is self.root, f"<{self.open.tag}> is never closed"
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element = Element(tag, dict(attrs), self.open)
-        self.open.children.append(element)
-        self.open.content.append(element)
-        if tag not in VOID:
-            self.open = element
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element = Element(tag, dict(attrs), self.open)
-        self.open.children.append(element)
-        self.open.content.append(element)
-
-    def handle_endtag(self, tag: str) -> None:
-        assert tag not in VOID or tag == self.open.tag, f"</{tag}> of a void element"
-        assert self.open.tag == tag, f"</{tag}> closes <{self.open.tag}>"
-        assert self.open.parent is not None
-        self.open = self.open.parent
-
-    def handle_data(self, data: str) -> None:
-        self.open.content.append(data)
-
-
-def parse(text: str) -> Element:
-    return Tree(text).root
 
 
 def record(n: int, **fields: object) -> RunRecord:
