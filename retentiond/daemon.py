@@ -2,7 +2,8 @@
 
 Threads: the main thread waits for signals; an apscheduler ``BackgroundScheduler`` with one
 worker runs the jobs one at a time (plan, maintenance, policy watch); a small HTTP server
-answers ``/metrics``, ``/healthz``, ``/readyz`` and ``/status``.
+answers ``/`` (the status page, :mod:`retentiond.status_page`), ``/metrics``, ``/healthz``,
+``/readyz`` and ``/status``.
 
 A window is a cron time plus ``window_length``. A maintenance starts only inside a window, and
 only when the GC is expected to finish inside it (estimated from earlier runs, scaled by the
@@ -52,8 +53,22 @@ from retentiond.run_phases import Cancelled, MaintenanceServices
 from retentiond.run_records import RunRecord, RunStatus
 from retentiond.runtime.base import Runtime
 from retentiond.state import Busy, read_history, run_lock, write_atomic
+from retentiond.status_page import (
+    PlanView,
+    StatusPage,
+    WindowView,
+    plan_view,
+    render_page,
+    repositories_json,
+    runs_of_history,
+)
 from retentiond.storage.reader import check_storage, read_inventory
 from retentiond.windows import estimate_seconds, next_opening, seconds_left, window_bounds
+
+#: what the status page may load: its own inline style, nothing else (no script at all)
+STATUS_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
 
 
 @dataclass
@@ -67,6 +82,8 @@ class DaemonState:
     maintenance_running: bool = False
     policies: int = 0
     policy_files: dict[str, float] = field(default_factory=dict)
+    #: the last plan as the status page shows it (with its repositories)
+    plan_view: PlanView | None = None
 
 
 class Daemon:
@@ -200,8 +217,12 @@ class Daemon:
                 "storage_bytes": inventory.storage_bytes,
             }
             self.state.last_plan = summary
+            view = self.state.plan_view = plan_view(
+                plan, len(inventory.blobs), inventory.storage_bytes
+            )
+            saved = {**summary, "per_repository": repositories_json(view)}
             try:
-                write_atomic(self.config.state_dir / "last-plan.json", json.dumps(summary).encode())
+                write_atomic(self.config.state_dir / "last-plan.json", json.dumps(saved).encode())
             except RetentiondError as exc:
                 self.log.warning("cannot save the last plan", error=str(exc))
             self.log.info("plan", seconds=round(time.monotonic() - started, 3), **summary)
@@ -319,6 +340,42 @@ class Daemon:
             "next_window": iso(next_window) if next_window else None,
         }
 
+    def status_page(self) -> str:
+        """The status page (``GET /``): the values gathered here, rendered by
+        :func:`retentiond.status_page.render_page`."""
+        now = self.clock()
+        history_error = None
+        try:
+            history = read_history(self.config.state_dir)
+        except RetentiondError as exc:
+            history, history_error = [], str(exc)
+        plan = self.state.plan_view
+        bounds = self.window_bounds(now)
+        schedule = self.config.schedule
+        window = WindowView(
+            schedule=schedule.window,
+            timezone=schedule.timezone,
+            length=schedule.window_length,
+            next_opening=next_opening(self.window, self.tz, now),
+            open_until=bounds[1] if bounds is not None else None,
+            estimate_seconds=(
+                estimate_seconds(history, plan.blobs, plan.blobs_reclaimed) if plan else None
+            ),
+        )
+        return render_page(
+            StatusPage(
+                now=now,
+                started_at=self.state.started_at,
+                policies=self.state.policies,
+                window=window,
+                plan=plan,
+                runs=runs_of_history(history),
+                maintenance_running=self.state.maintenance_running,
+                last_error=self.state.last_error,
+                history_error=history_error,
+            )
+        )
+
     def serve_http(self) -> None:
         daemon = self
 
@@ -329,13 +386,20 @@ class Daemon:
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
+                if ctype.startswith("text/html"):  # the status page: no script, nothing fetched
+                    self.send_header("Content-Security-Policy", STATUS_PAGE_CSP)
+                    self.send_header("X-Content-Type-Options", "nosniff")
+                    self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
+                if path == "/":
+                    page = daemon.status_page().encode()
+                    self._send(200, page, "text/html; charset=utf-8")
+                elif path == "/metrics":
                     self._send(
                         200, daemon.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
                     )
@@ -354,7 +418,9 @@ class Daemon:
                         200, json.dumps(daemon.status(), indent=1).encode(), "application/json"
                     )
                 else:
-                    self._send(404, b"not found: /metrics /healthz /readyz /status\n", "text/plain")
+                    self._send(
+                        404, b"not found: / /metrics /healthz /readyz /status\n", "text/plain"
+                    )
 
         host, port = split_listen(self.config.metrics.listen)
         try:

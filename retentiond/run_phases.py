@@ -284,6 +284,7 @@ class MaintenanceRun:
         entry.plan = plan_summary(plan)
         entry.plan["blobs_reclaimed"] = len(self.reclaimable)
         entry.plan["bytes_reclaimed"] = sum(self.reclaimable.values())
+        entry.plan["storage_bytes"] = self.inventory.storage_bytes  # (the status page's chart)
         entry.removed = {
             "tags": len(plan.tags_deleted),
             "manifests": len(plan.manifests_unlinked),

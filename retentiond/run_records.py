@@ -256,6 +256,12 @@ HISTORY_FIELDS: Mapping[str, Check] = {
     "unavailable_seconds": NUMBER,
     "broken": STRINGS,
     "errors": STRINGS,
+    # what the status page shows of a run
+    "started_at": TIME,
+    "removed": COUNTS,
+    "bytes_reclaimed": INT,
+    "blobs_deleted": INT,
+    "plan": (_optional(lambda v: isinstance(v, dict)), "an object or null"),
 }
 HISTORY_REQUIRED = ("run_id",)
 
@@ -595,6 +601,14 @@ class HistoryEntry:
     unavailable_seconds: float | None = None
     broken: list[str] | None = None
     errors: list[str] | None = None
+    started_at: str | None = None
+    #: tags, manifests and repositories removed
+    removed: dict[str, int] | None = None
+    bytes_reclaimed: int | None = None
+    blobs_deleted: int | None = None
+    #: the plan's summary (:func:`retentiond.render.plan_summary`), with ``storage_bytes``
+    #: (the blob store's bytes when the run planned) in the records of newer versions
+    plan: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, value: Any) -> HistoryEntry:

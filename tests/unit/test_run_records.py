@@ -196,6 +196,11 @@ def test_a_runs_line_of_the_untyped_code_is_read_back(tmp_path: Path) -> None:
         unavailable_seconds=3.5,
         broken=[],
         errors=[],
+        started_at="2026-12-01T03:00:00Z",
+        removed={"tags": 1, "manifests": 1, "repositories": 0},
+        bytes_reclaimed=2048,
+        blobs_deleted=2,
+        plan=JOURNAL["plan"],
     )
     assert past.status == RunStatus.OK
 
