@@ -99,7 +99,11 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
     # check's output is its report: the runtime's log lines (what it runs, what it could
     # not read) would only repeat it, on stdout where structlog prints unconfigured
     saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    # (nor a logger on stdout at all: it may be closed, and check says so itself)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
     try:
         runtime = make_runtime(config)
         if isinstance(runtime, CommandRuntime):

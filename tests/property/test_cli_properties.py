@@ -22,6 +22,7 @@ from tests.property.trees import TreeSpec, trees, write_tree
 KEYS = (
     *("generated_at", "root", "summary", "tags", "manifests", "repositories", "refused"),
     "problems",
+    "schema1_tags",
 )
 SUMMARY_KEYS = ("repositories", "tags", "tags_deleted", "manifests_unlinked", "bytes_reclaimed")
 
