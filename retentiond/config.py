@@ -26,6 +26,7 @@ from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.pulls.settings import PullsConfig, read_pulls
 from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
@@ -44,6 +45,7 @@ CONFIG_KEYS = (
     "metrics",
     "state_dir",
     "log",
+    "pulls",
 )
 
 
@@ -144,6 +146,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     state_dir: Path = Path("/var/lib/retentiond")
     log: LogConfig = field(default_factory=LogConfig)
+    pulls: PullsConfig = field(default_factory=PullsConfig)
     source: Path | None = None  # the file this was read from
 
 
@@ -338,6 +341,7 @@ def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Confi
             format=log.get("format", lambda v, w: c.read_choice(v, w, LogFormat), LogFormat.AUTO),
             level=log.get("level", lambda v, w: _read_level(c, v, w), "info"),
         ),
+        pulls=read_pulls(c, values.get("pulls"), base, lambda v, w: _read_listen(c, v, w)),
         source=source,
     )
 

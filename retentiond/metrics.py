@@ -225,6 +225,13 @@ class Metrics:
             "Policy reloads rejected because a policy file was invalid.",
             registry=r,
         )
+        # pull tracking (retentiond.pulls)
+        self.pull_events = Counter(
+            PREFIX + "pull_events_total",
+            "Manifest pulls received from the registry's notifications (blob pulls and "
+            "retentiond's own requests are not counted).",
+            registry=r,
+        )
 
         started = self.clock()
         for job in JOBS:
@@ -333,6 +340,10 @@ class Metrics:
         for name in names:
             self.deleted_tags.labels(policy=name)
             self.unlinked_manifests.labels(policy=name)
+
+    def observe_pull_events(self, events: int) -> None:
+        """``events`` manifest pulls received from the registry (queued for the store)."""
+        self.pull_events.inc(events)
 
     def observe_window_skipped(self, reason: str) -> None:
         """A maintenance window passed without a run; ``reason`` is one of
