@@ -54,6 +54,7 @@ class PullListener:
         on_pulls: Callable[[int], None] = lambda n: None,
         batch_seconds: float = BATCH_SECONDS,
         batch_events: int = BATCH_EVENTS,
+        busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.listen = listen
@@ -63,6 +64,7 @@ class PullListener:
         self.on_pulls = on_pulls
         self.batch_seconds = batch_seconds
         self.batch_events = batch_events
+        self.busy_timeout = busy_timeout
         self.clock = clock
         self.log = get_logger(job="pulls")
         self._queue: queue.SimpleQueue[Sequence[Pull] | None] = queue.SimpleQueue()
@@ -80,7 +82,11 @@ class PullListener:
     def start(self) -> None:
         """Open the store (recording when tracking began, the first time), listen, and start
         the writer. RetentiondError when the store cannot be opened or the address is taken."""
-        self._store = PullStore(self.state_dir, datetime.fromtimestamp(self.clock(), UTC))
+        self._store = PullStore(
+            self.state_dir,
+            datetime.fromtimestamp(self.clock(), UTC),
+            busy_timeout=self.busy_timeout,
+        )
         try:
             self._http = ThreadingHTTPServer(self.address, self._handler())
         except OSError as exc:

@@ -44,12 +44,16 @@ def store_path(state_dir: Path) -> Path:
 class PullStore:
     """The writer's connection. Opening it records when tracking began, if not yet known."""
 
-    def __init__(self, state_dir: Path, now: datetime) -> None:
+    def __init__(self, state_dir: Path, now: datetime, *, busy_timeout: float = 5.0) -> None:
+        """``busy_timeout``: how long a write waits for a reader's lock before it fails (and
+        the listener keeps the batch for the next one)."""
         self.path = store_path(state_dir)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             # used by the writer thread after being opened by the thread that starts it
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
