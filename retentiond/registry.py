@@ -17,11 +17,10 @@ import httpx
 from retentiond import __version__
 from retentiond.core.inventory import ALL_MANIFEST_TYPES, MEDIA_SCHEMA1
 from retentiond.core.manifests import ManifestError, parse_manifest
+from retentiond.core.pulls import USER_AGENT_PRODUCT
 from retentiond.errors import RegistryError
 
-#: how retentiond's requests name themselves (``User-Agent``): the pull tracker ignores the
-#: registry's notifications of these (verification pulls are not uses of an image)
-USER_AGENT_PRODUCT = "retentiond/"
+#: how retentiond's requests name themselves: the pull tracker ignores them
 USER_AGENT = f"{USER_AGENT_PRODUCT}{__version__}"
 
 ACCEPT = ", ".join((*ALL_MANIFEST_TYPES, MEDIA_SCHEMA1))

@@ -21,6 +21,10 @@ from retentiond.core.manifest_table import ManifestTable
 
 _NONE: Mapping[str, datetime] = {}
 
+#: how retentiond's HTTP requests begin their ``User-Agent`` (``retentiond/VERSION``): the
+#: tracker ignores the notifications of these (verification pulls are not uses of an image)
+USER_AGENT_PRODUCT = "retentiond/"
+
 
 @dataclass(frozen=True, slots=True)
 class PullTimes:

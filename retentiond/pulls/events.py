@@ -7,7 +7,7 @@ Pure: the envelope is parsed JSON, ``now`` is given. An envelope is
 Kept: ``action: pull`` of a manifest (by media type, or a ``/manifests/`` URL), HEAD or GET.
 Ignored: blob pulls (``/blobs/`` URL, or a media type that is not a manifest's), pushes,
 deletes, mounts, and retentiond's own requests (its User-Agent starts with
-:data:`~retentiond.registry.USER_AGENT_PRODUCT`).
+:data:`~retentiond.core.pulls.USER_AGENT_PRODUCT`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from retentiond.core.manifest_table import MANIFEST_MEDIA_TYPES
-from retentiond.registry import USER_AGENT_PRODUCT
+from retentiond.core.pulls import USER_AGENT_PRODUCT
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _FRACTION = re.compile(r"(\.\d{6})\d+")  # Go writes nanoseconds; Python reads microseconds
