@@ -37,6 +37,8 @@ BATCH_EVENTS = 500
 #: the largest envelope accepted (the registry sends one event per envelope by default)
 MAX_BODY = 8 << 20
 PATH = "/events"
+#: a connection that sends nothing for this long is closed (the registry opens a new one)
+IDLE_SECONDS = 120
 
 _STOP = None  # the queue's last item
 
@@ -168,6 +170,7 @@ class PullListener:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: the registry reuses its connection
+            timeout = IDLE_SECONDS  # a connection silent this long is closed (no thread kept)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

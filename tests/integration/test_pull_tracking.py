@@ -27,7 +27,7 @@ import pytest
 from retentiond.core.pulls import PullTimes
 from retentiond.pulls.settings import PullsConfig
 from retentiond.pulls.store import pull_counts, read_pull_times
-from retentiond.registry import Answers, RegistryClient
+from retentiond.registry import USER_AGENT, Answers, RegistryClient
 from tests.harness.images import (
     docker_pull_ok,
     pull_ok,
@@ -35,6 +35,7 @@ from tests.harness.images import (
     push_oci_image,
     push_oci_index,
 )
+from tests.harness.proc import docker
 from tests.harness.redis import bridge_gateway
 from tests.harness.registry import RunningRegistry, start_registry, stop_registry
 from tests.harness.tree import set_pushed_at
@@ -332,6 +333,31 @@ def test_pulled_within_decides_with_real_waiting_and_pull_times_survive_a_restar
         "%Y-%m-%dT%H:%M:%SZ"
     )
     assert index not in before.of("app")
+
+    # a maintenance decides the same on its frozen tree; its verification's pulls (retentiond's
+    # User-Agent) are not recorded as uses
+    counts = t.counts()
+    res = subprocess.run(
+        [sys.executable, "-m", "retentiond", "--config", str(t.config), "apply", "--yes"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert {p.name for p in (reg.v2 / "repositories/app/_manifests/tags").iterdir()} == {"c"}
+    access = docker("logs", reg.name, check=False)
+    asked = [
+        line
+        for line in (access.stdout + access.stderr).splitlines()
+        if f"/v2/app/manifests/{digests['c']}" in line or "/v2/app/manifests/c " in line
+    ]
+    assert any(USER_AGENT in line for line in asked), asked  # verification asked for c
+    marker = push_oci_image(reg, "app", "marker", layers=[b"marker"], seed="marker")
+    t.head("marker")  # the registry notifies in order: all it sent before has arrived
+    wait_for("the marker", lambda: t.counts().get(marker))
+    assert {d: n for d, n in t.counts().items() if d != marker} == counts
+    assert digests["c"] not in counts  # never pulled but by retentiond's verification
 
 
 def test_a_burst_of_1000_pulls_is_recorded_without_loss(
