@@ -87,32 +87,28 @@ class Tracked:
         self.token = secrets.token_hex(16)
         self.token_file = tmp / "pulls.token"
         self.token_file.write_text(self.token + "\n")
-        endpoint = {
-            "name": "retentiond",
-            "url": f"http://{self.gateway}:{self.pulls_port}/events",
-            "headers": {"Authorization": [f"Bearer {self.token}"]},
-            "timeout": "2s",
-            "threshold": 3,
-            "backoff": "500ms",
-            "ignore": {
-                "mediatypes": ["application/octet-stream"],
-                "actions": ["push", "delete", "mount"],
-            },
-        }
-        self.registry: RunningRegistry = start_registry(
-            tmp / "registry",
-            version=version,
-            env={"REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps([endpoint])},
-        )
         self.state = tmp / "state"
         (tmp / "policies").mkdir()
         (tmp / "policies" / "p.yaml").write_text(textwrap.dedent(policy))
         self.config = tmp / "retentiond.yaml"
+        self.write_config(tmp / "registry", "http://127.0.0.1:5000")
+        # the registry is configured with what `retentiond check` prints, the token filled in
+        self.endpoints = self.checked_endpoints()
+        self.registry: RunningRegistry = start_registry(
+            tmp / "registry",
+            version=version,
+            env={"REGISTRY_NOTIFICATIONS_ENDPOINTS": self.endpoints},
+        )
+        self.write_config(self.registry.root, self.registry.url)
+        self.log = tmp / "serve.log"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def write_config(self, root: Path, url: str) -> None:
         self.config.write_text(
             textwrap.dedent(f"""\
             registry:
-              root: {self.registry.root}
-              url: {self.registry.url}
+              root: {root}
+              url: {url}
             runtime:
               kind: none
             policies: [policies/]
@@ -129,8 +125,27 @@ class Tracked:
               format: json
             """)
         )
-        self.log = tmp / "serve.log"
-        self.proc: subprocess.Popen[str] | None = None
+
+    def checked_endpoints(self) -> str:
+        """``REGISTRY_NOTIFICATIONS_ENDPOINTS`` as ``retentiond check`` prints it, with the
+        token in place of its placeholder."""
+        res = subprocess.run(
+            [sys.executable, "-m", "retentiond", "--config", str(self.config), "check"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        prefix = "REGISTRY_NOTIFICATIONS_ENDPOINTS="
+        line = next(x for x in res.stdout.splitlines() if x.startswith(prefix))
+        value = line.removeprefix(prefix).strip("'")
+        placeholder = f"<the token in {self.token_file}>"
+        assert placeholder in value and self.token not in res.stdout
+        endpoints = json.loads(value.replace(placeholder, self.token))
+        assert endpoints[0]["url"] == f"http://{self.gateway}:{self.pulls_port}/events"
+        endpoints[0]["backoff"] = "500ms"  # the restart test: a retry comes quickly
+        return json.dumps(endpoints)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from retentiond.commands.check import run_check
 from retentiond.config import check_config
@@ -83,6 +84,9 @@ def test_check_prints_the_registry_snippet_without_the_token(
     endpoint = json.loads(env.split("=", 1)[1].strip("'"))[0]
     assert endpoint["url"] == "http://RETENTIOND_HOST:9481/events"
     assert endpoint["ignore"]["mediatypes"] == ["application/octet-stream"]
+    # the YAML to paste and the variable say the same
+    yaml_text = "\n".join(lines[start : lines.index("or as the registry container's environment:")])
+    assert yaml.safe_load(yaml_text) == {"notifications": {"endpoints": [endpoint]}}
 
 
 def test_check_warns_when_pulled_within_has_no_tracking(
