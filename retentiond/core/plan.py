@@ -115,8 +115,8 @@ def _needs_tracking(policies: Sequence[Policy]) -> str | None:
         return None
     return (
         f"policy {', '.join(needing)} keeps tags by keep.pulled_within, but pull tracking is "
-        "off: set pulls.listen and pulls.token_file in the config and run retentiond serve "
-        "(the registry's notifications), or remove the rule"
+        "off or has not started: set pulls.listen and pulls.token_file in the config and run "
+        "retentiond serve (it receives the registry's notifications), or remove the rule"
     )
 
 

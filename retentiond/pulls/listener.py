@@ -190,6 +190,7 @@ class PullListener:
 
             def do_POST(self) -> None:
                 if self.path.split("?", 1)[0] != PATH:
+                    self.close_connection = True  # its body is not read
                     self._send(404, f"not found: POST {PATH}\n")
                     return
                 given = (self.headers.get("Authorization") or "").encode()
