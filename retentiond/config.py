@@ -27,6 +27,7 @@ from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.pulls.settings import PullsConfig, read_pulls
 from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ CONFIG_KEYS = (
     "state_dir",
     "log",
     "notify",
+    "pulls",
 )
 
 
@@ -147,6 +149,7 @@ class Config:
     state_dir: Path = Path("/var/lib/retentiond")
     log: LogConfig = field(default_factory=LogConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    pulls: PullsConfig = field(default_factory=PullsConfig)
     source: Path | None = None  # the file this was read from
 
 
@@ -342,6 +345,7 @@ def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Confi
             level=log.get("level", lambda v, w: _read_level(c, v, w), "info"),
         ),
         notify=read_notify(c, values.get("notify"), base),
+        pulls=read_pulls(c, values.get("pulls"), base, lambda v, w: _read_listen(c, v, w)),
         source=source,
     )
 

@@ -46,6 +46,8 @@ from retentiond.metrics import (
 from retentiond.notify.webhooks import WebhookNotifier
 from retentiond.policy.loader import expand_paths, load_policies
 from retentiond.policy.model import OrderBy, Policy
+from retentiond.pulls.listener import PullListener, pull_listener
+from retentiond.pulls.store import read_pull_times
 from retentiond.recovery import recover_interrupted
 from retentiond.registry import RegistryClient
 from retentiond.render import iso, plan_summary
@@ -115,6 +117,7 @@ class Daemon:
             timezone=self.tz,
         )
         self.http: ThreadingHTTPServer | None = None
+        self.pulls: PullListener | None = None  # pulls.listen: the registry's notifications
         metrics.observe_reload(True, len(policies), [p.name for p in policies])
         metrics.observe_history(read_history(config.state_dir))
 
@@ -199,6 +202,7 @@ class Daemon:
                     self.config.safety,
                     self.clock(),
                     gc_reads_schema1=self.runtime.registry_major() != 3,
+                    pulls=read_pull_times(self.config.pulls, self.config.state_dir),
                 )
             except RetentiondError as exc:
                 self.metrics.observe_failure("plan")
@@ -252,6 +256,7 @@ class Daemon:
             return
         try:
             inventory = read_inventory(self.config.registry.root)
+            pulls = read_pull_times(self.config.pulls, self.config.state_dir)
         except RetentiondError as exc:
             self.metrics.observe_failure("maintenance")
             self.log.error("maintenance failed", error=str(exc))
@@ -262,6 +267,7 @@ class Daemon:
             self.config.safety,
             now,
             gc_reads_schema1=self.runtime.registry_major() != 3,
+            pulls=pulls,
         )
         if plan.gc_blocked:
             self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
@@ -437,6 +443,9 @@ class Daemon:
     def start(self) -> None:
         """Finish an interrupted run, then start the HTTP server and the scheduler."""
         self.serve_http()
+        self.pulls = pull_listener(self.config, self.metrics.observe_pull_events)
+        if self.pulls is not None:
+            self.pulls.start()
         if self.config.runtime.kind is not RuntimeKind.NONE:
             with self.jobs_lock, run_lock(self.config.state_dir):
                 try:
@@ -479,6 +488,8 @@ class Daemon:
         self.scheduler.shutdown(wait=wait)
         if self.http is not None:
             self.http.shutdown()
+        if self.pulls is not None:
+            self.pulls.stop()
         self.log.info("stopped")
 
     def run_forever(self) -> int:

@@ -42,6 +42,7 @@ from retentiond.core.plan_types import Plan
 from retentiond.errors import RegistryError, RetentiondError, RuntimeControlError, StorageError
 from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
+from retentiond.pulls.store import read_pull_times
 from retentiond.render import iso, plan_summary
 from retentiond.run_files import finish_files
 from retentiond.run_phases import (
@@ -213,7 +214,12 @@ def run_maintenance(
     if dry_run:
         inventory = read_inventory(config.registry.root, read_created=read_created)
         plan = make_plan(
-            inventory, services.policies, config.safety, now, gc_reads_schema1=gc_reads_schema1
+            inventory,
+            services.policies,
+            config.safety,
+            now,
+            gc_reads_schema1=gc_reads_schema1,
+            pulls=read_pull_times(config.pulls, config.state_dir),
         )
         log.info("dry run: nothing changed", **plan_summary(plan))
         return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
@@ -227,6 +233,7 @@ def run_maintenance(
         config.safety,
         now,
         gc_reads_schema1=gc_reads_schema1,
+        pulls=read_pull_times(config.pulls, config.state_dir),
     )
     if not preview.tags_deleted and not preview.manifests_unlinked and not preview.reclaimable:
         log.info("nothing to do", **plan_summary(preview))

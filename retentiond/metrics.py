@@ -231,6 +231,13 @@ class Metrics:
             " answer in time, or an answer other than 2xx.",
             registry=r,
         )
+        # pull tracking (retentiond.pulls)
+        self.pull_events = Counter(
+            PREFIX + "pull_events_total",
+            "Manifest pulls received from the registry's notifications (blob pulls and "
+            "retentiond's own requests are not counted).",
+            registry=r,
+        )
 
         started = self.clock()
         for job in JOBS:
@@ -343,6 +350,10 @@ class Metrics:
     def observe_notify_failure(self) -> None:
         """A webhook failed after a maintenance run (logged by the notifier)."""
         self.notify_failures.inc()
+
+    def observe_pull_events(self, events: int) -> None:
+        """``events`` manifest pulls received from the registry (queued for the store)."""
+        self.pull_events.inc(events)
 
     def observe_window_skipped(self, reason: str) -> None:
         """A maintenance window passed without a run; ``reason`` is one of

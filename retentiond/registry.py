@@ -14,9 +14,14 @@ from functools import partial
 
 import httpx
 
+from retentiond import __version__
 from retentiond.core.inventory import ALL_MANIFEST_TYPES, MEDIA_SCHEMA1
 from retentiond.core.manifests import ManifestError, parse_manifest
+from retentiond.core.pulls import USER_AGENT_PRODUCT
 from retentiond.errors import RegistryError
+
+#: how retentiond's requests name themselves: the pull tracker ignores them
+USER_AGENT = f"{USER_AGENT_PRODUCT}{__version__}"
 
 ACCEPT = ", ".join((*ALL_MANIFEST_TYPES, MEDIA_SCHEMA1))
 
@@ -37,7 +42,12 @@ class RegistryClient:
         self.url = url.rstrip("/")
         self._settings = (auth, verify, timeout, transport)
         self._http = httpx.Client(
-            base_url=self.url, auth=auth, verify=verify, timeout=timeout, transport=transport
+            base_url=self.url,
+            auth=auth,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
         )
         #: requests sent so far
         self.requests = 0

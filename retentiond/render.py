@@ -70,6 +70,7 @@ def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
                 "pushed_at": iso(t.pushed_at),
                 "policy": t.policy,
                 "reason": t.reason,
+                **({"pulled_at": iso(t.pulled_at)} if t.pulled_at is not None else {}),
             }
             for t in plan.tags_deleted
             if keep(t.repository)

@@ -35,6 +35,7 @@ from retentiond.errors import RetentiondError, RuntimeControlError, StorageError
 from retentiond.held_runs import purge_expired
 from retentiond.logs import get_logger
 from retentiond.policy.model import OrderBy, Policy
+from retentiond.pulls.store import read_pull_times
 from retentiond.registry import RegistryClient
 from retentiond.render import plan_summary
 from retentiond.run_cleaning import clean_after_window, clean_in_window
@@ -262,6 +263,7 @@ class MaintenanceRun:
             services.config.safety,
             services.clock(),
             gc_reads_schema1=self.gc_reads_schema1,
+            pulls=read_pull_times(services.config.pulls, services.config.state_dir),
         )
         self.reclaimable = _with_data_sizes(self.root, plan.reclaimable, sizes or BlobTable())
         self.inventory = inventory

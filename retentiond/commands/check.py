@@ -27,9 +27,10 @@ from typing import TextIO
 
 import structlog
 
-from retentiond.config import RuntimeConfig, check_config, find_config_path
+from retentiond.config import Config, RuntimeConfig, check_config, find_config_path
 from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
 from retentiond.policy.loader import check_policies
+from retentiond.pulls.report import pulls_report
 from retentiond.runtime.discovery import TESTED_VERSIONS, RegistryFacts
 
 EXIT_OK = 0
@@ -53,6 +54,7 @@ def run_check(
     warnings: list[SourceProblem] = []
     config_file = None
     runtime: RuntimeConfig | None = None
+    checked: Config | None = None
     if not paths:
         try:
             config_file = find_config_path(str(config_path) if config_path else None)
@@ -64,9 +66,14 @@ def run_check(
         warnings += config.warnings
         paths = list(config.policy_paths)
         runtime = config.config.runtime if config.config is not None else None
+        checked = config.config
     policies = check_policies(paths)
     problems += policies.problems
     warnings += policies.warnings
+    pull_lines: list[str] = []
+    if checked is not None:  # pull tracking: the registry's notifications (retentiond.pulls)
+        pull_lines, pull_warnings = pulls_report(checked, policies.policies)
+        warnings += pull_warnings
 
     report = [(p, "") for p in problems] + [(w, "warning: ") for w in warnings]
     for item, label in sorted(report, key=lambda r: (r[0].file, r[0].line, r[0].column)):
@@ -83,7 +90,7 @@ def run_check(
     for warning in runtime_warnings:
         print(f"warning: {warning}", file=err)
     print(f"ok: {summary}", file=out)
-    for line in lines:
+    for line in lines + pull_lines:
         print(line, file=out)
     return EXIT_OK
 

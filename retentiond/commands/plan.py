@@ -26,6 +26,7 @@ from retentiond.policy.selectors import (
     compile_pattern,
 )
 from retentiond.policy.text import excerpt
+from retentiond.pulls.store import read_pull_times
 from retentiond.render import plan_json, plan_table
 from retentiond.storage.reader import read_inventory
 
@@ -86,7 +87,8 @@ def _run_plan(
         if line:
             line.clear()
     read_seconds = time.monotonic() - started
-    plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC))
+    pulls = read_pull_times(ctx.config.pulls, ctx.config.state_dir)
+    plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC), pulls=pulls)
     if as_json:
         write_plan_json(plan, only, sys.stdout)
     else:
@@ -158,8 +160,9 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
 
     known = encoded.get
     tag_item = _item("repository", "tag", "digest", "pushed_at", "policy", "reason")
+    pulled_item = _item("repository", "tag", "digest", "pushed_at", "policy", "reason", "pulled_at")
     tags = (
-        tag_item
+        (tag_item if pulled_at is None else pulled_item)
         % (
             known(repository) or enc(repository),
             _string(tag),
@@ -167,8 +170,9 @@ def write_plan_json(plan: Plan, only: Selector | None, out: TextIO) -> None:
             _iso(pushed_at),
             known(policy) or enc(policy),
             known(reason) or enc(reason),
+            *(() if pulled_at is None else (_iso(pulled_at),)),
         )
-        for repository, tag, digest, pushed_at, policy, reason in deleted
+        for repository, tag, digest, pushed_at, policy, reason, pulled_at in deleted
     )
     manifest_item = _item("repository", "digest", "reason")
     manifests = (

@@ -29,7 +29,7 @@ from array import array
 from collections.abc import Callable, Hashable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from itertools import compress
 from typing import TypeVar
@@ -45,6 +45,7 @@ from retentiond.core.plan_types import (
     RepositorySummary,
     TagDeletion,
 )
+from retentiond.core.pulls import PullTimes, tag_pulled_at
 from retentiond.core.repository import Repository
 from retentiond.core.selection import format_age, judge_tags, referrer_subject
 from retentiond.core.values import Problem, ProblemKind, Tag
@@ -68,6 +69,9 @@ class _RepoPlan:
     unlinked: bytearray = field(default_factory=bytearray)
     removed: bool = False
     refusal: str | None = None
+    #: with pull tracking: when each deleted tag (in ``tags`` order) was last pulled, as
+    #: POSIX seconds
+    pulled_at: array[float] | None = None
 
 
 def _created_lookup(inventory: Inventory, tag: Tag) -> datetime | None:
@@ -87,6 +91,35 @@ def _created_lookup(inventory: Inventory, tag: Tag) -> datetime | None:
     return max(present) if present else None
 
 
+def _pulled_lookup(
+    inventory: Inventory, repository: str, pulls: PullTimes
+) -> Callable[[Tag], datetime]:
+    """When a tag of ``repository`` was last pulled (see :func:`tag_pulled_at`), each digest
+    worked out once."""
+    recorded, since, manifests = pulls.of(repository), pulls.since, inventory.manifests
+    known: dict[str, datetime] = {}
+
+    def pulled_at(tag: Tag) -> datetime:
+        when = known.get(tag.digest)
+        if when is None:
+            when = known[tag.digest] = tag_pulled_at(tag.digest, recorded, since, manifests)
+        return when
+
+    return pulled_at
+
+
+def _needs_tracking(policies: Sequence[Policy]) -> str | None:
+    """Why a repository is refused when pull tracking is off and a policy needs it."""
+    needing = sorted(p.name for p in policies if p.keep.pulled_within is not None)
+    if not needing:
+        return None
+    return (
+        f"policy {', '.join(needing)} keeps tags by keep.pulled_within, but pull tracking is "
+        "off or has not started: set pulls.listen and pulls.token_file in the config and run "
+        "retentiond serve (it receives the registry's notifications), or remove the rule"
+    )
+
+
 def _plan_repository(
     inventory: Inventory,
     repo: Repository,
@@ -94,17 +127,19 @@ def _plan_repository(
     safety: Safety,
     now: datetime,
     untagged_reason: str,
+    pulls: PullTimes | None = None,
 ) -> _RepoPlan:
     result = _RepoPlan()
     if not policies:
         return result
     tags, revisions = repo.materialize()  # built for this repository only, not kept
+    pulled = _pulled_lookup(inventory, repo.name, pulls) if pulls is not None else None
 
     # 1-2: each policy's verdicts; keep wins over delete
     kept_by: set[str] = set()
     deleted_by: dict[str, tuple[str, str]] = {}
     for policy in policies:
-        verdicts = judge_tags(policy, tags, now, lambda t: _created_lookup(inventory, t))
+        verdicts = judge_tags(policy, tags, now, lambda t: _created_lookup(inventory, t), pulled)
         for name, verdict in verdicts.items():
             if verdict.keep:
                 kept_by.add(name)
@@ -163,6 +198,10 @@ def _plan_repository(
         else:
             continue
         result.tags.append((position, policy_name, reason))
+    if pulled is not None:
+        result.pulled_at = array(
+            "d", [pulled(tags[position]).timestamp() for position, _, _ in result.tags]
+        )
 
     # the policy of the first deletion of each digest, in deletion order
     deleted_policy: dict[str, str] = {}
@@ -210,8 +249,12 @@ def make_plan(
     now: datetime,
     *,
     gc_reads_schema1: bool = True,
+    pulls: PullTimes | None = None,
 ) -> Plan:
     """Decide what to delete from ``inventory`` under ``policies`` at time ``now``.
+
+    ``pulls``: the last-pull times from the registry's notifications, None when pull tracking
+    is off; a repository a ``keep.pulled_within`` rule applies to is then refused.
 
     ``gc_reads_schema1=False`` (the registry is known to be v3): a schema1 manifest that keeps
     a revision link after the plan's removals is a GC_ABORT problem, since v3's GC aborts
@@ -238,12 +281,17 @@ def make_plan(
     schema1 = inventory.manifests.schema1_ids
     for repo in inventory.repositories:
         applying = [p for p in policies if p.repositories.matches(repo.name)]
-        decided = _RepoPlan(refusal=untrusted.get(repo.name))
+        refusal = untrusted.get(repo.name)
+        if refusal is None and pulls is None:
+            refusal = _needs_tracking(applying)
+        decided = _RepoPlan(refusal=refusal)
         if decided.refusal is not None:
             if applying:
                 refused.append(Refusal(repo.name, decided.refusal))
         else:
-            decided = _plan_repository(inventory, repo, applying, safety, now, untagged_reason)
+            decided = _plan_repository(
+                inventory, repo, applying, safety, now, untagged_reason, pulls
+            )
             if decided.refusal:
                 refused.append(Refusal(repo.name, decided.refusal))
                 decided = _RepoPlan(refusal=decided.refusal)
@@ -372,7 +420,7 @@ def _tag_part(
     """A part of the plan's tag deletions (see PlanEntries): ``decided.tags``, compact."""
     positions = array("I", [position for position, _, _ in decided.tags])
     whys = array("I", [codes.code((policy, reason)) for _, policy, reason in decided.tags])
-    return len(positions), partial(_tag_deletions, repo, positions, whys, codes)
+    return len(positions), partial(_tag_deletions, repo, positions, whys, codes, decided.pulled_at)
 
 
 def _unlink_part(
@@ -385,14 +433,24 @@ def _unlink_part(
 
 
 def _tag_deletions(
-    repo: Repository, positions: array[int], whys: array[int], codes: _Codes[tuple[str, str]]
+    repo: Repository,
+    positions: array[int],
+    whys: array[int],
+    codes: _Codes[tuple[str, str]],
+    pulled_at: array[float] | None = None,
 ) -> list[TagDeletion]:
     """The TagDeletions of ``repo`` made again: the tags at ``positions``, their policies and
-    reasons coded in ``whys``."""
+    reasons coded in ``whys``, when they were last pulled in ``pulled_at`` (with tracking)."""
     name, values = repo.name, codes.values_by_code
-    return [
+    deletions = [
         TagDeletion(name, tag.name, tag.digest, tag.pushed_at, *values[why])
         for tag, why in zip(repo.tags_at(positions), whys, strict=True)
+    ]
+    if pulled_at is None:
+        return deletions
+    return [
+        d._replace(pulled_at=datetime.fromtimestamp(when, UTC))
+        for d, when in zip(deletions, pulled_at, strict=True)
     ]
 
 

@@ -21,6 +21,8 @@ class TagDeletion(NamedTuple):
     pushed_at: datetime
     policy: str
     reason: str
+    #: when the tag was last pulled (see :mod:`retentiond.core.pulls`); None without tracking
+    pulled_at: datetime | None = None
 
 
 class ManifestUnlink(NamedTuple):

@@ -43,8 +43,13 @@ def judge_tags(
     tags: Sequence[Tag],
     now: datetime,
     created: Callable[[Tag], datetime | None] | None = None,
+    pulled: Callable[[Tag], datetime] | None = None,
 ) -> Mapping[str, Verdict]:
-    """Verdicts for the tags in the policy's scope (tags out of scope are absent)."""
+    """Verdicts for the tags in the policy's scope (tags out of scope are absent).
+
+    ``pulled``: when a tag was last pulled (see :func:`retentiond.core.pulls.tag_pulled_at`);
+    without it a ``keep.pulled_within`` rule keeps every tag (the planner refuses such a
+    repository before it asks)."""
     scope = [t for t in tags if policy.tags.matches(t.name) and referrer_subject(t.name) is None]
     keep = policy.keep
 
@@ -68,6 +73,8 @@ def judge_tags(
     age = format_age(keep.within) if keep.within is not None else ""
     within, older = f"pushed within {age}", f"pushed more than {age} ago"
     highest_versions = f"among the {keep.semver} highest versions"
+    pulled_age = format_age(keep.pulled_within) if keep.pulled_within is not None else ""
+    pulled_recently, not_pulled = f"pulled within {pulled_age}", f"not pulled within {pulled_age}"
     not_highest = f"not {highest_versions}"
     made: dict[tuple[str, ...], Verdict] = {}  # the same few verdicts for every tag: each once
     verdicts: dict[str, Verdict] = {}
@@ -86,6 +93,11 @@ def judge_tags(
                 missed.append(older)
         if keep.tags is not None and keep.tags.matches(tag.name):
             kept.append("matches keep.tags")
+        if keep.pulled_within is not None:
+            if pulled is None or now - pulled(tag) <= keep.pulled_within:
+                kept.append(pulled_recently)
+            else:
+                missed.append(not_pulled)
         if keep.semver:
             if tag.name in highest:
                 kept.append(highest_versions)

@@ -96,6 +96,13 @@ KEEP_FIELDS: tuple[Field, ...] = (
         "Keep the N highest semantic versions among the tags in scope (semver 2.0 order; "
         "tags that are not versions never count).",
     ),
+    Field(
+        "pulled_within",
+        {"type": "string", "pattern": _duration_pattern(), "examples": ["30d", "12h", "2w"]},
+        "Keep the tags pulled in this last period (the manifest, or a manifest its index "
+        "holds), from the registry's notifications; needs pulls.listen in the config. A "
+        "manifest with no recorded pull counts as pulled when tracking began.",
+    ),
 )
 
 POLICY_FIELDS: tuple[Field, ...] = (

@@ -31,7 +31,7 @@ POLICY_KEYS = (
     "allow_empty",
     "allow_mass_delete",
 )
-KEEP_KEYS = ("last", "within", "tags", "semver")
+KEEP_KEYS = ("last", "within", "tags", "semver", "pulled_within")
 SUFFIXES = (".yaml", ".yml")
 
 
@@ -271,6 +271,11 @@ def _read_keep(checker: Checker, value: YamlValue) -> KeepRules | None:
         semver=(
             checker.read_positive_int(fields["semver"], "keep.semver")
             if "semver" in fields
+            else None
+        ),
+        pulled_within=(
+            checker.read_duration(fields["pulled_within"], "keep.pulled_within", allow_zero=False)
+            if "pulled_within" in fields
             else None
         ),
     )

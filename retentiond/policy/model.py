@@ -27,10 +27,14 @@ class KeepRules:
     within: timedelta | None = None
     tags: Selector | None = None
     semver: int | None = None
+    #: pulled (the manifest, or a manifest its index holds) in this last period; needs pull
+    #: tracking (``pulls.listen``)
+    pulled_within: timedelta | None = None
 
     @property
     def empty(self) -> bool:
-        return (self.last, self.within, self.tags, self.semver) == (None, None, None, None)
+        rules = (self.last, self.within, self.tags, self.semver, self.pulled_within)
+        return rules == (None, None, None, None, None)
 
 
 @dataclass(frozen=True, slots=True)

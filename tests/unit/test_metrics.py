@@ -37,6 +37,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "job_failures_total": ("counter", ("task",)),
     "policy_reload_failures_total": ("counter", ()),
     "notify_failures_total": ("counter", ()),
+    "pull_events_total": ("counter", ()),
     "windows_skipped_total": ("counter", ("reason",)),
     "planned_reclaimable_bytes": ("gauge", ()),
     "planned_tags": ("gauge", ()),
@@ -141,6 +142,7 @@ def test_series_alerts_need_exist_from_the_start(
         "removed_repositories_total",
         "policy_reload_failures_total",
         "notify_failures_total",
+        "pull_events_total",
     ):
         assert value(registry, name) == 0
     for name in (
