@@ -26,6 +26,7 @@ from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.protection_config import ProtectConfig, read_protect
 from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
@@ -44,6 +45,7 @@ CONFIG_KEYS = (
     "metrics",
     "state_dir",
     "log",
+    "protect",
 )
 
 
@@ -145,6 +147,7 @@ class Config:
     state_dir: Path = Path("/var/lib/retentiond")
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None  # the file this was read from
+    protect: ProtectConfig = field(default_factory=ProtectConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +342,7 @@ def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Confi
             level=log.get("level", lambda v, w: _read_level(c, v, w), "info"),
         ),
         source=source,
+        protect=read_protect(c, values.get("protect"), base),
     )
 
 

@@ -39,7 +39,13 @@ from retentiond.cache import RedisCache
 from retentiond.config import CacheKind, RuntimeKind
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
-from retentiond.errors import RegistryError, RetentiondError, RuntimeControlError, StorageError
+from retentiond.errors import (
+    ProtectionUnavailable,
+    RegistryError,
+    RetentiondError,
+    RuntimeControlError,
+    StorageError,
+)
 from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
 from retentiond.render import iso, plan_summary
@@ -205,10 +211,22 @@ def run_maintenance(
             "the API, but retentiond deletes through the filesystem and the GC still reclaims"
         )
     read_created = needs_created(services.policies)
+    protection = services.protection()  # before anything changes; read again when frozen
+    if not protection.available:
+        raise ProtectionUnavailable(
+            "in-use protection could not be read, so nothing is deleted: "
+            + "; ".join(protection.problems)
+            + ". Fix the source (or remove it from protect: in the config) and run again"
+        )
     if dry_run:
         inventory = read_inventory(config.registry.root, read_created=read_created)
         plan = make_plan(
-            inventory, services.policies, config.safety, now, gc_reads_schema1=gc_reads_schema1
+            inventory,
+            services.policies,
+            config.safety,
+            now,
+            gc_reads_schema1=gc_reads_schema1,
+            protected=protection,
         )
         log.info("dry run: nothing changed", **plan_summary(plan))
         return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
@@ -222,6 +240,7 @@ def run_maintenance(
         config.safety,
         now,
         gc_reads_schema1=gc_reads_schema1,
+        protected=protection,
     )
     if not preview.tags_deleted and not preview.manifests_unlinked and not preview.reclaimable:
         log.info("nothing to do", **plan_summary(preview))

@@ -30,8 +30,14 @@ from retentiond.core.gc_output import GcDeletions
 from retentiond.core.inventory import Inventory
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
+from retentiond.core.protection import NO_PROTECTION, Protection
 from retentiond.core.run_lists import deleted_rows, kept_rows
-from retentiond.errors import RetentiondError, RuntimeControlError, StorageError
+from retentiond.errors import (
+    ProtectionUnavailable,
+    RetentiondError,
+    RuntimeControlError,
+    StorageError,
+)
 from retentiond.held_runs import purge_expired
 from retentiond.logs import get_logger
 from retentiond.policy.model import OrderBy, Policy
@@ -99,6 +105,8 @@ class MaintenanceServices:
     confirm: Callable[[Plan], bool] | None = None
     #: polled at every phase boundary; True stops the run at the next safe point
     cancelled: Callable[[], bool] = lambda: False
+    #: reads the images in use (``protect:``), before the run and again on the frozen tree
+    protection: Callable[[], Protection] = lambda: NO_PROTECTION
 
 
 def fault_point(name: str) -> None:
@@ -252,6 +260,13 @@ class MaintenanceRun:
         are stat'ed now, so that what the run reports is counted from the data on disk."""
         started = time.monotonic()
         services = self.services
+        # the images in use read again: a container may have started since the preview
+        protection = services.protection()
+        if not protection.available:
+            raise ProtectionUnavailable(
+                "in-use protection could not be read on the frozen tree, so nothing was "
+                "removed: " + "; ".join(protection.problems)
+            )
         inventory = read_inventory(self.root, read_created=needs_created(services.policies))
         plan = make_plan(
             inventory,
@@ -259,6 +274,7 @@ class MaintenanceRun:
             services.config.safety,
             services.clock(),
             gc_reads_schema1=self.gc_reads_schema1,
+            protected=protection,
         )
         self.reclaimable = _with_data_sizes(self.root, plan.reclaimable, sizes or BlobTable())
         self.inventory = inventory

@@ -9,6 +9,7 @@ from retentiond.commands.context import load_context, make_registry_client
 from retentiond.core.plan_types import Plan
 from retentiond.errors import UsageError
 from retentiond.maintenance import RunResult, run_maintenance
+from retentiond.protection import protection_reader
 from retentiond.recovery import recover_interrupted
 from retentiond.render import human_bytes, plan_summary, plan_table
 from retentiond.run_phases import MaintenanceServices
@@ -70,7 +71,12 @@ def run_apply(config_arg: Path | None, *, yes: bool, dry_run: bool, no_gc: bool)
     confirm = None if (yes or dry_run) else ask
     with make_registry_client(ctx) as registry, run_lock(ctx.config.state_dir):
         services = MaintenanceServices(
-            ctx.config, ctx.policies, make_runtime(ctx.config.runtime), registry, confirm=confirm
+            ctx.config,
+            ctx.policies,
+            make_runtime(ctx.config.runtime),
+            registry,
+            confirm=confirm,
+            protection=protection_reader(ctx.config.protect),
         )
         if not dry_run:
             resumed = recover_interrupted(services)

@@ -30,6 +30,7 @@ import structlog
 from retentiond.config import RuntimeConfig, check_config, find_config_path
 from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
 from retentiond.policy.loader import check_policies
+from retentiond.protection_config import ProtectConfig
 from retentiond.runtime.discovery import TESTED_VERSIONS, RegistryFacts
 
 EXIT_OK = 0
@@ -53,6 +54,7 @@ def run_check(
     warnings: list[SourceProblem] = []
     config_file = None
     runtime: RuntimeConfig | None = None
+    protect: ProtectConfig | None = None
     if not paths:
         try:
             config_file = find_config_path(str(config_path) if config_path else None)
@@ -64,6 +66,7 @@ def run_check(
         warnings += config.warnings
         paths = list(config.policy_paths)
         runtime = config.config.runtime if config.config is not None else None
+        protect = config.config.protect if config.config is not None else None
     policies = check_policies(paths)
     problems += policies.problems
     warnings += policies.warnings
@@ -80,6 +83,10 @@ def run_check(
     if warnings:
         summary += f", {_count(len(warnings), 'warning')}"
     lines, runtime_warnings = runtime_report(runtime) if runtime is not None else ([], [])
+    if protect is not None and protect.enabled:
+        protect_lines, protect_warnings = protection_report(protect)
+        lines += protect_lines
+        runtime_warnings += protect_warnings
     for warning in runtime_warnings:
         print(f"warning: {warning}", file=err)
     print(f"ok: {summary}", file=out)
@@ -113,6 +120,30 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
         return registry_report(facts)
     finally:
         structlog.configure(**saved)
+
+
+def protection_report(config: ProtectConfig) -> tuple[list[str], list[str]]:
+    """Each ``protect:`` source read now: a line each for stdout, a warning for each that
+    cannot be read (a maintenance would then delete nothing: ``apply`` refuses, ``serve``
+    skips the window; a file a deploy job has not written yet is the usual reason)."""
+    from retentiond.protection import read_protection  # the docker SDK: only when needed
+
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    try:
+        protection = read_protection(config)
+    finally:
+        structlog.configure(**saved)
+    lines = [
+        f"protect: {s.kind} {s.source}: {s.references} references"
+        for s in protection.sources
+        if s.error is None
+    ]
+    warnings = [
+        f"protect: {problem}; until it can be read, no maintenance deletes anything"
+        for problem in protection.problems
+    ]
+    return lines, warnings
 
 
 def registry_report(facts: RegistryFacts) -> tuple[list[str], list[str]]:

@@ -26,6 +26,7 @@ from retentiond.policy.selectors import (
     compile_pattern,
 )
 from retentiond.policy.text import excerpt
+from retentiond.protection import read_protection
 from retentiond.render import plan_json, plan_table
 from retentiond.storage.reader import read_inventory
 
@@ -86,7 +87,10 @@ def _run_plan(
         if line:
             line.clear()
     read_seconds = time.monotonic() - started
-    plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC))
+    protection = read_protection(ctx.config.protect)  # shown in the plan when unreadable
+    plan = make_plan(
+        inventory, ctx.policies, ctx.config.safety, datetime.now(UTC), protected=protection
+    )
     if as_json:
         write_plan_json(plan, only, sys.stdout)
     else:
@@ -100,6 +104,8 @@ def _run_plan(
         repositories_removed=len(plan.repositories_removed),
         refused=len(plan.refused),
         problems=len(plan.problems),
+        protected_tags=plan.protected_tags,
+        protection_problems=list(plan.protection_problems),
         blobs_reclaimed=len(plan.reclaimable),
         bytes_reclaimed=plan.bytes_reclaimed,
         read_seconds=round(read_seconds, 3),
