@@ -71,7 +71,8 @@ class ImageReference:
 def parse_reference(text: str) -> ImageReference:
     """An image reference as Docker, a deploy job or ``kubectl`` writes it: ``host/repo:tag``,
     ``host/repo@sha256:<hex>`` (also with a tag before the digest), ``docker-pullable://...``,
-    or a bare ``sha256:<hex>``. BadReference says what is wrong."""
+    a name alone (tag ``latest``, as Docker reads it), or a bare ``sha256:<hex>``.
+    BadReference says what is wrong."""
     ref = text.strip()
     for prefix in _ID_PREFIXES:
         ref = ref.removeprefix(prefix)
@@ -103,9 +104,7 @@ def parse_reference(text: str) -> ImageReference:
             "separated by /)"
         )
     if tag is None and not at:
-        raise BadReference(
-            "names no tag and no digest; write host/repo:tag or host/repo@sha256:<hex>"
-        )
+        tag = "latest"  # as Docker and Kubernetes read a name alone
     return ImageReference(host, name, tag if not at else None, digest if at else None)
 
 

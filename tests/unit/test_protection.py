@@ -15,8 +15,8 @@ from retentiond.core.plan import make_plan
 from retentiond.core.protection import (
     BadReference,
     ImageReference,
-    Protection,
     ProtectedReference,
+    Protection,
     ProtectionSource,
     parse_reference,
 )
@@ -63,6 +63,7 @@ def protect(*lines: str, reason: str = CONTAINER) -> Protection:
             ("app",),
         ),
         ("nginx:1.25", ImageReference(None, "nginx", "1.25", None), ("nginx", "library/nginx")),
+        ("reg:5000/app", ImageReference("reg:5000", "app", "latest", None), ("app",)),
         ("team/app:v1", ImageReference(None, "team/app", "v1", None), ("team/app",)),
         (f"  sha256:{HEX}  ", ImageReference(None, None, None, f"sha256:{HEX}"), ()),
     ],
@@ -76,7 +77,7 @@ def test_references(text: str, expected: ImageReference, repositories: tuple[str
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("host:5000/app", "names no tag and no digest"),
+        ("host:5000/app:", "is not a tag"),
         ("host:5000/app@sha256:1234", "is not a digest"),
         ("host:5000/App:v1", "is not a repository name"),
         ("host:5000/app:-v1", "is not a tag"),
@@ -243,8 +244,10 @@ def test_an_unreadable_source_is_in_the_plan(tmp_path: Path) -> None:
 
 def test_a_file_with_a_bad_line_is_unreadable(tmp_path: Path) -> None:
     listed = tmp_path / "images.txt"
-    listed.write_text(f"h/app@sha256:{HEX}\nh/app\n")
-    with pytest.raises(SourceUnreadable, match=rf"{listed}:2: 'h/app' is not an image reference"):
+    listed.write_text(f"h/app@sha256:{HEX}\nh/App:v1\n")
+    with pytest.raises(
+        SourceUnreadable, match=rf"{listed}:2: 'h/App:v1' is not an image reference"
+    ):
         file_references(listed)
 
 
@@ -331,7 +334,7 @@ def test_protect_problems_are_located(tmp_path: Path) -> None:
 
 def test_check_reports_each_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "policies").mkdir()
-    (tmp_path / "images.txt").write_text(f"h/app@sha256:{HEX}\nh/app:v1\n")
+    (tmp_path / "images.txt").write_text(f"h/app@sha256:{HEX}\nh/app\n")
     path = write(
         tmp_path,
         """\
@@ -345,3 +348,19 @@ def test_check_reports_each_source(tmp_path: Path, capsys: pytest.CaptureFixture
     assert f"protect: file {tmp_path / 'images.txt'}: 2 references" in out
     assert f"warning: protect: file {tmp_path / 'missing.txt'}: " in err
     assert "no maintenance deletes anything" in err
+
+
+def test_the_gauge_follows_the_plan() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from retentiond.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, clock=lambda: 0.0)
+    inv = inventory([three_tags()], three_images())
+    plan = make_plan(inv, [policy(last=1)], Safety(), NOW, protected=protect(f"r:1/app@{d(1)}"))
+    metrics.observe_plan(plan, 3, 0, 0, 1.0)
+    assert registry.get_sample_value("retentiond_protected_tags") == 1
+    metrics.observe_window_skipped("protection_unavailable")
+    skipped = {"reason": "protection_unavailable"}
+    assert registry.get_sample_value("retentiond_windows_skipped_total", skipped) == 1
