@@ -63,8 +63,8 @@ def test_nothing_protected_is_deleted_and_protection_only_keeps_more(
     for model in models:
         candidates += [(model.name, tag, None) for tag in sorted(model.tags)]
         linked = set(model.revisions) | set(model.tags.values())
-        for digest in sorted(linked):
-            candidates += [(model.name, None, d) for d in sorted(children_closure(built, digest))]
+        for top in sorted(linked):
+            candidates += [(model.name, None, d) for d in sorted(children_closure(built, top))]
     chosen = data.draw(
         st.lists(st.sampled_from(candidates), max_size=6) if candidates else st.just([])
     )
@@ -79,18 +79,18 @@ def test_nothing_protected_is_deleted_and_protection_only_keeps_more(
     deleted = {(t.repository, t.tag) for t in plan.tags_deleted}
     unlinked = {(m.repository, m.digest) for m in plan.manifests_unlinked}
     by_name = {m.name: m for m in models}
-    for repo, tag, digest in chosen:
+    for repo, protected_tag, digest in chosen:
         model = by_name[repo]
-        if tag is not None:
-            assert (repo, tag) not in deleted, f"protected tag {repo}:{tag} deleted"
+        if protected_tag is not None:
+            assert (repo, protected_tag) not in deleted, f"{repo}:{protected_tag} deleted"
             continue
         assert digest is not None
         for name, target in model.tags.items():
             if digest in children_closure(built, target):
                 assert (repo, name) not in deleted, f"{repo}:{name} reaches {digest}, deleted"
         if digest in model.revisions:
-            kept = built.closure([digest], model.revisions)
-            lost = sorted(d for d in kept if (repo, d) in unlinked)
+            reached = built.closure([digest], model.revisions)
+            lost = sorted(d for d in reached if (repo, d) in unlinked)
             assert not lost, f"protected {repo}@{digest} reaches unlinked {lost}"
         assert repo not in plan.repositories_removed
 
