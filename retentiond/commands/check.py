@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -105,9 +107,7 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
 
     # check's output is its report: the runtime's log lines (what it runs, what it could
     # not read) would only repeat it, on stdout where structlog prints unconfigured
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    try:
+    with quiet_logs():
         runtime = make_runtime(config)
         if isinstance(runtime, CommandRuntime):
             return [f"registry config: {runtime.config_location()}"], []
@@ -118,6 +118,19 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
         except RuntimeControlError as exc:
             return [], [f"the registry runtime could not be checked: {exc}"]
         return registry_report(facts)
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """No log line while the block runs: nothing printed, no stream touched (stdout may be
+    closed: ``check >&-``)."""
+    saved = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
+    try:
+        yield
     finally:
         structlog.configure(**saved)
 
@@ -128,12 +141,8 @@ def protection_report(config: ProtectConfig) -> tuple[list[str], list[str]]:
     skips the window; a file a deploy job has not written yet is the usual reason)."""
     from retentiond.protection import read_protection  # the docker SDK: only when needed
 
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    try:
+    with quiet_logs():
         protection = read_protection(config)
-    finally:
-        structlog.configure(**saved)
     lines = [
         f"protect: {s.kind} {s.source}: {s.references} references"
         for s in protection.sources
