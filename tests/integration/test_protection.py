@@ -1,5 +1,6 @@
-"""In-use protection (``protect:``) end to end: a real registry, real containers on the real
-Docker engine, ``retentiond apply --yes`` and ``serve`` as real processes.
+"""In-use protection (``protect:``) end to end: a real registry (2.8.2 and 3.1.1), real
+containers on the real Docker engine, ``retentiond apply --yes`` and ``serve`` as real
+processes.
 
 The Docker engine is shared (other tests, other registries): protection reads every container
 on it, so each test's images carry a seed of their own and no other container can pin them.
@@ -27,7 +28,7 @@ from tests.integration.test_serve import Served, served, wait_for
 
 __all__ = ["served"]  # the fixture, used below
 
-pytestmark = [pytest.mark.registry]
+pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
 KEEP_NEWEST = """\
