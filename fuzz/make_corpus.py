@@ -105,6 +105,7 @@ safety: {max_delete_ratio: 0.8, untagged_min_age: 1h, grace: 0s}
 metrics: {listen: "127.0.0.1:9480"}
 state_dir: state
 log: {format: json, level: info}
+protect: {docker_hosts: ["unix:///var/run/docker.sock", "tcp://build-1:2375"], files: [images.txt]}
 """
 
 

@@ -27,6 +27,7 @@ from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.protection_config import ProtectConfig, read_protect
 from retentiond.pulls.settings import PullsConfig, read_pulls
 from retentiond.yaml_checker import Checker, is_null
 
@@ -48,6 +49,7 @@ CONFIG_KEYS = (
     "log",
     "notify",
     "pulls",
+    "protect",
 )
 
 
@@ -151,6 +153,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     pulls: PullsConfig = field(default_factory=PullsConfig)
     source: Path | None = None  # the file this was read from
+    protect: ProtectConfig = field(default_factory=ProtectConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +350,7 @@ def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Confi
         notify=read_notify(c, values.get("notify"), base),
         pulls=read_pulls(c, values.get("pulls"), base, lambda v, w: _read_listen(c, v, w)),
         source=source,
+        protect=read_protect(c, values.get("protect"), base),
     )
 
 

@@ -33,19 +33,21 @@ from apscheduler.triggers.interval import IntervalTrigger
 from retentiond.config import Config, RuntimeKind, split_listen
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
-from retentiond.errors import ConfigError, RetentiondError, StorageError
+from retentiond.errors import ConfigError, ProtectionUnavailable, RetentiondError, StorageError
 from retentiond.logs import get_logger
 from retentiond.maintenance import RunResult, run_maintenance
 from retentiond.metrics import (
     SKIP_BUSY,
     SKIP_NOT_ENOUGH_TIME,
     SKIP_PLAN_REFUSED,
+    SKIP_PROTECTION_UNAVAILABLE,
     SKIP_REGISTRY_UNHEALTHY,
     Metrics,
 )
 from retentiond.notify.webhooks import WebhookNotifier
 from retentiond.policy.loader import expand_paths, load_policies
 from retentiond.policy.model import OrderBy, Policy
+from retentiond.protection import protection_reader
 from retentiond.pulls.listener import PullListener, pull_listener
 from retentiond.pulls.store import read_pull_times
 from retentiond.recovery import recover_interrupted
@@ -118,6 +120,8 @@ class Daemon:
         )
         self.http: ThreadingHTTPServer | None = None
         self.pulls: PullListener | None = None  # pulls.listen: the registry's notifications
+        #: reads the images in use (protect:) each time it is called
+        self.read_protection = protection_reader(config.protect)
         metrics.observe_reload(True, len(policies), [p.name for p in policies])
         metrics.observe_history(read_history(config.state_dir))
 
@@ -173,6 +177,7 @@ class Daemon:
                 registry_url=self.config.registry.url,
                 on_failure=self.metrics.observe_notify_failure,
             ),
+            protection=self.read_protection,
         )
 
     def guarded(self, job: str, fn: Callable[[], object]) -> Callable[[], None]:
@@ -196,6 +201,7 @@ class Daemon:
                     self.config.registry.root,
                     read_created=any(p.order_by is OrderBy.CREATED for p in self.policies),
                 )
+                protection = self.read_protection()
                 plan = make_plan(
                     inventory,
                     self.policies,
@@ -203,6 +209,7 @@ class Daemon:
                     self.clock(),
                     gc_reads_schema1=self.runtime.registry_major() != 3,
                     pulls=read_pull_times(self.config.pulls, self.config.state_dir),
+                    protected=protection,
                 )
             except RetentiondError as exc:
                 self.metrics.observe_failure("plan")
@@ -219,6 +226,8 @@ class Daemon:
                 "gc_blocked": plan.gc_blocked,
                 "blobs": len(inventory.blobs),
                 "storage_bytes": inventory.storage_bytes,
+                "protected_tags": plan.protected_tags,
+                "protection_problems": list(plan.protection_problems),
             }
             self.state.last_plan = summary
             view = self.state.plan_view = plan_view(
@@ -254,6 +263,10 @@ class Daemon:
         if not self.registry.answering():
             self._skip(SKIP_REGISTRY_UNHEALTHY, url=self.registry.url)
             return
+        protection = self.read_protection()
+        if not protection.available:
+            self._skip(SKIP_PROTECTION_UNAVAILABLE, problems=list(protection.problems))
+            return
         try:
             inventory = read_inventory(self.config.registry.root)
             pulls = read_pull_times(self.config.pulls, self.config.state_dir)
@@ -268,6 +281,7 @@ class Daemon:
             now,
             gc_reads_schema1=self.runtime.registry_major() != 3,
             pulls=pulls,
+            protected=protection,
         )
         if plan.gc_blocked:
             self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
@@ -303,6 +317,8 @@ class Daemon:
             self.log.warning("maintenance stopped by signal; the registry is read-write")
         except Busy as exc:
             self._skip(SKIP_BUSY, error=str(exc))
+        except ProtectionUnavailable as exc:  # a source failed between the check and the run
+            self._skip(SKIP_PROTECTION_UNAVAILABLE, error=str(exc))
         except RetentiondError as exc:
             self.metrics.observe_failure("maintenance")
             self.state.last_error = str(exc)

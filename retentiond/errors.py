@@ -4,6 +4,7 @@
     ├── StorageError             the storage tree cannot be read or changed
     ├── RegistryError            the registry's HTTP API did not answer as it should
     ├── RuntimeControlError      docker / commands could not control the registry process
+    ├── ProtectionUnavailable    a source of in-use protection (protect:) could not be read
     └── UsageError               bad usage, invalid config or policy: exit 2
         └── ConfigError          config or policy files are invalid (carries every problem)
 
@@ -33,6 +34,10 @@ class RegistryError(RetentiondError):
 
 class RuntimeControlError(RetentiondError):
     """The registry process could not be controlled (docker, commands)."""
+
+
+class ProtectionUnavailable(RetentiondError):
+    """A source of in-use protection (``protect:``) could not be read: nothing is deleted."""
 
 
 class UsageError(RetentiondError):

@@ -39,7 +39,13 @@ from retentiond.cache import RedisCache
 from retentiond.config import CacheKind, RuntimeKind
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
-from retentiond.errors import RegistryError, RetentiondError, RuntimeControlError, StorageError
+from retentiond.errors import (
+    ProtectionUnavailable,
+    RegistryError,
+    RetentiondError,
+    RuntimeControlError,
+    StorageError,
+)
 from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
 from retentiond.pulls.store import read_pull_times
@@ -211,6 +217,13 @@ def run_maintenance(
             "the API, but retentiond deletes through the filesystem and the GC still reclaims"
         )
     read_created = needs_created(services.policies)
+    protection = services.protection()  # before anything changes; read again when frozen
+    if not protection.available:
+        raise ProtectionUnavailable(
+            "in-use protection could not be read, so nothing is deleted: "
+            + "; ".join(protection.problems)
+            + ". Fix the source (or remove it from protect: in the config) and run again"
+        )
     if dry_run:
         inventory = read_inventory(config.registry.root, read_created=read_created)
         plan = make_plan(
@@ -220,6 +233,7 @@ def run_maintenance(
             now,
             gc_reads_schema1=gc_reads_schema1,
             pulls=read_pull_times(config.pulls, config.state_dir),
+            protected=protection,
         )
         log.info("dry run: nothing changed", **plan_summary(plan))
         return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
@@ -234,6 +248,7 @@ def run_maintenance(
         now,
         gc_reads_schema1=gc_reads_schema1,
         pulls=read_pull_times(config.pulls, config.state_dir),
+        protected=protection,
     )
     if not preview.tags_deleted and not preview.manifests_unlinked and not preview.reclaimable:
         log.info("nothing to do", **plan_summary(preview))

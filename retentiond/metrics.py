@@ -54,11 +54,13 @@ SKIP_NOT_ENOUGH_TIME = "not_enough_time"  # the estimated run would not end insi
 SKIP_PLAN_REFUSED = "plan_refused"  # the plan was refused (gc_blocked, mass delete, problems)
 SKIP_REGISTRY_UNHEALTHY = "registry_unhealthy"  # the registry did not answer, or runtime check
 SKIP_BUSY = "busy"  # another run holds the lock (an `apply` by hand)
+SKIP_PROTECTION_UNAVAILABLE = "protection_unavailable"  # a protect: source could not be read
 WINDOW_SKIP_REASONS = (
     SKIP_NOT_ENOUGH_TIME,
     SKIP_PLAN_REFUSED,
     SKIP_REGISTRY_UNHEALTHY,
     SKIP_BUSY,
+    SKIP_PROTECTION_UNAVAILABLE,
 )
 
 #: Label value for unlinked manifests that no policy is credited with (the child manifests of
@@ -183,6 +185,11 @@ class Metrics:
             "Tags the latest plan would delete.",
             registry=r,
         )
+        self.protected_tags = Gauge(
+            PREFIX + "protected_tags",
+            "Tags whose image is in use (protect:), never deleted, as of the latest plan.",
+            registry=r,
+        )
         self.storage_bytes = Gauge(
             PREFIX + "storage_bytes",
             "Bytes of blob data in the registry's storage tree, as last read.",
@@ -261,6 +268,7 @@ class Metrics:
         """A plan job succeeded: the planned and storage gauges, and the plan's last success."""
         self.planned_reclaimable_bytes.set(plan.bytes_reclaimed)
         self.planned_tags.set(len(plan.tags_deleted))
+        self.protected_tags.set(plan.protected_tags)
         self.tags.set(inventory_tags)
         self.storage_bytes.set(storage_bytes)
         self.storage_blobs.set(storage_blobs)

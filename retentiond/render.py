@@ -7,6 +7,7 @@ forge a line or colour the terminal. JSON output is escaped by ``json`` itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +62,8 @@ def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
             "bytes_already_unreferenced": sum(plan.already_unreferenced.values()),
             "gc_blocked": plan.gc_blocked,
             "schema1_tags": sum(len(r.schema1_tags) for r in plan.per_repository),
+            "protected_tags": plan.protected_tags,
+            "protected_kept": len(plan.protected),
         },
         "tags": [
             {
@@ -96,7 +99,63 @@ def plan_json(plan: Plan, only: Selector | None = None) -> dict[str, Any]:
             for r in plan.per_repository
             if r.schema1_tags and keep(r.name)
         ],
+        **protection_json(plan, keep),
     }
+
+
+def protection_json(plan: Plan, keep: Callable[[str], bool]) -> dict[str, Any]:
+    """The plan JSON's additions for in-use protection (``protect:``): ``protected``, what it
+    kept that a policy would have removed (``tag`` null for a manifest), and ``protection``,
+    each source read and whether all were (``available``)."""
+    return {
+        "protected": [
+            {
+                "repository": p.repository,
+                "tag": p.tag,
+                "digest": p.digest,
+                "policy": p.policy,
+                "would_delete": p.would_delete,
+                "reason": p.reason,
+            }
+            for p in plan.protected
+            if keep(p.repository)
+        ],
+        "protection": {
+            "available": not plan.protection_problems,
+            "protected_tags": plan.protected_tags,
+            "sources": [
+                {"kind": s.kind, "source": s.source, "references": s.references, "error": s.error}
+                for s in plan.protection_sources
+            ],
+        },
+    }
+
+
+def protection_lines(plan: Plan, only: Selector | None = None, verbose: bool = True) -> list[str]:
+    """What :func:`plan_table` says about in-use protection."""
+    lines = []
+    if verbose:
+        for p in plan.protected:
+            if only is None or only.matches(p.repository):
+                what = (
+                    f"{p.repository}:{p.tag}" if p.tag is not None else f"{p.repository}@{p.digest}"
+                )
+                lines.append(
+                    text(f"  keep {what} ({p.reason}; {p.policy or 'untagged'}: {p.would_delete})")
+                )
+    if plan.protection_sources:
+        lines.append(
+            f"protection: {plan.protected_tags} tags in use, {len(plan.protected)} kept "
+            "against the policies"
+        )
+    for problem in plan.protection_problems:
+        lines.append(text(f"PROTECTION UNAVAILABLE {problem}"))
+    if plan.protection_problems:
+        lines.append(
+            "a protection source could not be read: no maintenance deletes anything until it "
+            "can be (apply refuses, serve skips its windows)"
+        )
+    return lines
 
 
 #: the tag names a text line about schema1 names before "and N more"
@@ -170,6 +229,7 @@ def plan_table(plan: Plan, only: Selector | None = None, verbose: bool = True) -
     for problem in plan.problems:
         lines.append(text(f"problem {problem}"))
     lines.extend(schema1_lines(plan, only))
+    lines.extend(protection_lines(plan, only, verbose))
     if plan.gc_blocked:
         lines.append(
             "GC blocked: the registry's garbage collector would abort or destroy data on "

@@ -30,8 +30,14 @@ from retentiond.core.gc_output import GcDeletions
 from retentiond.core.inventory import Inventory
 from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
+from retentiond.core.protection import NO_PROTECTION, Protection
 from retentiond.core.run_lists import deleted_rows, kept_rows
-from retentiond.errors import RetentiondError, RuntimeControlError, StorageError
+from retentiond.errors import (
+    ProtectionUnavailable,
+    RetentiondError,
+    RuntimeControlError,
+    StorageError,
+)
 from retentiond.held_runs import purge_expired
 from retentiond.logs import get_logger
 from retentiond.policy.model import OrderBy, Policy
@@ -103,6 +109,8 @@ class MaintenanceServices:
     #: told every finished run's record, once it is in the history (``notify.webhooks``);
     #: must not raise, and returns within a bounded time
     notify: Callable[[RunRecord], object] = lambda record: None
+    #: reads the images in use (``protect:``), before the run and again on the frozen tree
+    protection: Callable[[], Protection] = lambda: NO_PROTECTION
 
 
 def fault_point(name: str) -> None:
@@ -256,6 +264,13 @@ class MaintenanceRun:
         are stat'ed now, so that what the run reports is counted from the data on disk."""
         started = time.monotonic()
         services = self.services
+        # the images in use read again: a container may have started since the preview
+        protection = services.protection()
+        if not protection.available:
+            raise ProtectionUnavailable(
+                "in-use protection could not be read on the frozen tree, so nothing was "
+                "removed: " + "; ".join(protection.problems)
+            )
         inventory = read_inventory(self.root, read_created=needs_created(services.policies))
         plan = make_plan(
             inventory,
@@ -264,6 +279,7 @@ class MaintenanceRun:
             services.clock(),
             gc_reads_schema1=self.gc_reads_schema1,
             pulls=read_pull_times(services.config.pulls, services.config.state_dir),
+            protected=protection,
         )
         self.reclaimable = _with_data_sizes(self.root, plan.reclaimable, sizes or BlobTable())
         self.inventory = inventory

@@ -10,6 +10,7 @@ from retentiond.core.plan_types import Plan
 from retentiond.errors import UsageError
 from retentiond.maintenance import RunResult, run_maintenance
 from retentiond.notify.webhooks import WebhookNotifier
+from retentiond.protection import protection_reader
 from retentiond.recovery import recover_interrupted
 from retentiond.render import human_bytes, plan_summary, plan_table
 from retentiond.run_phases import MaintenanceServices
@@ -80,6 +81,7 @@ def run_apply(config_arg: Path | None, *, yes: bool, dry_run: bool, no_gc: bool)
             notify=WebhookNotifier(
                 ctx.config.notify.webhooks, registry_url=ctx.config.registry.url
             ),
+            protection=protection_reader(ctx.config.protect),
         )
         if not dry_run:
             resumed = recover_interrupted(services)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +32,7 @@ import structlog
 from retentiond.config import Config, RuntimeConfig, check_config, find_config_path
 from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
 from retentiond.policy.loader import check_policies
+from retentiond.protection_config import ProtectConfig
 from retentiond.pulls.report import pulls_report
 from retentiond.runtime.discovery import TESTED_VERSIONS, RegistryFacts
 
@@ -55,6 +58,7 @@ def run_check(
     config_file = None
     runtime: RuntimeConfig | None = None
     checked: Config | None = None
+    protect: ProtectConfig | None = None
     if not paths:
         try:
             config_file = find_config_path(str(config_path) if config_path else None)
@@ -67,6 +71,7 @@ def run_check(
         paths = list(config.policy_paths)
         runtime = config.config.runtime if config.config is not None else None
         checked = config.config
+        protect = config.config.protect if config.config is not None else None
     policies = check_policies(paths)
     problems += policies.problems
     warnings += policies.warnings
@@ -87,6 +92,10 @@ def run_check(
     if warnings:
         summary += f", {_count(len(warnings), 'warning')}"
     lines, runtime_warnings = runtime_report(runtime) if runtime is not None else ([], [])
+    if protect is not None and protect.enabled:
+        protect_lines, protect_warnings = protection_report(protect)
+        lines += protect_lines
+        runtime_warnings += protect_warnings
     for warning in runtime_warnings:
         print(f"warning: {warning}", file=err)
     print(f"ok: {summary}", file=out)
@@ -105,13 +114,7 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
 
     # check's output is its report: the runtime's log lines (what it runs, what it could
     # not read) would only repeat it, on stdout where structlog prints unconfigured
-    saved = structlog.get_config()
-    # (nor a logger on stdout at all: it may be closed, and check says so itself)
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
-        logger_factory=structlog.ReturnLoggerFactory(),
-    )
-    try:
+    with quiet_logs():
         runtime = make_runtime(config)
         if isinstance(runtime, CommandRuntime):
             return [f"registry config: {runtime.config_location()}"], []
@@ -122,8 +125,41 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
         except RuntimeControlError as exc:
             return [], [f"the registry runtime could not be checked: {exc}"]
         return registry_report(facts)
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """No log line while the block runs: nothing printed, no stream touched (stdout may be
+    closed: ``check >&-``)."""
+    saved = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
+    try:
+        yield
     finally:
         structlog.configure(**saved)
+
+
+def protection_report(config: ProtectConfig) -> tuple[list[str], list[str]]:
+    """Each ``protect:`` source read now: a line each for stdout, a warning for each that
+    cannot be read (a maintenance would then delete nothing: ``apply`` refuses, ``serve``
+    skips the window; a file a deploy job has not written yet is the usual reason)."""
+    from retentiond.protection import read_protection  # the docker SDK: only when needed
+
+    with quiet_logs():
+        protection = read_protection(config)
+    lines = [
+        f"protect: {s.kind} {s.source}: {s.references} references"
+        for s in protection.sources
+        if s.error is None
+    ]
+    warnings = [
+        f"protect: {problem}; until it can be read, no maintenance deletes anything"
+        for problem in protection.problems
+    ]
+    return lines, warnings
 
 
 def registry_report(facts: RegistryFacts) -> tuple[list[str], list[str]]:

@@ -26,6 +26,7 @@ from retentiond.policy.selectors import (
     compile_pattern,
 )
 from retentiond.policy.text import excerpt
+from retentiond.protection import read_protection
 from retentiond.pulls.store import read_pull_times
 from retentiond.render import plan_json, plan_table
 from retentiond.storage.reader import read_inventory
@@ -89,6 +90,10 @@ def _run_plan(
     read_seconds = time.monotonic() - started
     pulls = read_pull_times(ctx.config.pulls, ctx.config.state_dir)
     plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC), pulls=pulls)
+    protection = read_protection(ctx.config.protect)  # shown in the plan when unreadable
+    plan = make_plan(
+        inventory, ctx.policies, ctx.config.safety, datetime.now(UTC), protected=protection
+    )
     if as_json:
         write_plan_json(plan, only, sys.stdout)
     else:
@@ -102,6 +107,8 @@ def _run_plan(
         repositories_removed=len(plan.repositories_removed),
         refused=len(plan.refused),
         problems=len(plan.problems),
+        protected_tags=plan.protected_tags,
+        protection_problems=list(plan.protection_problems),
         blobs_reclaimed=len(plan.reclaimable),
         bytes_reclaimed=plan.bytes_reclaimed,
         read_seconds=round(read_seconds, 3),

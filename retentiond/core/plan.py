@@ -14,6 +14,9 @@ Per repository (contract, "Evaluation"):
 5. Deleting a tag removes only that tag; aliases on the same digest are untouched.
 6. A repository left with no tag and no manifest is removed when ``allow_empty`` allows it and
    nothing was pushed to it for ``untagged_min_age``.
+7. In-use protection (``protected``, :mod:`retentiond.core.protection`) wins over everything:
+   a protected tag, a tag on a protected digest or on an index reaching one, is kept, and a
+   protected manifest is never unlinked; the plan lists what it kept against the policies.
 
 Each repository's summary names its tags whose manifest is schema1, which distribution v3 cannot
 serve (whatever the registry's version: the plan does not know it). A repository with anything
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from array import array
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,10 +44,12 @@ from retentiond.core.plan_types import (
     ManifestUnlink,
     Plan,
     PlanEntries,
+    ProtectedKeep,
     Refusal,
     RepositorySummary,
     TagDeletion,
 )
+from retentiond.core.protection import NO_PROTECTION, Protection
 from retentiond.core.pulls import PullTimes, tag_pulled_at
 from retentiond.core.repository import Repository
 from retentiond.core.selection import format_age, judge_tags, referrer_subject
@@ -72,6 +77,8 @@ class _RepoPlan:
     #: with pull tracking: when each deleted tag (in ``tags`` order) was last pulled, as
     #: POSIX seconds
     pulled_at: array[float] | None = None
+    #: what in-use protection kept that the policies would have removed
+    protected: list[ProtectedKeep] = field(default_factory=list)
 
 
 def _created_lookup(inventory: Inventory, tag: Tag) -> datetime | None:
@@ -128,12 +135,15 @@ def _plan_repository(
     now: datetime,
     untagged_reason: str,
     pulls: PullTimes | None = None,
+    protected: tuple[dict[str, str], dict[str, str]] = ({}, {}),
 ) -> _RepoPlan:
+    """``protected``: (tag name -> reason, revision digest -> reason) that no policy removes."""
     result = _RepoPlan()
     if not policies:
         return result
     tags, revisions = repo.materialize()  # built for this repository only, not kept
     pulled = _pulled_lookup(inventory, repo.name, pulls) if pulls is not None else None
+    protected_tags, protected_roots = protected
 
     # 1-2: each policy's verdicts; keep wins over delete
     kept_by: set[str] = set()
@@ -154,6 +164,15 @@ def _plan_repository(
     if not allow_empty and ordinary:
         newest = max(ordinary, key=lambda t: (t.pushed_at, t.name))
         doomed.pop(newest.name, None)
+    # 7: in-use protection keeps its tags whatever the policies say
+    unprotected_doomed = dict(doomed) if protected_tags or protected_roots else doomed
+    for name, why in protected_tags.items():
+        was = doomed.pop(name, None)
+        if was is not None:
+            digest = next(t.digest for t in tags if t.name == name)
+            result.protected.append(
+                ProtectedKeep(repo.name, name, digest, *was, f"protected: {why}")
+            )
 
     # 4: reachability, starting from the original tags to know what is untagged already
     manifests = inventory.manifests
@@ -167,6 +186,10 @@ def _plan_repository(
             continue
         if not untagged_delete or now - revisions[digest] < safety.untagged_min_age:
             untagged_roots.append(digest)
+    unprotected_roots = untagged_roots
+    if protected_roots:  # 7: a protected manifest stays, with what it reaches
+        staying = set(untagged_roots)
+        untagged_roots = untagged_roots + [d for d in protected_roots if d not in staying]
 
     def surviving(extra_doomed: set[str]) -> set[str]:
         roots = [t.digest for t in tags if t.name not in doomed and t.name not in extra_doomed]
@@ -177,7 +200,10 @@ def _plan_repository(
     referrers = {
         t.name
         for t in tags
-        if (s := subjects.get(t.name)) is not None and s in revisions and s not in alive
+        if (s := subjects.get(t.name)) is not None
+        and s in revisions
+        and s not in alive
+        and t.name not in protected_tags
     }
     if referrers:
         alive = surviving(referrers)
@@ -217,6 +243,22 @@ def _plan_repository(
         else:
             result.unlinks.append((position, untagged_reason, untagged_policy))
         result.unlinked[position] = 1
+    if protected_tags or protected_roots:  # 7: which manifests protection kept, and why
+        result.protected += _protected_manifests(
+            repo.name,
+            tags,
+            revisions,
+            alive,
+            reachable(
+                [t.digest for t in tags if t.name not in unprotected_doomed] + unprotected_roots,
+                manifests,
+                attached=attached,
+            ),
+            unprotected_doomed,
+            protected,
+            (_UNREACHABLE, untagged_reason),
+            lambda roots: reachable(roots, manifests, attached=attached),
+        )
 
     # 6: remove a repository left with nothing, when allowed and quiet
     tags_left = len(tags) - len(result.tags)
@@ -242,6 +284,46 @@ def _plan_repository(
     return result
 
 
+def _protected_manifests(
+    repository: str,
+    tags: Sequence[Tag],
+    revisions: AbstractSet[str] | Mapping[str, datetime],
+    alive: AbstractSet[str],
+    alive_unprotected: AbstractSet[str],
+    unprotected_doomed: Mapping[str, tuple[str, str]],
+    protected: tuple[dict[str, str], dict[str, str]],
+    whys: tuple[str, str],
+    reach: Callable[[list[str]], set[str]],
+) -> list[ProtectedKeep]:
+    """The revisions that stay only because of protected revisions (a protected tag kept is
+    listed itself, not what it reaches), each with the reason of the first that reaches it."""
+    protected_tags, protected_roots = protected
+    by_tags = reach([t.digest for t in tags if t.name in protected_tags])
+    saved = [d for d in revisions if d in alive and d not in alive_unprotected and d not in by_tags]
+    if not saved:
+        return []
+    by_deleted = reach([t.digest for t in tags if t.name in unprotected_doomed])
+    policy_of = {
+        t.digest: unprotected_doomed[t.name][0] for t in tags if t.name in unprotected_doomed
+    }
+    reached = [(reach([root]), why) for root, why in protected_roots.items()]
+    out = []
+    for digest in sorted(saved):
+        why = next((w for r, w in reached if digest in r), "in use")
+        unreachable = digest in by_deleted
+        out.append(
+            ProtectedKeep(
+                repository,
+                None,
+                digest,
+                policy_of.get(digest) if unreachable else None,
+                whys[0] if unreachable else whys[1],
+                f"protected: {why}",
+            )
+        )
+    return out
+
+
 def make_plan(
     inventory: Inventory,
     policies: Sequence[Policy],
@@ -250,11 +332,14 @@ def make_plan(
     *,
     gc_reads_schema1: bool = True,
     pulls: PullTimes | None = None,
+    protected: Protection = NO_PROTECTION,
 ) -> Plan:
     """Decide what to delete from ``inventory`` under ``policies`` at time ``now``.
 
     ``pulls``: the last-pull times from the registry's notifications, None when pull tracking
     is off; a repository a ``keep.pulled_within`` rule applies to is then refused.
+
+    ``protected``: the images in use (``protect:``), never deleted whatever the policies say.
 
     ``gc_reads_schema1=False`` (the registry is known to be v3): a schema1 manifest that keeps
     a revision link after the plan's removals is a GC_ABORT problem, since v3's GC aborts
@@ -279,8 +364,25 @@ def make_plan(
     refused: list[Refusal] = []
     summaries: list[RepositorySummary] = []
     schema1 = inventory.manifests.schema1_ids
+    kept_protected: list[ProtectedKeep] = []
+    protected_count = 0
+    named = protected.named_repositories()
+    everywhere_ids = frozenset(inventory.blobs.ids_of(protected.everywhere)) - {-1}
     for repo in inventory.repositories:
         applying = [p for p in policies if p.repositories.matches(repo.name)]
+        in_use: tuple[dict[str, str], dict[str, str]] = ({}, {})
+        if repo.name in named or (
+            everywhere_ids
+            and not (
+                everywhere_ids.isdisjoint(repo.revision_ids)
+                and everywhere_ids.isdisjoint(repo.tag_ids)
+            )
+        ):
+            rp = protected.for_repository(repo.name)
+            if rp is not None:
+                repo_tags, repo_revisions = repo.materialize()
+                in_use = rp.match(repo_tags, repo_revisions, inventory.manifests)
+                protected_count += len(in_use[0])
         refusal = untrusted.get(repo.name)
         if refusal is None and pulls is None:
             refusal = _needs_tracking(applying)
@@ -290,11 +392,12 @@ def make_plan(
                 refused.append(Refusal(repo.name, decided.refusal))
         else:
             decided = _plan_repository(
-                inventory, repo, applying, safety, now, untagged_reason, pulls
+                inventory, repo, applying, safety, now, untagged_reason, pulls, in_use
             )
             if decided.refusal:
                 refused.append(Refusal(repo.name, decided.refusal))
                 decided = _RepoPlan(refusal=decided.refusal)
+        kept_protected += decided.protected
         if decided.tags:  # kept as positions and codes: see PlanEntries
             tags.append(_tag_part(repo, decided, tag_whys))
         if decided.unlinks:
@@ -355,6 +458,9 @@ def make_plan(
         problems=inventory.problems
         + (() if gc_reads_schema1 else _schema1_aborts(inventory, unlinked, schema1)),
         already_unreferenced=before,
+        protected=tuple(kept_protected),
+        protected_tags=protected_count,
+        protection_sources=protected.sources,
     )
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from itertools import accumulate
 from typing import NamedTuple, TypeVar, overload
 
+from retentiond.core.protection import ProtectionSource
 from retentiond.core.values import Problem, ProblemKind
 
 
@@ -32,6 +33,19 @@ class ManifestUnlink(NamedTuple):
     digest: str
     reason: str
     policy: str | None = None
+
+
+class ProtectedKeep(NamedTuple):
+    """A tag (``tag`` set) or manifest (``tag`` None) a policy would have removed, kept
+    because ``protect:`` says it is in use: ``reason`` says by what, ``policy`` and
+    ``would_delete`` what would have removed it."""
+
+    repository: str
+    tag: str | None
+    digest: str
+    policy: str | None
+    would_delete: str
+    reason: str
 
 
 T = TypeVar("T")
@@ -126,6 +140,16 @@ class Plan:
     problems: tuple[Problem, ...] = ()
     #: blobs with no revision link leading to them before any removal (already garbage)
     already_unreferenced: Mapping[str, int] = field(default_factory=dict)
+    #: in-use protection (``protect:``): what it kept against the policies, how many tags it
+    #: protects in all, and why a source could not be read (then no maintenance deletes)
+    protected: tuple[ProtectedKeep, ...] = ()
+    protected_tags: int = 0
+    protection_sources: tuple[ProtectionSource, ...] = ()
+
+    @property
+    def protection_problems(self) -> tuple[str, ...]:
+        """Why protection sources could not be read (then no maintenance deletes anything)."""
+        return tuple(f"{s.kind} {s.source}: {s.error}" for s in self.protection_sources if s.error)
 
     @property
     def bytes_reclaimed(self) -> int:

@@ -23,6 +23,8 @@ KEYS = (
     *("generated_at", "root", "summary", "tags", "manifests", "repositories", "refused"),
     "problems",
     "schema1_tags",
+    "protected",
+    "protection",
 )
 SUMMARY_KEYS = ("repositories", "tags", "tags_deleted", "manifests_unlinked", "bytes_reclaimed")
 

@@ -252,7 +252,7 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
         "21:11: log.format must be one of json, console, auto, got 'text'",
         "22:10: log.level must be one of debug, info, warning, error, critical",
         "23:1: unknown key 'colour' in the config file; expected one of: registry, runtime,"
-        " policies, schedule, safety, metrics, state_dir, log, notify, pulls",
+        " policies, schedule, safety, metrics, state_dir, log, notify, pulls, protect",
     ]
 
 

@@ -41,6 +41,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "windows_skipped_total": ("counter", ("reason",)),
     "planned_reclaimable_bytes": ("gauge", ()),
     "planned_tags": ("gauge", ()),
+    "protected_tags": ("gauge", ()),
     "storage_bytes": ("gauge", ()),
     "storage_blobs": ("gauge", ()),
     "tags": ("gauge", ()),
