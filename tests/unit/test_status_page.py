@@ -3,7 +3,7 @@
 The runs come from real run records (``RunRecord.to_json`` read back by ``read_history``), the
 plan from ``make_plan`` on an inventory. The HTML is parsed by tests/harness/browser.py (which
 fails on a page that is not well nested) and its numbers are read from the data attributes the
-browser test reads too (tests/integration/test_status_page.py shows the page in chromium).
+browser test reads too (tests/integration/test_status_page_browser.py shows the page in chromium).
 """
 
 from __future__ import annotations
