@@ -89,10 +89,14 @@ def _run_plan(
             line.clear()
     read_seconds = time.monotonic() - started
     pulls = read_pull_times(ctx.config.pulls, ctx.config.state_dir)
-    plan = make_plan(inventory, ctx.policies, ctx.config.safety, datetime.now(UTC), pulls=pulls)
     protection = read_protection(ctx.config.protect)  # shown in the plan when unreadable
     plan = make_plan(
-        inventory, ctx.policies, ctx.config.safety, datetime.now(UTC), protected=protection
+        inventory,
+        ctx.policies,
+        ctx.config.safety,
+        datetime.now(UTC),
+        pulls=pulls,
+        protected=protection,
     )
     if as_json:
         write_plan_json(plan, only, sys.stdout)
