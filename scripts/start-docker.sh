@@ -13,7 +13,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PACKAGES=(docker.io docker-registry skopeo prometheus docker-compose python3-venv ca-certificates systemd redis-server
-  busybox-static chromium)
+  busybox-static chromium radosgw ceph-mon ceph-osd)
 DOCKERD_LOG="${DOCKERD_LOG:-/tmp/retentiond-dockerd.log}"
 
 log() { echo "start-docker: $*" >&2; }
