@@ -37,10 +37,10 @@ if [[ $# -ne 2 ]]; then
 fi
 dir=$1
 port=$2
-[[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port + 10 < 65536)) || {
+if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port + 10 > 65535)); then
   echo "start-rgw: PORT must be a number from 1 to 65525, not '$port'" >&2
   exit 2
-}
+fi
 [[ $dir == /* ]] || dir="$PWD/$dir"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -110,7 +110,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-in_use() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+# the probe runs in a child bash with a 2 s limit (a connect to a non-local address can hang)
+# shellcheck disable=SC2016
+in_use() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
 for addr in $bind_addrs; do
   in_use "$addr" "$port" && fail "$addr:$port is in use already; choose another PORT"
 done

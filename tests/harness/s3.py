@@ -253,17 +253,26 @@ def blob_data_key(digest: str, rootdirectory: str = "") -> str:
 
 
 def push_oci_to_s3(
-    reg: RunningRegistry, bucket: S3Bucket, repo: str, tag: str, obj: OciImage | OciIndex
+    reg: RunningRegistry,
+    bucket: S3Bucket,
+    repo: str,
+    tag: str,
+    obj: OciImage | OciIndex,
+    *,
+    rootdirectory: str = "",
 ) -> str:
     """``images.push_oci`` for a registry on S3: skopeo pushes the computed image or index
-    byte for byte; the tag's ``current/link`` object in the bucket must then name it."""
+    byte for byte; the tag's ``current/link`` object in the bucket (below the registry's
+    ``rootdirectory``) must then name it."""
     with tempfile.TemporaryDirectory(prefix="retentiond-oci-") as tmp:
         write_oci_layout(Path(tmp), tag, obj)
         args = ["copy", "--quiet", "--preserve-digests", *SKOPEO_TLS]
         if isinstance(obj, OciIndex):
             args.append("--all")
         skopeo(*args, f"oci:{tmp}:{tag}", f"docker://{reg.ref(repo, tag)}")
-    link = bucket.client().get_object(Bucket=bucket.name, Key=tag_link_key(repo, tag))
+    link = bucket.client().get_object(
+        Bucket=bucket.name, Key=tag_link_key(repo, tag, rootdirectory)
+    )
     stored = link["Body"].read().decode()
     if stored != obj.digest:
         raise AssertionError(f"{repo}:{tag} stored as {stored} in the bucket, pushed {obj.digest}")

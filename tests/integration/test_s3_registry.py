@@ -119,3 +119,22 @@ def test_registry_gc_on_a_bucket_without_repositories(
         assert res.ok, res.output
         assert (res.marked, res.blobs_eligible, res.manifests_eligible) == (0, 0, 0)
     assert s3_bucket.keys() == []
+
+
+def test_rootdirectory_prefixes_every_key(
+    docker_ready: None, registry_version: str, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    reg = start_s3_registry(
+        s3_bucket, tmp_path / "registry", version=registry_version, rootdirectory="/mirror"
+    )
+    try:
+        image = make_oci_image([b"s3 rootdirectory layer"], seed="s3-root")
+        push_oci_to_s3(reg, s3_bucket, "team/app", "v1", image, rootdirectory="/mirror")
+        res = gc_in_container(reg)
+    finally:
+        stop_registry(reg)
+
+    keys = s3_bucket.keys()
+    assert keys and all(key.startswith(f"mirror/{V2_PREFIX}") for key in keys), keys
+    assert blob_data_key(image.digest, "/mirror") in keys
+    assert res.ok and res.marked == len(image.blob_digests), res.output
