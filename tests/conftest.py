@@ -161,13 +161,14 @@ def registry_root_copy(tmp_path: Path) -> Callable[[Path], Path]:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS3]:
     """One real S3 server (Ceph RADOS Gateway, scripts/s3/start-rgw.sh) for the whole session,
     on 127.0.0.1 and the Docker bridge's gateway, stopped at the end (its logs stay in the
-    session's temporary directory). Started on first use only."""
+    session's temporary directory; if pytest is killed, the script's watcher stops it).
+    Started on first use only."""
     problems = list(_docker_problems())
     if rgw_missing() and os.geteuid() != 0:
         problems.append(f"the Ceph packages are missing ({', '.join(rgw_missing())})")
     if problems:
         pytest.fail("S3 tests need: " + "; ".join(problems) + f"; {SETUP_HINT}", pytrace=False)
-    server = start_s3(tmp_path_factory.mktemp("s3"))
+    server = start_s3(tmp_path_factory.mktemp("s3"), owner_pid=os.getpid())
     try:
         yield server
     finally:

@@ -20,6 +20,9 @@
 #   RGW_MEMORY      bytes the in-memory OSD offers (default 4 GiB; RAM use is about twice what
 #                   is stored, writes fail near 95 %)
 #   RGW_TIMEOUT     seconds to wait for each step (default 60)
+#   RGW_OWNER_PID   when set, a watcher (its own session, pid file run/watch.pid) runs
+#                   stop-rgw.sh DIR --purge once that process is gone: a test run killed with
+#                   SIGKILL leaves nothing running. stop-rgw.sh stops the watcher first.
 #
 # Needs the Debian packages radosgw, ceph-mon and ceph-osd (which bring ceph-common,
 # ceph-base and python3-rados) and curl; they are installed when missing (root only).
@@ -50,6 +53,11 @@ secret_key=${S3_SECRET_KEY:-retentiond-test-secret-key-0000000000001}
 bucket=${S3_BUCKET:-}
 memory=${RGW_MEMORY:-4294967296}
 timeout=${RGW_TIMEOUT:-60}
+owner=${RGW_OWNER_PID:-}
+if [[ -n $owner ]] && ! kill -0 "$owner" 2>/dev/null; then
+  echo "start-rgw: RGW_OWNER_PID=$owner is not a running process" >&2
+  exit 2
+fi
 mon_port=$((port + 1))
 conf="$dir/ceph.conf"
 export CEPH_CONF="$conf"
@@ -247,6 +255,16 @@ fi
 code=$(signed "$endpoint/") || true
 [[ $code == 200 ]] || fail "a signed ListBuckets answered HTTP $code"
 say "S3 ready"
+
+if [[ -n $owner ]]; then
+  # "rgw-watch DIR" in its command line is how stop-rgw.sh recognises it; once the owner is
+  # gone it becomes stop-rgw.sh (exec), which no longer matches, so it is never stopped midway
+  # shellcheck disable=SC2016
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$3" "$2" --purge' \
+    "rgw-watch $dir" "$owner" "$dir" "$here/stop-rgw.sh" </dev/null >>"$dir/log/watch.log" 2>&1 &
+  echo $! >"$dir/run/watch.pid"
+  say "watching pid $owner"
+fi
 
 cat >"$dir/s3.env" <<ENV
 S3_ENDPOINT=$endpoint

@@ -4,8 +4,9 @@
 #   bash scripts/s3/stop-rgw.sh DIR [--purge]
 #
 # Only processes named by the pid files in DIR/run are signalled, and only while their command
-# line still names DIR/ceph.conf (a pid reused by another process is left alone). The gateway
-# goes first, then the OSD, then the monitor; each gets SIGTERM, 10 s, then SIGKILL.
+# line still names DIR/ceph.conf (a pid reused by another process is left alone). start-rgw.sh's
+# watcher (RGW_OWNER_PID) goes first, then the gateway, the OSD and the monitor, each with
+# SIGTERM, 10 s, then SIGKILL.
 # --purge then deletes what start-rgw.sh created in DIR (and DIR itself if that empties it).
 # Exit 0 when none of those daemons runs any more (also when none ran).
 set -uo pipefail
@@ -33,6 +34,17 @@ gone_within() { # PID TENTHS: wait until PID is no longer ours
   done
   ! ours "$1"
 }
+
+# first the watcher start-rgw.sh leaves with RGW_OWNER_PID, so it does not stop us midway
+watchfile="$dir/run/watch.pid"
+if [[ -f $watchfile ]]; then
+  pid=$(tr -dc '0-9' <"$watchfile")
+  if [[ -n $pid ]] && cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") &&
+    [[ $cmdline == *"rgw-watch $dir "* ]]; then
+    kill -TERM "$pid" 2>/dev/null
+  fi
+  rm -f "$watchfile"
+fi
 
 status=0
 for name in client.rgw osd.0 mon.a; do

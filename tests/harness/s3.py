@@ -25,9 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
-from botocore.config import Config
-
 from tests.harness.images import OciImage, OciIndex, write_oci_layout
 from tests.harness.proc import CommandError, run, skopeo
 from tests.harness.redis import bridge_gateway
@@ -74,7 +71,11 @@ class RunningS3:
 
     def client(self) -> S3Client:
         """A boto3 S3 client on ``endpoint`` (path-style addressing: the gateway has no DNS
-        name for virtual-host buckets)."""
+        name for virtual-host buckets). boto3 is imported here, not at module level: every
+        pytest session imports this module through conftest, few use S3."""
+        import boto3
+        from botocore.config import Config
+
         client: S3Client = boto3.client(
             "s3",
             endpoint_url=self.endpoint,
@@ -135,13 +136,22 @@ def _parse_env(text: str) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
-def start_s3(directory: Path, *, port: int | None = None, timeout: float = 180.0) -> RunningS3:
+def start_s3(
+    directory: Path,
+    *,
+    port: int | None = None,
+    owner_pid: int | None = None,
+    timeout: float = 180.0,
+) -> RunningS3:
     """Start a gateway in ``directory`` with scripts/s3/start-rgw.sh, on ``port`` or a random
     one (it also takes the 10 ports above it; a taken port is retried elsewhere), bound to
-    127.0.0.1 and the Docker bridge's gateway. The script installs the packages if missing
-    (root only), which makes the first start take about half a minute."""
+    127.0.0.1 and the Docker bridge's gateway. With ``owner_pid`` the script leaves a watcher
+    that stops (and purges) the server once that process is gone, even after a SIGKILL. The
+    script installs the packages if missing (root only; about 15 s more)."""
     gateway = bridge_gateway()
     env = {"RGW_BIND": f"127.0.0.1 {gateway}"}
+    if owner_pid is not None:
+        env["RGW_OWNER_PID"] = str(owner_pid)
     attempts = 1 if port is not None else 3
     last: CommandError | None = None
     for _ in range(attempts):
