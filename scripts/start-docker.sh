@@ -14,6 +14,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PACKAGES=(docker.io docker-registry skopeo prometheus docker-compose python3-venv ca-certificates systemd redis-server
   busybox-static chromium)
+# The S3 test server (scripts/s3/start-rgw.sh), without recommends: those would add ceph-mds
+# and some 45 python packages the tests never use.
+PACKAGES_NO_RECOMMENDS=(radosgw ceph-mon ceph-osd)
 DOCKERD_LOG="${DOCKERD_LOG:-/tmp/retentiond-dockerd.log}"
 
 log() { echo "start-docker: $*" >&2; }
@@ -26,13 +29,17 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
   installed "$pkg" || missing+=("$pkg")
 done
+missing_lean=()
+for pkg in "${PACKAGES_NO_RECOMMENDS[@]}"; do
+  installed "$pkg" || missing_lean+=("$pkg")
+done
 
-if [[ ${#missing[@]} -gt 0 ]]; then
+if [[ ${#missing[@]} -gt 0 || ${#missing_lean[@]} -gt 0 ]]; then
   if [[ $(id -u) -ne 0 ]]; then
-    log "missing packages ${missing[*]} and not root: run as root"
+    log "missing packages ${missing[*]} ${missing_lean[*]} and not root: run as root"
     exit 1
   fi
-  log "installing ${missing[*]}"
+  log "installing ${missing[*]} ${missing_lean[*]}"
   # Packages must not start their services here (no init system; we start dockerd below).
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
@@ -41,8 +48,14 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    "${missing[@]}" >/tmp/retentiond-apt.log 2>&1 || { cat /tmp/retentiond-apt.log >&2; exit 1; }
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+      "${missing[@]}" >/tmp/retentiond-apt.log 2>&1 || { cat /tmp/retentiond-apt.log >&2; exit 1; }
+  fi
+  if [[ ${#missing_lean[@]} -gt 0 ]]; then
+    apt-get install -y -qq --no-install-recommends "${missing_lean[@]}" >>/tmp/retentiond-apt.log 2>&1 ||
+      { cat /tmp/retentiond-apt.log >&2; exit 1; }
+  fi
 fi
 
 if docker info >/dev/null 2>&1; then

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,15 @@ from tests.harness.registry import (
     registry_image,
     start_registry,
     stop_registry,
+)
+from tests.harness.s3 import (
+    RunningS3,
+    S3Bucket,
+    create_bucket,
+    delete_bucket,
+    rgw_missing,
+    start_s3,
+    stop_s3,
 )
 from tests.harness.tree import copy_tree
 
@@ -145,3 +155,32 @@ def registry_root_copy(tmp_path: Path) -> Callable[[Path], Path]:
         return copy_tree(root, tmp_path / f"root-copy-{next(counter)}")
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS3]:
+    """One real S3 server (Ceph RADOS Gateway, scripts/s3/start-rgw.sh) for the whole session,
+    on 127.0.0.1 and the Docker bridge's gateway, stopped at the end (its logs stay in the
+    session's temporary directory; if pytest is killed, the script's watcher stops it).
+    Started on first use only."""
+    problems = list(_docker_problems())
+    if rgw_missing() and os.geteuid() != 0:
+        problems.append(f"the Ceph packages are missing ({', '.join(rgw_missing())})")
+    if problems:
+        pytest.fail("S3 tests need: " + "; ".join(problems) + f"; {SETUP_HINT}", pytrace=False)
+    server = start_s3(tmp_path_factory.mktemp("s3"), owner_pid=os.getpid())
+    try:
+        yield server
+    finally:
+        stop_s3(server)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: RunningS3) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket on the session's S3 server (endpoint, keys, name, region, boto3
+    client), emptied and deleted after the test."""
+    bucket = create_bucket(s3_server)
+    try:
+        yield bucket
+    finally:
+        delete_bucket(bucket)
