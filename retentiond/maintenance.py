@@ -67,7 +67,8 @@ from retentiond.storage.removal import check_writable
 @dataclass
 class RunResult:
     """How a run ended: ``record`` when it started (froze the registry or tried to), else
-    None (``dry-run``, ``nothing-to-do``, ``refused``: ``plan`` says what it would have done)."""
+    None (``dry-run``, ``nothing-to-do``, ``refused``: ``plan`` says what it would have done;
+    a run that started has none, its plan is in ``record``)."""
 
     run_id: str
     status: RunStatus
@@ -303,6 +304,9 @@ def run_maintenance(
                 "nothing was removed (retentiond plan lists it)"
             )
         run.record_plan(plan)
+        # from here the run works from its files and journal: the plan is not kept through the
+        # GC and the verification (the frozen inventory is, for the layer links' cleaning)
+        del plan
         run.remove()
     except BaseException as exc:
         # nothing or not all removed: put back whatever moved, bring the registry back
@@ -327,6 +331,4 @@ def run_maintenance(
         if isinstance(exc, RegistryError | OSError):
             raise MaintenanceFailed(str(exc)) from exc
         raise
-    result = drive(run, no_gc=no_gc)
-    result.plan = plan
-    return result
+    return drive(run, no_gc=no_gc)
