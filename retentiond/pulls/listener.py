@@ -215,7 +215,9 @@ class PullListener:
                 body = self.rfile.read(int(length))
                 try:
                     sorted_ = manifest_pulls(json.loads(body), listener.clock())
-                except (ValueError, EnvelopeError) as exc:  # JSONDecodeError is a ValueError
+                # JSONDecodeError is a ValueError; a body nested too deep for json is a
+                # RecursionError: both are a bad envelope, answered 400
+                except (ValueError, RecursionError, EnvelopeError) as exc:
                     self._send(400, f"not a notification envelope: {exc}\n")
                     return
                 if sorted_.pulls:
