@@ -29,6 +29,8 @@ from retentiond.policy.text import excerpt, shorten_quotes
 from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
 from retentiond.protection_config import ProtectConfig, read_protect
 from retentiond.pulls.settings import PullsConfig, read_pulls
+from retentiond.storage.location import Location
+from retentiond.storage.s3_settings import S3Settings
 from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
@@ -79,6 +81,7 @@ class LogFormat(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
+    #: the filesystem rootdirectory (``registry.root``, or ``storage.filesystem``)
     root: Path = Path("/var/lib/registry")
     url: str = "http://127.0.0.1:5000"
     username: str | None = None
@@ -86,6 +89,20 @@ class RegistryConfig:
     tls_verify: bool = True
     cache: CacheKind = CacheKind.INMEMORY
     redis_url: str | None = None
+    #: the bucket, when the registry's storage is ``s3`` (``registry.storage`` or
+    #: ``registry.config_file``); None: the filesystem at ``root``
+    s3: S3Settings | None = None
+    #: the registry's config.yml that storage (and redis) were read from, if any
+    config_file: Path | None = None
+
+    @property
+    def location(self) -> Location:
+        """Where the storage is: the bucket when set, else ``root``."""
+        return self.s3 if self.s3 is not None else self.root
+
+
+#: the keys of the ``registry`` section (``s3`` is not one: it is read from ``storage``)
+REGISTRY_KEYS = tuple(k for k in RegistryConfig.__dataclass_fields__ if k != "s3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +372,7 @@ def _read_config(c: Checker, root: YamlValue, base: Path, source: Path) -> Confi
 
 
 def _read_registry(c: Checker, value: YamlValue | None, base: Path) -> RegistryConfig:
-    s = _Section(c, value, "registry", RegistryConfig.__dataclass_fields__)
+    s = _Section(c, value, "registry", REGISTRY_KEYS)
     password_file = s.optional("password_file", c.read_string)
     default = _DEFAULT.registry
     registry = RegistryConfig(
