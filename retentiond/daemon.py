@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -198,7 +197,7 @@ class Daemon:
             started = time.monotonic()
             try:
                 inventory = read_inventory(
-                    self.config.registry.root,
+                    self.config.registry.location,
                     read_created=any(p.order_by is OrderBy.CREATED for p in self.policies),
                 )
                 protection = self.read_protection()
@@ -268,7 +267,7 @@ class Daemon:
             self._skip(SKIP_PROTECTION_UNAVAILABLE, problems=list(protection.problems))
             return
         try:
-            inventory = read_inventory(self.config.registry.root)
+            inventory = read_inventory(self.config.registry.location)
             pulls = read_pull_times(self.config.pulls, self.config.state_dir)
         except RetentiondError as exc:
             self.metrics.observe_failure("maintenance")
@@ -345,7 +344,7 @@ class Daemon:
     def _storage_readable(self) -> bool:
         """The top of the tree opens as a plan would open it (no link below the root)."""
         try:
-            check_storage(Path(self.config.registry.root))
+            check_storage(self.config.registry.location)
         except StorageError:
             return False
         return True

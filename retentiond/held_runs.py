@@ -10,7 +10,6 @@ garbage and are purged (``runs.jsonl`` then says so with a
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from retentiond.config import Config
 from retentiond.run_files import drop_removals
@@ -50,5 +49,5 @@ def purge_expired(config: Config) -> list[str]:
 
 def forget_quarantine(config: Config, run_id: str) -> None:
     """Delete a run's quarantine, then its list of removals (undo is over for it)."""
-    purge(Path(config.registry.root), run_id)
+    purge(config.registry.location, run_id)
     drop_removals(config.state_dir, run_id)

@@ -29,7 +29,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -226,7 +225,7 @@ def run_maintenance(
             + ". Fix the source (or remove it from protect: in the config) and run again"
         )
     if dry_run:
-        inventory = read_inventory(config.registry.root, read_created=read_created)
+        inventory = read_inventory(config.registry.location, read_created=read_created)
         plan = make_plan(
             inventory,
             services.policies,
@@ -238,12 +237,12 @@ def run_maintenance(
         )
         log.info("dry run: nothing changed", **plan_summary(plan))
         return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
-    check_writable(Path(config.registry.root))
+    check_writable(config.registry.location)
     if config.registry.cache is CacheKind.REDIS and config.registry.redis_url and not no_gc:
         # before anything changes: after the GC, an unreachable cache would stay stale
         RedisCache(config.registry.redis_url).check()
     preview = make_plan(
-        read_inventory(config.registry.root, read_created=read_created),
+        read_inventory(config.registry.location, read_created=read_created),
         services.policies,
         config.safety,
         now,
@@ -269,7 +268,7 @@ def run_maintenance(
     )
     # the reclaimable blobs' data stat'ed now, before the freeze: the frozen plan stats only
     # the ones this did not (blobs are content-addressed: a digest's data does not change)
-    sizes = data_sizes(Path(config.registry.root), iter(preview.reclaimable))
+    sizes = data_sizes(config.registry.location, iter(preview.reclaimable))
     del preview  # and with it the preview's inventory: one tree in memory at a time
 
     entry = JournalEntry(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Collection, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retentiond.cache import RedisCache
@@ -35,6 +34,7 @@ from retentiond.storage.cleanup import (
     drop_dangling_layer_links,
     repository_names,
 )
+from retentiond.storage.location import Location
 from retentiond.storage.port import Kind
 from retentiond.storage.reader import data_sizes, read_blob_sizes
 from retentiond.storage.removal import open_storage
@@ -165,7 +165,7 @@ def clean_after_window(run: MaintenanceRun) -> Callable[[], None]:
     return record
 
 
-def _every_layer_link(root: Path) -> Iterator[tuple[str, str]]:
+def _every_layer_link(root: Location) -> Iterator[tuple[str, str]]:
     """(repository, digest) of every ``_layers`` link in the tree (links and files on the way
     are passed, not followed)."""
     with open_storage(root) as storage:

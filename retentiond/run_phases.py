@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 
 import structlog
 
@@ -60,6 +59,7 @@ from retentiond.run_records import DurationPhase, JournalEntry, Phase, RunRecord
 from retentiond.runtime.base import MaintenanceState, Runtime
 from retentiond.state import Journal
 from retentiond.storage import layout
+from retentiond.storage.location import Location
 from retentiond.storage.port import Kind
 from retentiond.storage.reader import data_sizes, read_blob_sizes, read_inventory
 from retentiond.storage.removal import (
@@ -135,7 +135,7 @@ class MaintenanceRun:
         self.services = services
         self.entry = entry
         self.journal = Journal(services.config.state_dir)
-        self.root = Path(services.config.registry.root)
+        self.root = services.config.registry.location
         self.log = get_logger(run_id=entry.run_id, job="maintenance")
         # every line logged while this run is in progress (runtime, registry) carries its id
         structlog.contextvars.bind_contextvars(run_id=entry.run_id)
@@ -436,7 +436,7 @@ class MaintenanceRun:
         return True
 
 
-def _with_data_sizes(root: Path, reclaimable: Collection[str], known: BlobTable) -> BlobTable:
+def _with_data_sizes(root: Location, reclaimable: Collection[str], known: BlobTable) -> BlobTable:
     """The reclaimable blobs with the sizes of their data: from ``known`` (stat'ed before the
     freeze), the others stat'ed now; a blob without data is left out (nothing to reclaim).
     Looked up a chunk at a time (a million digests are never a list)."""

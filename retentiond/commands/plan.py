@@ -82,7 +82,7 @@ def _run_plan(
     line = ProgressLine(sys.stderr, started) if sys.stderr.isatty() else None
     try:
         inventory = read_inventory(
-            ctx.config.registry.root, read_created=ctx.needs_created, progress=line
+            ctx.config.registry.location, read_created=ctx.needs_created, progress=line
         )
     finally:
         if line:

@@ -38,7 +38,7 @@ def run_undo(config_arg: Path | None, run_id: str) -> int:
     if problem is not None:
         raise UsageError(f"RUN_ID {problem}; see `run_id` in state_dir/runs.jsonl")
     ctx = load_context(config_arg)
-    root = Path(ctx.config.registry.root)
+    root = ctx.config.registry.location
     state_dir = ctx.config.state_dir
     with run_lock(state_dir):
         _check_undoable(run_id, state_dir, read_history(state_dir))

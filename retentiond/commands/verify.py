@@ -14,7 +14,7 @@ from retentiond.storage.reader import read_inventory
 
 def run_verify(config_arg: Path | None, *, as_json: bool = False) -> int:
     ctx = load_context(config_arg)
-    inventory = read_inventory(ctx.config.registry.root, read_layers=True)
+    inventory = read_inventory(ctx.config.registry.location, read_layers=True)
     broken = broken_tags(inventory)
     tags = sum(len(r.tags) for r in inventory.repositories)
     if as_json:

@@ -23,12 +23,11 @@ import errno
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from retentiond.errors import StorageError
 from retentiond.storage import layout
-from retentiond.storage.filesystem import FilesystemStorage
-from retentiond.storage.port import Kind
+from retentiond.storage.location import Location, location_of
+from retentiond.storage.port import Kind, Storage
 from retentiond.storage.removal import NO_LINKS, open_storage
 from retentiond.storage.safe_fs import UnsafeEntry
 
@@ -46,7 +45,7 @@ class Cleaned:
 class _Skips:
     """The directories that could not be looked into because of a link or a special file."""
 
-    def __init__(self, storage: FilesystemStorage) -> None:
+    def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.paths: list[str] = []
 
@@ -63,7 +62,7 @@ class _Skips:
         return [e.name for e in entries if e.kind is Kind.DIR]
 
 
-def _rmdir(storage: FilesystemStorage, path: str) -> bool:
+def _rmdir(storage: Storage, path: str) -> bool:
     try:
         storage.remove_dir(path)
         return True
@@ -71,12 +70,12 @@ def _rmdir(storage: FilesystemStorage, path: str) -> bool:
         return False
 
 
-def _clean_prefixes(storage: FilesystemStorage, skips: _Skips) -> int:
+def _clean_prefixes(storage: Storage, skips: _Skips) -> int:
     store = layout.BLOB_STORE
     return sum(_rmdir(storage, f"{store}/{entry}") for entry in skips.subdirs(store))
 
 
-def _clean_revisions(storage: FilesystemStorage, name: str, skips: _Skips) -> int:
+def _clean_revisions(storage: Storage, name: str, skips: _Skips) -> int:
     removed = 0
     revisions = layout.revisions_dir(name)
     for entry in skips.subdirs(revisions):
@@ -89,9 +88,7 @@ def _clean_revisions(storage: FilesystemStorage, name: str, skips: _Skips) -> in
     return removed
 
 
-def _clean_layers(
-    storage: FilesystemStorage, name: str, blobs: Collection[str], skips: _Skips
-) -> int:
+def _clean_layers(storage: Storage, name: str, blobs: Collection[str], skips: _Skips) -> int:
     removed = 0
     links = layout.layer_links_dir(name)
     for entry in skips.subdirs(links):
@@ -101,7 +98,7 @@ def _clean_layers(
     return removed
 
 
-def namespace_dirs(storage: FilesystemStorage) -> list[tuple[str, bool]]:
+def namespace_dirs(storage: Storage) -> list[tuple[str, bool]]:
     """Every directory below ``repositories/`` outside repositories' own ``_`` directories, as
     (path relative to ``repositories``, whether it is a repository), parents first. Links are
     neither followed nor listed."""
@@ -121,7 +118,7 @@ def namespace_dirs(storage: FilesystemStorage) -> list[tuple[str, bool]]:
     return out
 
 
-def repository_names(root: Path) -> list[str]:
+def repository_names(root: Location) -> list[str]:
     """The repositories in the tree (a directory with ``_manifests`` or ``_layers``), found
     without following links."""
     try:
@@ -131,7 +128,7 @@ def repository_names(root: Path) -> list[str]:
         return []
 
 
-def _clean_namespaces(storage: FilesystemStorage) -> int:
+def _clean_namespaces(storage: Storage) -> int:
     removed = 0
     for rel, _ in reversed(namespace_dirs(storage)):  # children before their parents
         if rel:
@@ -139,7 +136,9 @@ def _clean_namespaces(storage: FilesystemStorage) -> int:
     return removed
 
 
-def clean_after_gc(root: Path, repositories: Collection[str], blobs: Collection[str]) -> Cleaned:
+def clean_after_gc(
+    root: Location, repositories: Collection[str], blobs: Collection[str]
+) -> Cleaned:
     """Remove empty blob prefix directories, empty revision directories, ``_layers`` links
     whose blob is not in ``blobs`` (the blobs present after GC), and empty namespace
     directories left by removed repositories."""
@@ -162,7 +161,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def clean_touched(
-    root: Path, *, prefixes: Iterable[str], removed_repositories: Iterable[str]
+    root: Location, *, prefixes: Iterable[str], removed_repositories: Iterable[str]
 ) -> Cleaned:
     """Remove the blob store's prefix directories of ``prefixes`` (two hex digits: those of
     the blobs the GC deleted) that are empty now, and the directories of
@@ -186,7 +185,7 @@ def clean_touched(
     return Cleaned(blob_prefix_dirs=removed, namespace_dirs=namespaces, skipped=where)
 
 
-def _rmdir_empty(storage: FilesystemStorage, path: str, skipped: list[str]) -> bool | None:
+def _rmdir_empty(storage: Storage, path: str, skipped: list[str]) -> bool | None:
     """``rmdir`` of ``path``: True when removed, False when it is not empty (or cannot be
     removed), None when it is not there. A link or a file on the way or in its place is left
     alone and listed in ``skipped``."""
@@ -204,7 +203,7 @@ def _rmdir_empty(storage: FilesystemStorage, path: str, skipped: list[str]) -> b
     return True
 
 
-def _clean_up_from(storage: FilesystemStorage, name: str, skipped: list[str]) -> int:
+def _clean_up_from(storage: Storage, name: str, skipped: list[str]) -> int:
     """Remove the directory of repository ``name`` and then each parent, while empty (one
     already gone is passed); never ``repositories/`` itself."""
     parts = name.split("/")
@@ -220,7 +219,7 @@ def _clean_up_from(storage: FilesystemStorage, name: str, skipped: list[str]) ->
     return removed
 
 
-def drop_dangling_layer_links(root: Path, candidates: Iterable[tuple[str, str]]) -> int:
+def drop_dangling_layer_links(root: Location, candidates: Iterable[tuple[str, str]]) -> int:
     """Remove the ``_layers`` link of each ``(repository, digest)`` candidate whose blob is
     gone; returns how many were removed. For a registry that takes pushes again: a push of
     the same blob meanwhile never loses its link.
@@ -254,7 +253,7 @@ def drop_dangling_layer_links(root: Path, candidates: Iterable[tuple[str, str]])
     return aside.dropped
 
 
-def _gone(storage: FilesystemStorage, path: str) -> bool:
+def _gone(storage: Storage, path: str) -> bool:
     """Whether nothing is at ``path`` (anything there, or a path that cannot be looked at,
     counts as there)."""
     try:
@@ -266,7 +265,7 @@ def _gone(storage: FilesystemStorage, path: str) -> bool:
     return False
 
 
-def _is_real_dir(storage: FilesystemStorage, path: str) -> bool:
+def _is_real_dir(storage: Storage, path: str) -> bool:
     try:
         return storage.stat(path).kind is Kind.DIR
     except (OSError, UnsafeEntry):
@@ -278,9 +277,9 @@ class _Aside:
     Made on first use (what an earlier call killed in the middle left there is deleted
     first); deleted with what it holds by :meth:`clear`."""
 
-    def __init__(self, storage: FilesystemStorage, root: Path) -> None:
+    def __init__(self, storage: Storage, root: Location) -> None:
         self.storage = storage
-        self.where = f"{root}/{layout.in_quarantine(layout.LAYER_LINKS_HELD)}"
+        self.where = location_of(root, layout.in_quarantine(layout.LAYER_LINKS_HELD))
         self.made = False
         self.count = 0
         self.dropped = 0

@@ -26,3 +26,11 @@ def describe(location: Location) -> str:
 def backend_name(location: Location) -> str:
     """``filesystem`` or ``s3``: the registry's name of the storage driver."""
     return "s3" if isinstance(location, S3Settings) else "filesystem"
+
+
+def location_of(location: Location, path: str) -> str:
+    """Where ``path`` (relative to the rootdirectory: ``docker/registry/v2/...``,
+    ``retentiond-quarantine/...``) is, for messages: a filesystem path or an ``s3://`` URL."""
+    if isinstance(location, S3Settings):
+        return location.url(path)
+    return str(location / path) if path else str(location)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import enum
 from array import array
 from collections.abc import Sequence
+from types import TracebackType
 from typing import NamedTuple, Protocol
 
 #: :attr:`Entry.detail` of a symbolic link
@@ -231,3 +232,14 @@ class StorageWriter(Protocol):
         through a link; ``FileNotFoundError`` when it is gone. Interrupted: part of it is
         deleted, which a retry finishes."""
         ...
+
+
+class Storage(StorageReader, StorageWriter, Protocol):
+    """A backend's whole storage (the tree and the quarantine), opened by
+    :func:`retentiond.storage.removal.open_storage` and closed with ``with``."""
+
+    def __enter__(self) -> Storage: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

@@ -15,6 +15,7 @@ from itertools import chain, groupby, islice
 from pathlib import Path
 
 from retentiond.core.inventory import BlobTable, Inventory, Problem, Repository
+from retentiond.storage.location import as_location, describe
 from retentiond.storage.reading.blob_store import (
     BlobPart,
     blob_order,
@@ -39,12 +40,13 @@ from retentiond.storage.reading.problems import ProblemLog, problem_order
 from retentiond.storage.reading.repositories import RepoLinks, make_repository, read_repositories
 from retentiond.storage.reading.sizes import SizeFinder, prefix_data_sizes, stat_unsized
 from retentiond.storage.reading.tree import Tree, open_tree
+from retentiond.storage.s3_settings import S3Settings
 
 __all__ = ["Progress", "check_storage", "data_sizes", "read_blob_sizes", "read_inventory"]
 
 
 def read_inventory(
-    root: Path,
+    root: Path | str | S3Settings,
     *,
     read_created: bool = False,
     read_layers: bool = False,
@@ -61,10 +63,10 @@ def read_inventory(
     sizes of layers and configs are the ones their manifests state
     (:mod:`retentiond.storage.reading.sizes`).
     """
-    root = Path(root)
-    tree = open_tree(root)  # held open while workers are forked: they inherit it
+    where = as_location(root)
+    tree = open_tree(where)  # held open while workers are forked: they inherit it
     try:
-        args = (root, tree, read_created, read_layers, workers, progress or _no_progress)
+        args = (describe(where), tree, read_created, read_layers, workers, progress or _no_progress)
         inventory = None if stat_blobs else _read_tree(*args, sized=False)
         if inventory is None:  # a blob directory without usable data: read as the GC counts
             inventory = _read_tree(*args, sized=True)
@@ -74,15 +76,16 @@ def read_inventory(
     return inventory
 
 
-def check_storage(root: Path) -> None:
+def check_storage(root: Path | str | S3Settings) -> None:
     """The StorageError :func:`read_inventory` would raise for the top of the tree (missing,
-    a symbolic link below ``root``, unreadable), or nothing: for a readiness check."""
-    open_tree(Path(root)).close()
+    a symbolic link below ``root``, unreadable; a bucket that cannot be reached), or nothing:
+    for a readiness check."""
+    open_tree(as_location(root)).close()
 
 
-def read_blob_sizes(root: Path) -> dict[str, int]:
+def read_blob_sizes(root: Path | str | S3Settings) -> dict[str, int]:
     """Every blob with data and its size (what the GC's sweep enumerates)."""
-    tree = open_tree(Path(root))
+    tree = open_tree(as_location(root))
     try:
         part = walk_blobs(tree, True, blob_prefixes(ProblemLog(), tree))
     finally:
@@ -90,7 +93,9 @@ def read_blob_sizes(root: Path) -> dict[str, int]:
     return dict(blob_table([part]).items())
 
 
-def data_sizes(root: Path, blobs: Iterable[str], workers: int | None = None) -> BlobTable:
+def data_sizes(
+    root: Path | str | S3Settings, blobs: Iterable[str], workers: int | None = None
+) -> BlobTable:
     """The blobs of ``blobs`` (digests in a blob table's order: ascending, as a BlobTable or
     a BlobSelection iterates) that have a regular ``data`` file, with its size: the bytes a
     GC frees when it deletes them, without a stat of every blob of the tree.
@@ -103,7 +108,7 @@ def data_sizes(root: Path, blobs: Iterable[str], workers: int | None = None) -> 
     given = iter(blobs)
     head = list(islice(given, PARALLEL_MIN_MANIFESTS))  # few: no worker is worth its fork
     count = workers_for(workers, len(head), PARALLEL_MIN_MANIFESTS)
-    tree = open_tree(Path(root))
+    tree = open_tree(as_location(root))
     try:
         if tree.store is None:
             return BlobTable()
@@ -142,7 +147,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 
 def _read_tree(
-    root: Path,
+    root: str,
     tree: Tree,
     read_created: bool,
     read_layers: bool,
@@ -175,7 +180,7 @@ def _read_tree(
             return None
     problems += unreadable_manifests(tree.v2, repos, blobs, manifests)
     return Inventory(
-        root=str(root),
+        root=root,
         repositories=tuple(repos),
         manifests=manifests.table,
         blobs=blobs,

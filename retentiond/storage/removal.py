@@ -35,12 +35,14 @@ from retentiond.run_records import run_id_problem
 from retentiond.storage import layout
 from retentiond.storage.filesystem import FilesystemStorage
 from retentiond.storage.layout import LEGACY_LISTING, QUARANTINE, V2
-from retentiond.storage.port import Entry, Kind
+from retentiond.storage.location import Location, location_of
+from retentiond.storage.port import Entry, Kind, Storage
 from retentiond.storage.removal_list import (
     Removal,
     checked,
     parse_removals,
 )
+from retentiond.storage.s3_settings import S3Settings
 from retentiond.storage.safe_fs import UnsafeEntry, open_root
 
 #: what to tell the operator when a link or a special file stands in a removal's way
@@ -50,12 +52,13 @@ NO_LINKS = (
 )
 
 
-def quarantine_dir(root: Path, run_id: str) -> Path:
-    """``<root>/retentiond-quarantine/<run_id>`` (for messages; opened by descriptor)."""
+def quarantine_dir(root: Location, run_id: str) -> str:
+    """``<root>/retentiond-quarantine/<run_id>`` (for messages; opened by descriptor, or as a
+    key prefix)."""
     problem = run_id_problem(run_id)
     if problem is not None:
         raise StorageError(f"no quarantine for {problem}")
-    return Path(root) / layout.quarantine(run_id)
+    return location_of(root, layout.quarantine(run_id))
 
 
 def _unsafe(path: str, exc: UnsafeEntry) -> StorageError:
@@ -65,9 +68,14 @@ def _unsafe(path: str, exc: UnsafeEntry) -> StorageError:
 # -- the storage, opened with the messages of a run that changes it ------------------------------
 
 
-def open_storage(root: Path, tree: bool = True) -> FilesystemStorage:
+def open_storage(root: Location, tree: bool = True) -> Storage:
     """The storage below ``root`` (trusted), ``docker/registry/v2`` opened when ``tree`` (else
-    only the quarantine is used); a StorageError says what cannot be opened and what to do."""
+    only the quarantine is used); a StorageError says what cannot be opened and what to do.
+    A bucket: the S3 backend, the bucket checked reachable."""
+    if isinstance(root, S3Settings):
+        from retentiond.storage.s3 import open_s3_storage  # boto3 only when S3 is used
+
+        return open_s3_storage(root)
     try:
         root_fd = open_root(str(root))
     except OSError as exc:
@@ -85,7 +93,7 @@ def open_storage(root: Path, tree: bool = True) -> FilesystemStorage:
         ) from exc
 
 
-def _made_dir(storage: FilesystemStorage, path: str, where: str, create: bool) -> bool:
+def _made_dir(storage: Storage, path: str, where: str, create: bool) -> bool:
     """Whether retentiond's own quarantine directory ``path`` (``""`` or a run id) is there,
     made first when ``create``. A link or a file there is an error: never followed."""
     try:
@@ -105,27 +113,25 @@ def _made_dir(storage: FilesystemStorage, path: str, where: str, create: bool) -
         ) from exc
 
 
-def _open_quarantine(
-    storage: FilesystemStorage, root: Path, run_id: str, create: bool
-) -> Path | None:
+def _open_quarantine(storage: Storage, root: Location, run_id: str, create: bool) -> str | None:
     """The run's quarantine opened in ``storage`` (made when ``create``): its path, for
     messages; None when it (or the quarantine) does not exist."""
     path = quarantine_dir(root, run_id)
-    if not _made_dir(storage, "", str(path.parent), create):
+    if not _made_dir(storage, "", location_of(root, QUARANTINE), create):
         return None
-    if not _made_dir(storage, run_id, str(path), create):
+    if not _made_dir(storage, run_id, path, create):
         return None
     return path
 
 
-def _held(storage: FilesystemStorage, held: str) -> Entry | None:
+def _held(storage: Storage, held: str) -> Entry | None:
     try:
         return storage.held_stat(held)
     except FileNotFoundError:
         return None
 
 
-def _parent_is_dir(storage: FilesystemStorage, path: str) -> bool:
+def _parent_is_dir(storage: Storage, path: str) -> bool:
     """Whether the parent directory ``path`` is there (False: missing), reached without a
     link on the way (else a StorageError naming the component)."""
     try:
@@ -134,7 +140,7 @@ def _parent_is_dir(storage: FilesystemStorage, path: str) -> bool:
         raise _unsafe(storage.location(exc.where or path), exc) from exc
 
 
-def _make_parent(storage: FilesystemStorage, path: str) -> None:
+def _make_parent(storage: Storage, path: str) -> None:
     """The parent directory ``path``, made where missing, one component at a time."""
     try:
         storage.make_dirs(path)
@@ -144,7 +150,7 @@ def _make_parent(storage: FilesystemStorage, path: str) -> None:
         raise _unsafe(storage.location(exc.where or path), exc) from exc
 
 
-def _directory_or_none(storage: FilesystemStorage, path: str) -> bool:
+def _directory_or_none(storage: Storage, path: str) -> bool:
     """True when ``path`` is a real directory, False when it does not exist; anything else
     (a link, a file) is an error."""
     try:
@@ -169,11 +175,11 @@ _LIST_FROM = 8
 # -- the moves -----------------------------------------------------------------------------------
 
 
-def check_writable(root: Path) -> None:
+def check_writable(root: Location) -> None:
     """The registry tree and the quarantine are writable and on one filesystem; the quarantine
     is made here (a real directory: a link there is an error)."""
     with open_storage(root) as storage:
-        qpath = f"{root}/{QUARANTINE}"
+        qpath = location_of(root, QUARANTINE)
         _made_dir(storage, "", qpath, create=True)
         try:
             storage.check_quarantine_writable()
@@ -184,7 +190,8 @@ def check_writable(root: Path) -> None:
             ) from exc
         if not storage.same_store():
             raise StorageError(
-                f"{qpath} and {root}/{V2} are on different filesystems; moves would not be atomic"
+                f"{qpath} and {location_of(root, V2)} are on different filesystems; moves would "
+                "not be atomic"
             )
         repositories = storage.location(layout.REPOSITORIES)
         if not _parent_is_dir(storage, layout.REPOSITORIES):
@@ -193,7 +200,7 @@ def check_writable(root: Path) -> None:
             raise StorageError(f"{repositories} is not writable by this user")
 
 
-def _check_sources(storage: FilesystemStorage, removals: list[Removal]) -> bytearray:
+def _check_sources(storage: Storage, removals: list[Removal]) -> bytearray:
     """Before the first move: every removal's parent is reached without a link, and the
     directory itself is a real directory or already gone. Returns a 1 for each removal whose
     directory is there (to move), a 0 for one already gone.
@@ -224,7 +231,7 @@ def _check_sources(storage: FilesystemStorage, removals: list[Removal]) -> bytea
     return present
 
 
-def _listed_directory(storage: FilesystemStorage, live: str, listed: dict[str, Entry]) -> bool:
+def _listed_directory(storage: Storage, live: str, listed: dict[str, Entry]) -> bool:
     """:func:`_directory_or_none` from the parent's listing (a ``stat`` only for an entry
     that is not a directory, to say what it is)."""
     entry = listed.get(live.rpartition("/")[2])
@@ -233,7 +240,7 @@ def _listed_directory(storage: FilesystemStorage, live: str, listed: dict[str, E
     return entry.kind is Kind.DIR or _directory_or_none(storage, live)
 
 
-def _hold(storage: FilesystemStorage, removal: Removal, held: str, qpath: Path) -> bool:
+def _hold(storage: Storage, removal: Removal, held: str, qpath: str) -> bool:
     """Move one removal into the quarantine; False when its directory (or its parent) is gone
     since it was checked."""
     try:
@@ -254,7 +261,7 @@ def _hold(storage: FilesystemStorage, removal: Removal, held: str, qpath: Path) 
 
 
 def move_out(
-    root: Path,
+    root: Location,
     run_id: str,
     removals: Iterable[Removal],
     done: Callable[[Removal], None],
@@ -303,7 +310,7 @@ class PutBack:
     conflicts: list[str] = field(default_factory=list)
 
 
-def _check_destinations(storage: FilesystemStorage, removals: list[Removal]) -> None:
+def _check_destinations(storage: Storage, removals: list[Removal]) -> None:
     """Before the first move back: the parts of every destination's parent that exist are
     reached without a link."""
     try:
@@ -313,9 +320,7 @@ def _check_destinations(storage: FilesystemStorage, removals: list[Removal]) -> 
         raise StorageError(f"{exc}; nothing was put back") from exc
 
 
-def _put_one(
-    storage: FilesystemStorage, run_id: str, removal: Removal, qpath: Path, out: PutBack
-) -> None:
+def _put_one(storage: Storage, run_id: str, removal: Removal, qpath: str, out: PutBack) -> None:
     held = layout.held(run_id, removal.index)
     src = f"{qpath}/{removal.held}"
     entry = _held(storage, held)
@@ -343,7 +348,7 @@ def _put_one(
     out.restored += 1
 
 
-def put_back(root: Path, run_id: str, removals: Iterable[Removal]) -> PutBack:
+def put_back(root: Location, run_id: str, removals: Iterable[Removal]) -> PutBack:
     """Move quarantined directories back, last removed first. A path that exists again (pushed
     since) keeps the new content and the old one stays held (a conflict). Without conflicts,
     the run's quarantine is then removed."""
@@ -364,7 +369,7 @@ def put_back(root: Path, run_id: str, removals: Iterable[Removal]) -> PutBack:
     return out
 
 
-def _remove_run_dir(storage: FilesystemStorage, run_id: str, path: Path) -> None:
+def _remove_run_dir(storage: Storage, run_id: str, path: str) -> None:
     entry = _held(storage, run_id)
     if entry is None:
         return
@@ -382,7 +387,7 @@ def _remove_run_dir(storage: FilesystemStorage, run_id: str, path: Path) -> None
 
 
 def run_removals(
-    state_dir: Path, root: Path, run_id: str, legacy: Any = None
+    state_dir: Path, root: Location, run_id: str, legacy: Any = None
 ) -> list[Removal] | None:
     """What run ``run_id`` moved into its quarantine, read from ``state_dir`` only and checked
     whole; ``legacy`` is the ``removals`` of a journal written by an earlier version (also in
@@ -404,21 +409,21 @@ def run_removals(
         f"run {run_id} has a quarantine, {qdir}, but no list of its removals in {source} (a run "
         f"of an earlier retentiond kept it only in {qdir}/{LEGACY_LISTING}, where whoever can "
         "write the registry's storage can change it, so it is not trusted); nothing was moved. "
-        f"Put its numbered directories back by hand, each to {root}/{V2}/<its entry's live "
-        f"path> in {LEGACY_LISTING} after checking that path is below repositories/, then "
-        f"delete {qdir}"
+        f"Put its numbered directories back by hand, each to {location_of(root, V2)}/<its "
+        f"entry's live path> in {LEGACY_LISTING} after checking that path is below "
+        f"repositories/, then delete {qdir}"
     )
 
 
-def quarantine_exists(root: Path, run_id: str) -> bool:
+def quarantine_exists(root: Location, run_id: str) -> bool:
     """Whether ``<root>/retentiond-quarantine/<run_id>`` is there (a real directory)."""
     with open_storage(root, tree=False) as storage:
         return _open_quarantine(storage, root, run_id, create=False) is not None
 
 
-def purge(root: Path, run_id: str) -> None:
+def purge(root: Location, run_id: str) -> None:
     """Delete a run's quarantine for good (never through a link)."""
     path = quarantine_dir(root, run_id)
     with open_storage(root, tree=False) as storage:
-        if _made_dir(storage, "", str(path.parent), create=False):
+        if _made_dir(storage, "", location_of(root, QUARANTINE), create=False):
             _remove_run_dir(storage, run_id, path)

@@ -180,7 +180,7 @@ def test_new_run_ids_have_the_checked_format() -> None:
 
     run_id = new_run_id(datetime(2026, 12, 1, 3, tzinfo=UTC))
     assert run_id.startswith("20261201T030000Z-")
-    assert quarantine_dir(Path("/r"), run_id) == Path(f"/r/{QUARANTINE}/{run_id}")
+    assert quarantine_dir(Path("/r"), run_id) == f"/r/{QUARANTINE}/{run_id}"
 
 
 # -- put_back and purge --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def unsafe_message(exc: UnsafeEntry) -> str:
 def cannot_read(path: str | Path, exc: OSError) -> str:
     """A StorageError's message for a part of the tree the whole run needs."""
     return (
-        f"cannot read {path}: {exc.strerror}; check that retentiond runs as a user that can "
+        f"cannot read {path}: {exc.strerror or exc}; check that retentiond runs as a user that can "
         "read the registry's storage"
     )
 

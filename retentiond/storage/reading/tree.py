@@ -17,8 +17,10 @@ from pathlib import Path
 from retentiond.errors import StorageError
 from retentiond.storage import layout
 from retentiond.storage.filesystem import FilesystemStorage
-from retentiond.storage.port import StorageReader
+from retentiond.storage.location import Location
+from retentiond.storage.port import Storage, StorageReader
 from retentiond.storage.reading.problems import cannot_read
+from retentiond.storage.s3_settings import S3Settings
 from retentiond.storage.safe_fs import SymlinkFound, UnsafeEntry, open_root
 
 
@@ -38,12 +40,16 @@ class Tree:
                 reader.close()
 
 
-def open_tree(root: Path) -> Tree:
+def open_tree(root: Location) -> Tree:
     """Open ``<root>/docker/registry/v2``, its ``blobs/sha256`` and ``repositories``.
 
     ``root`` (``registry.root``, the operator's) may be a symbolic link; nothing below it
     may: ``docker``, ``registry``, ``v2``, ``blobs``, ``blobs/sha256`` or ``repositories`` as a
-    link (or as anything but a directory) is a StorageError for the whole run."""
+    link (or as anything but a directory) is a StorageError for the whole run. A bucket: the
+    S3 backend's readers of those prefixes, the bucket checked reachable first; no object below
+    ``v2`` is the same error as a missing ``v2`` on a disk."""
+    if isinstance(root, S3Settings):
+        return _open_bucket(root)
     v2 = root.joinpath(*layout.V2_PARTS)
     try:
         root_fd = open_root(str(root))
@@ -69,7 +75,29 @@ def open_tree(root: Path) -> Tree:
     return Tree(str(v2), store, repos)
 
 
-def _open_top(v2: Path, storage: FilesystemStorage, path: str) -> StorageReader | None:
+def _open_bucket(settings: S3Settings) -> Tree:
+    """:func:`open_tree` of a bucket."""
+    from retentiond.storage.s3 import open_s3_storage  # boto3 only when S3 is used
+
+    v2 = settings.url(layout.V2)
+    with open_s3_storage(settings) as storage:
+        store = _open_top(v2, storage, layout.BLOB_STORE)
+        try:
+            repos = _open_top(v2, storage, layout.REPOSITORIES)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+    if store is None and repos is None:
+        raise StorageError(
+            f"no object below {v2}: the registry's storage.s3 bucket and rootdirectory must be "
+            "the registry's (check registry.storage or registry.config_file), and the registry "
+            "must have been pushed to"
+        )
+    return Tree(v2, store, repos)
+
+
+def _open_top(v2: Path | str, storage: Storage, path: str) -> StorageReader | None:
     """A directory at the top of the tree (None when it does not exist)."""
     try:
         return storage.below(path)
@@ -79,19 +107,25 @@ def _open_top(v2: Path, storage: FilesystemStorage, path: str) -> StorageReader 
         raise _top_error(v2, path, exc, required=False) from exc
 
 
-def _top_error(base: Path, path: str, exc: OSError | UnsafeEntry, *, required: bool) -> Exception:
+def _at(base: Path | str, path: str) -> str:
+    return f"{base}/{path}" if path else str(base)
+
+
+def _top_error(
+    base: Path | str, path: str, exc: OSError | UnsafeEntry, *, required: bool
+) -> Exception:
     """The StorageError for a directory at the top of the tree that cannot be opened."""
     if isinstance(exc, FileNotFoundError) and required:
         return StorageError(
-            f"{base / path} does not exist: registry.root must be the registry's storage "
+            f"{_at(base, path)} does not exist: registry.root must be the registry's storage "
             "rootdirectory (the directory that contains docker/registry/v2)"
         )
     if isinstance(exc, SymlinkFound):
         return StorageError(
-            f"{base / exc.where} is a symbolic link: retentiond follows no link below "
+            f"{_at(base, exc.where)} is a symbolic link: retentiond follows no link below "
             "registry.root; set registry.root to the real storage rootdirectory, in which "
             "docker/registry/v2 and its blobs/sha256 and repositories are directories"
         )
     if isinstance(exc, UnsafeEntry):
-        return StorageError(f"{base / (exc.where or path)}: {exc}; expected a directory")
-    return StorageError(cannot_read(base / path, exc))
+        return StorageError(f"{_at(base, exc.where or path)}: {exc}; expected a directory")
+    return StorageError(cannot_read(_at(base, path), exc))
