@@ -174,7 +174,7 @@ def read_storage(
             c.problem(
                 value,
                 f"{what} names no storage driver; write filesystem: {{rootdirectory: "
-                "/var/lib/registry}} or s3: {bucket: ..., region: ...}",
+                "/var/lib/registry} or s3: {bucket: ..., region: ...}",
             )
             return None, None
         if len(drivers) > 1:
@@ -369,7 +369,8 @@ def _s3(
             c.problem(node, f"{what}: secretkey and {SECRET_FILE} both given; keep {SECRET_FILE}")
         secret = _secret_file(c, node, f"{what}.{SECRET_FILE}", base)
     access = strings.get("accesskey")
-    if access is not None and secret is None and not _problem_recorded(c, params.get(SECRET_FILE)):
+    unreadable = any(_problem_recorded(c, params.get(k)) for k in ("secretkey", SECRET_FILE))
+    if access is not None and secret is None and not unreadable:
         c.problem(
             params["accesskey"],
             f"{what}.accesskey without its secret key: write "
