@@ -157,7 +157,27 @@ def read_registry_storage(
             "{filesystem: {rootdirectory: ...}})",
         )
     root, s3 = read_storage(c, storage, "registry.storage", base, own=True)
+    _same_cache(c, storage, values.get("cache"))
     return StorageSettings(root=root, s3=s3)
+
+
+def _same_cache(c: Checker, storage: YamlValue, cache: YamlValue | None) -> None:
+    """A problem when ``storage.cache.blobdescriptor`` and ``registry.cache`` disagree about
+    redis: a redis cache left uncleaned after a GC makes re-pushed images fail to pull."""
+    kind, at = _blob_cache(storage)
+    written = cache.value if isinstance(cache, YamlScalar) and cache.value else "inmemory"
+    if at is None or (kind == "redis") == (written == "redis"):
+        return
+    c.problem(
+        at,
+        f"registry.storage.cache.blobdescriptor is {kind} but registry.cache is {written}: "
+        + (
+            "write registry.cache: redis and registry.redis_url, so that the stale keys are "
+            "deleted after a GC"
+            if kind == "redis"
+            else f"write registry.cache: {kind}, as the registry's storage says"
+        ),
+    )
 
 
 def read_storage(

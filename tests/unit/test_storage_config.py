@@ -87,6 +87,26 @@ def test_the_registrys_other_storage_keys_are_accepted(tmp_path: Path) -> None:
     assert found.config is not None and found.config.registry.root == Path("/srv/registry")
 
 
+def test_the_storage_cache_and_registry_cache_agree_about_redis(tmp_path: Path) -> None:
+    storage = "  storage: {filesystem: {}, cache: {blobdescriptor: BLOB}}\n"
+    found = checked(tmp_path, storage.replace("BLOB", "redis"))
+    assert located(found) == [
+        "retentiond.yaml:2:53: registry.storage.cache.blobdescriptor is redis but "
+        "registry.cache is inmemory: write registry.cache: redis and registry.redis_url, so "
+        "that the stale keys are deleted after a GC"
+    ]
+    redis = "  cache: redis\n  redis_url: redis://redis:6379/0\n"
+    found = checked(tmp_path, storage.replace("BLOB", "inmemory") + redis)
+    assert located(found) == [
+        "retentiond.yaml:2:53: registry.storage.cache.blobdescriptor is inmemory but "
+        "registry.cache is redis: write registry.cache: inmemory, as the registry's storage says"
+    ]
+    assert registry(tmp_path, storage.replace("BLOB", "redis") + redis).cache is CacheKind.REDIS
+    assert registry(tmp_path, storage.replace("BLOB", "inmemory") + "  cache: none\n").cache is (
+        CacheKind.NONE
+    )
+
+
 # ---------------------------------------------------------------- s3
 
 
