@@ -441,7 +441,8 @@ def _text(c: Checker, value: YamlValue, what: str, *, secret: bool = False) -> s
     if isinstance(raw, int) and not isinstance(raw, bool):
         return str(raw)
     got = "a value that is not a string" if secret else describe(value)
-    c.problem(value, f"{what} must be a string, got {got}; quote it")
+    hint = "; quote it" if isinstance(value, YamlScalar) else ""
+    c.problem(value, f"{what} must be a string, got {got}{hint}")
     return None
 
 
@@ -471,10 +472,11 @@ def _check_endpoint(c: Checker, node: YamlValue, what: str, endpoint: str) -> No
         or parts.path not in ("", "/")
         or parts.username is not None
     ):
+        got = "a URL with credentials" if parts and parts.username else excerpt(endpoint)
         c.problem(
             node,
             f"{what} must be the endpoint's URL or host[:port], e.g. http://rgw:7480 or "
-            f"minio.example.com:9000; got {excerpt(endpoint)}",
+            f"minio.example.com:9000; got {got}",
         )
 
 

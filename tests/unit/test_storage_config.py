@@ -236,7 +236,7 @@ def test_the_registrys_other_s3_keys_are_accepted_and_unknown_ones_are_warnings(
         ),
         (
             "{s3: {bucket: [a, b], region: r}}",
-            "2:26: registry.storage.s3.bucket must be a string, got a list; quote it",
+            "2:26: registry.storage.s3.bucket must be a string, got a list",
         ),
         (
             "{s3: {bucket: b, region: r, v4auth: false}}",
@@ -251,6 +251,16 @@ def test_the_registrys_other_s3_keys_are_accepted_and_unknown_ones_are_warnings(
         (
             "{s3: {bucket: b, regionendpoint: 'http://rgw:port'}}",
             "2:45: registry.storage.s3.regionendpoint must be the endpoint's URL",
+        ),
+        (
+            "{s3: {bucket: b, regionendpoint: 'http://key:secret@rgw:7480'}}",
+            "2:45: registry.storage.s3.regionendpoint must be the endpoint's URL or host[:port],"
+            " e.g. http://rgw:7480 or minio.example.com:9000; got a URL with credentials",
+        ),
+        (
+            "{s3: {bucket: b, region: r, secretkey: 1.5}}",
+            "2:51: registry.storage.s3.secretkey must be a string, got a value that is not a "
+            "string; quote it",
         ),
         (
             "{s3: [bucket]}",
@@ -344,7 +354,7 @@ def test_secretkey_file(tmp_path: Path) -> None:
         (
             "accesskey: AK, secretkey: [x]",
             "2:66: registry.storage.s3.secretkey must be a string, got a value that is not a "
-            "string; quote it",
+            "string",
         ),
     ],
 )
