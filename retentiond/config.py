@@ -3,8 +3,9 @@
 :func:`check_config` never raises: it returns the :class:`Config` (None when there are problems),
 every problem, the warnings (valid but risky settings) and the policy paths it names.
 :func:`load_config` raises one :class:`~retentiond.errors.ConfigError` with every problem.
-Relative paths in the file (policies, registry.root, registry.password_file, state_dir) are
-relative to the directory of the config file.
+Relative paths in the file (policies, registry.root, registry.config_file,
+registry.password_file, state_dir) are relative to the directory of the config file.
+``registry.storage`` and ``registry.config_file``: :mod:`retentiond.storage_config`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from retentiond.protection_config import ProtectConfig, read_protect
 from retentiond.pulls.settings import PullsConfig, read_pulls
 from retentiond.storage.location import Location
 from retentiond.storage.s3_settings import S3Settings
+from retentiond.storage_config import read_registry_storage
 from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
@@ -102,7 +104,7 @@ class RegistryConfig:
 
 
 #: the keys of the ``registry`` section (``s3`` is not one: it is read from ``storage``)
-REGISTRY_KEYS = tuple(k for k in RegistryConfig.__dataclass_fields__ if k != "s3")
+REGISTRY_KEYS = (*(k for k in RegistryConfig.__dataclass_fields__ if k != "s3"), "storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,18 +377,26 @@ def _read_registry(c: Checker, value: YamlValue | None, base: Path) -> RegistryC
     s = _Section(c, value, "registry", REGISTRY_KEYS)
     password_file = s.optional("password_file", c.read_string)
     default = _DEFAULT.registry
+    storage = read_registry_storage(c, s.values, s.key_positions, base)  # storage, config_file
     registry = RegistryConfig(
-        root=base / s.get("root", c.read_string, str(default.root)),
+        root=storage.root or base / s.get("root", c.read_string, str(default.root)),
         url=s.get("url", lambda v, w: _read_url(c, v, w, ("http", "https")), default.url),
         username=s.optional("username", c.read_string),
         password_file=base / password_file if password_file else None,
         tls_verify=s.get("tls_verify", c.read_bool, True),
-        cache=s.get("cache", lambda v, w: c.read_choice(v, w, CacheKind), CacheKind.INMEMORY),
-        redis_url=s.optional(
-            "redis_url", lambda v, w: _read_url(c, v, w, ("redis", "rediss", "unix"))
-        ),
+        cache=CacheKind(storage.cache)
+        if storage.cache
+        else s.get("cache", lambda v, w: c.read_choice(v, w, CacheKind), CacheKind.INMEMORY),
+        redis_url=storage.redis_url
+        or s.optional("redis_url", lambda v, w: _read_url(c, v, w, ("redis", "rediss", "unix"))),
+        s3=storage.s3,
+        config_file=storage.config_file,
     )
-    if registry.cache is CacheKind.REDIS and is_null(s.values.get("redis_url")):
+    if (
+        registry.cache is CacheKind.REDIS
+        and is_null(s.values.get("redis_url"))
+        and registry.config_file is None
+    ):
         c.problem(
             s.at("cache"),
             "registry.redis_url is required with cache: redis, e.g. redis_url: redis://redis:6379/0",

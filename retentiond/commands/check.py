@@ -12,6 +12,11 @@ with how it was found::
     registry: distribution v3.1.1 in container registry
     registry config: /etc/distribution/config.yml (from the container's command)
 
+Then a line names the storage backend and where it is, from ``registry.root``,
+``registry.storage`` or ``registry.config_file`` (never a secret)::
+
+    storage: s3 bucket registry at http://rgw:7480, rootdirectory /prod (from /etc/reg.yml)
+
 What stands in the way of a maintenance run, a version outside the tested release lines (2.8.x,
 3.1.x), or a runtime that cannot be reached (no Docker where a pre-commit hook runs) is a
 ``warning: ...`` line on stderr; the exit code stays 0. ``kind: command`` prints the config
@@ -29,12 +34,19 @@ from typing import TextIO
 
 import structlog
 
-from retentiond.config import Config, RuntimeConfig, check_config, find_config_path
+from retentiond.config import (
+    Config,
+    RegistryConfig,
+    RuntimeConfig,
+    check_config,
+    find_config_path,
+)
 from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
 from retentiond.policy.loader import check_policies
 from retentiond.protection_config import ProtectConfig
 from retentiond.pulls.report import pulls_report
 from retentiond.runtime.discovery import TESTED_VERSIONS, RegistryFacts
+from retentiond.storage_config import describe_storage
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -92,6 +104,8 @@ def run_check(
     if warnings:
         summary += f", {_count(len(warnings), 'warning')}"
     lines, runtime_warnings = runtime_report(runtime) if runtime is not None else ([], [])
+    if checked is not None:
+        lines.append(storage_report(checked.registry))
     if protect is not None and protect.enabled:
         protect_lines, protect_warnings = protection_report(protect)
         lines += protect_lines
@@ -102,6 +116,17 @@ def run_check(
     for line in lines + pull_lines:
         print(line, file=out)
     return EXIT_OK
+
+
+def storage_report(registry: RegistryConfig) -> str:
+    """The line naming the storage backend and where it is, as the config says (never a
+    secret), e.g. ``storage: s3 bucket registry at http://rgw:7480, rootdirectory /prod (from
+    /etc/registry/config.yml)`` or ``storage: filesystem /var/lib/registry``."""
+    # TODO(S3 backend): look at the storage read-only here (s3: HeadBucket and one
+    # ListObjectsV2 under the rootdirectory, with the credentials it will use; filesystem:
+    # docker/registry/v2 is readable) and return a warning when it cannot be read, as
+    # protection_report does for its sources.
+    return describe_storage(registry.location, registry.config_file)
 
 
 def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
