@@ -4,10 +4,11 @@ against real registry containers (2.8.2 and 3.1.1), a real redis-server and real
 every kept tag is verified through each instance. retentiond runs as a real process, so the
 crashes are real ``kill -9``s.
 
-The storage is a parameter (``STORAGES``): today one bind-mounted host directory shared by both
-containers; an S3 bucket shared by both joins when the S3 backend lands (a ``start`` for it
-in :func:`start_replicas`, the pushes and checks below go through HTTP only, but for
-``set_pushed_at``, which ages a tag on disk).
+The storage is a parameter. The runtime's own tests (switches, a failed switch, recovery,
+``check``) run on a shared host directory and on a shared S3 bucket (the session's RGW).
+``apply`` needs retentiond to read and remove on the storage: it runs on the shared directory
+(``APPLY_STORAGES``); "s3" joins that list when the S3 backend lands (the pushes and pulls
+already go through :meth:`Replicas.push`; ``Replicas.age`` still ages a tag on disk only).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from retentiond.runtime.base import MaintenanceState
 from retentiond.runtime.docker_specs import TWIN_LABEL, TWIN_SUFFIX
 from retentiond.runtime.replicas import ReplicatedDockerRuntime
 from retentiond.verification import verify_instances
-from tests.harness.images import CommandError, make_oci_image, pull_error, push_oci
+from tests.harness.images import CommandError, OciImage, make_oci_image, pull_error, push_oci
 from tests.harness.proc import docker
 from tests.harness.redis import RunningRedis
 from tests.harness.registry import (
@@ -45,13 +46,22 @@ from tests.harness.registry import (
     start_registry,
     stop_registry,
 )
+from tests.harness.s3 import (
+    S3Bucket,
+    create_bucket,
+    delete_bucket,
+    push_oci_to_s3,
+    registry_s3_env,
+)
 from tests.harness.tree import set_pushed_at
 
 pytestmark = [pytest.mark.registry, pytest.mark.both_registries]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-#: the storages two instances can share (S3 joins with the S3 backend)
-STORAGES = ["filesystem"]
+#: the storages two instances share in the runtime's tests
+STORAGES = ["filesystem", "s3"]
+#: the storages ``apply`` runs on across two instances ("s3" joins with the S3 backend)
+APPLY_STORAGES = ["filesystem"]
 
 SHARED = b"a layer both images hold" * 100
 KEPT = make_oci_image([SHARED, b"the kept image's own layer" * 100], seed="replica-kept")
@@ -62,16 +72,29 @@ GONE = OLD.blob_digests - KEPT.blob_digests
 
 @dataclass
 class Replicas:
-    """Two registry containers ``a`` and ``b`` serving one storage, caching in one redis."""
+    """Two registry containers ``a`` and ``b`` serving one storage, caching in one redis;
+    ``bucket`` is the bucket both use when ``storage`` is "s3"."""
 
     a: RunningRegistry
     b: RunningRegistry
     redis: RunningRedis
     storage: str
+    bucket: S3Bucket | None = None
 
     @property
     def both(self) -> tuple[RunningRegistry, RunningRegistry]:
         return self.a, self.b
+
+    def push(self, reg: RunningRegistry, repo: str, tag: str, image: OciImage) -> str:
+        """Push ``image`` through ``reg`` (skopeo) and check the storage names it."""
+        if self.bucket is not None:
+            return push_oci_to_s3(reg, self.bucket, repo, tag, image)
+        return push_oci(reg, repo, tag, image)
+
+    def age(self, repo: str, tag: str, days: float) -> None:
+        """Make ``repo:tag`` look pushed ``days`` ago."""
+        assert self.storage == "filesystem", "aging a tag in a bucket: with the S3 backend"
+        set_pushed_at(self.a.root, repo, tag, datetime.now(UTC) - timedelta(days=days))
 
 
 def redis_env(redis: RunningRedis, version: str) -> dict[str, str]:
@@ -86,24 +109,33 @@ def redis_env(redis: RunningRedis, version: str) -> dict[str, str]:
 
 
 def start_replicas(
-    storage: str, version: str, redis: RunningRedis, tmp_path: Path, roots: tuple[str, str]
+    version: str,
+    redis: RunningRedis,
+    tmp_path: Path,
+    roots: tuple[str, str],
+    buckets: tuple[S3Bucket, S3Bucket] | None = None,
 ) -> tuple[RunningRegistry, RunningRegistry]:
-    """Two instances of ``version`` on ``storage``: for ``filesystem``, the host directories
-    ``tmp_path/roots[i]`` (the same name twice: one directory for both)."""
-    assert storage == "filesystem", storage
+    """Two instances of ``version``: on the host directories ``tmp_path/roots[i]`` (the same
+    name twice: one directory for both), or on ``buckets`` (the same one twice: one bucket)."""
     env = redis_env(redis, version)
     suffix = uuid.uuid4().hex[:8]
-    a = start_registry(
-        tmp_path / roots[0], f"retentiond-test-rep-a-{suffix}", env=env, version=version
-    )
+    started: list[RunningRegistry] = []
     try:
-        b = start_registry(
-            tmp_path / roots[1], f"retentiond-test-rep-b-{suffix}", env=env, version=version
-        )
+        for n, side in enumerate("ab"):
+            storage = registry_s3_env(buckets[n]) if buckets else {}
+            started.append(
+                start_registry(
+                    tmp_path / roots[n],
+                    f"retentiond-test-rep-{side}-{suffix}",
+                    env=env | storage,
+                    version=version,
+                )
+            )
     except BaseException:
-        stop_registry(a)
+        for reg in started:
+            stop_registry(reg)
         raise
-    return a, b
+    return started[0], started[1]
 
 
 def remove_with_leftovers(reg: RunningRegistry) -> None:
@@ -115,6 +147,26 @@ def remove_with_leftovers(reg: RunningRegistry) -> None:
     stop_registry(reg)
 
 
+def make_replicas(
+    request: pytest.FixtureRequest, storage: str, version: str, redis: RunningRedis, tmp: Path
+) -> Iterator[Replicas]:
+    bucket = None
+    if storage == "s3":
+        bucket = create_bucket(request.getfixturevalue("s3_server"))
+    try:
+        a, b = start_replicas(
+            version, redis, tmp, ("shared", "shared"), (bucket, bucket) if bucket else None
+        )
+        try:
+            yield Replicas(a, b, redis, storage, bucket)
+        finally:
+            remove_with_leftovers(a)
+            remove_with_leftovers(b)
+    finally:
+        if bucket is not None:
+            delete_bucket(bucket)
+
+
 @pytest.fixture(params=STORAGES)
 def replicas(
     request: pytest.FixtureRequest,
@@ -123,12 +175,20 @@ def replicas(
     redis: RunningRedis,
     tmp_path: Path,
 ) -> Iterator[Replicas]:
-    a, b = start_replicas(request.param, registry_version, redis, tmp_path, ("shared", "shared"))
-    try:
-        yield Replicas(a, b, redis, request.param)
-    finally:
-        remove_with_leftovers(a)
-        remove_with_leftovers(b)
+    """Two instances on one storage of each of :data:`STORAGES`."""
+    yield from make_replicas(request, request.param, registry_version, redis, tmp_path)
+
+
+@pytest.fixture(params=APPLY_STORAGES)
+def apply_replicas(
+    request: pytest.FixtureRequest,
+    docker_ready: None,
+    registry_version: str,
+    redis: RunningRedis,
+    tmp_path: Path,
+) -> Iterator[Replicas]:
+    """Two instances on one storage of each of :data:`APPLY_STORAGES`."""
+    yield from make_replicas(request, request.param, registry_version, redis, tmp_path)
 
 
 def leftovers(reg: RunningRegistry) -> list[str]:
@@ -159,12 +219,11 @@ def cached(redis: RunningRedis, digests: set[str]) -> set[str]:
 def seed(rep: Replicas) -> None:
     """``app:latest`` (kept) pushed through a, ``app:old`` (deleted) through b, each pulled
     through both: both instances used the shared cache."""
-    push_oci(rep.a, "app", "latest", KEPT)
-    push_oci(rep.b, "app", "old", OLD)
+    rep.push(rep.a, "app", "latest", KEPT)
+    rep.push(rep.b, "app", "old", OLD)
     for reg in rep.both:
         for tag in ("latest", "old"):
             assert pull_error(reg, "app", tag) is None
-    set_pushed_at(rep.a.root, "app", "old", datetime.now(UTC) - timedelta(days=2))
     assert cached(rep.redis, GONE)
 
 
@@ -239,7 +298,7 @@ def assert_back_and_collected(rep: Replicas, originals: dict[str, str]) -> None:
         assert pull_error(reg, "app", "latest") is None, f"kept image through {reg.name}"
         assert pull_error(reg, "app", "old") is not None, f"deleted image through {reg.name}"
     assert cached(rep.redis, GONE) == set()
-    push_oci(rep.b, "app", "old", OLD)  # the same digests again, through b
+    rep.push(rep.b, "app", "old", OLD)  # the same digests again, through b
     assert pull_error(rep.a, "app", "old") is None, "a re-push through b pulls through a"
 
 
@@ -248,10 +307,11 @@ def assert_back_and_collected(rep: Replicas, originals: dict[str, str]) -> None:
 
 
 def test_apply_freezes_both_runs_one_gc_and_verifies_through_each(
-    replicas: Replicas, tmp_path: Path
+    apply_replicas: Replicas, tmp_path: Path
 ) -> None:
-    rep = replicas
+    rep = apply_replicas
     seed(rep)
+    rep.age("app", "old", days=2)
     originals = {reg.name: container_id(reg) for reg in rep.both}
     config = write_config(rep, tmp_path)
     journal = tmp_path / "state" / "journal.json"
@@ -271,7 +331,7 @@ def test_apply_freezes_both_runs_one_gc_and_verifies_through_each(
         for reg in rep.both:  # in the window: each instance refuses writes, serves pulls
             assert upload_status(reg) == 405, reg.name
             with pytest.raises(CommandError):
-                push_oci(reg, "other", "during", make_oci_image([b"during"], seed=reg.name))
+                rep.push(reg, "other", "during", make_oci_image([b"during"], seed=reg.name))
             assert pull_error(reg, "app", "latest") is None
             assert leftovers(reg) == [reg.name + TWIN_SUFFIX]
     finally:
@@ -285,17 +345,18 @@ def test_apply_freezes_both_runs_one_gc_and_verifies_through_each(
     assert record["removed"]["tags"] == 1 and record["gc_ran"]
     assert_back_and_collected(rep, originals)
     for reg in rep.both:
-        push_oci(reg, "other", "after", make_oci_image([b"after"], seed=reg.name))
+        rep.push(reg, "other", "after", make_oci_image([b"after"], seed=reg.name))
 
 
 @pytest.mark.parametrize("point", ["maintenance", "gc-done"])
 def test_kill_9_in_the_window_then_the_next_start_recovers_both(
-    replicas: Replicas, tmp_path: Path, point: str
+    apply_replicas: Replicas, tmp_path: Path, point: str
 ) -> None:
     """Killed with both frozen (before the removals: rolled back; after the GC: finished):
     the next ``apply`` brings both instances back and finishes or undoes the run."""
-    rep = replicas
+    rep = apply_replicas
     seed(rep)
+    rep.age("app", "old", days=2)
     originals = {reg.name: container_id(reg) for reg in rep.both}
     config = write_config(rep, tmp_path, instance_urls=True)
     crashed = retentiond(config, "apply", "--yes", env={"RETENTIOND_FAULT": point})
@@ -377,21 +438,40 @@ def test_stop_mode_stops_both_and_collects_once(replicas: Replicas) -> None:
         assert container_running(reg.name) and pull_error(reg, "app", "latest") is None
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 def test_check_refuses_instances_on_different_storage(
-    docker_ready: None, registry_version: str, redis: RunningRedis, tmp_path: Path
+    request: pytest.FixtureRequest,
+    docker_ready: None,
+    registry_version: str,
+    redis: RunningRedis,
+    tmp_path: Path,
+    storage: str,
 ) -> None:
-    a, b = start_replicas("filesystem", registry_version, redis, tmp_path, ("one", "two"))
+    buckets = None
+    if storage == "s3":
+        server = request.getfixturevalue("s3_server")
+        buckets = (create_bucket(server), create_bucket(server))
     try:
-        rt = ReplicatedDockerRuntime(RuntimeConfig(containers=(a.name, b.name)))
-        problems = rt.check()
-        assert len(problems) == 1, problems
-        assert "do not serve the same storage" in problems[0]
-        assert f"{a.name}: filesystem {tmp_path / 'one'}" in problems[0]
-        assert f"{b.name}: filesystem {tmp_path / 'two'}" in problems[0]
-        assert upload_status(a) == 202 and upload_status(b) == 202  # nothing changed
+        a, b = start_replicas(registry_version, redis, tmp_path, ("one", "two"), buckets)
+        try:
+            rt = ReplicatedDockerRuntime(RuntimeConfig(containers=(a.name, b.name)))
+            problems = rt.check()
+            assert len(problems) == 1, problems
+            assert "do not serve the same storage" in problems[0]
+            if buckets is None:
+                assert f"{a.name}: filesystem {tmp_path / 'one'}" in problems[0]
+                assert f"{b.name}: filesystem {tmp_path / 'two'}" in problems[0]
+            else:
+                endpoint = buckets[0].container_endpoint
+                assert f"{a.name}: s3 {endpoint}/{buckets[0].name}/" in problems[0]
+                assert f"{b.name}: s3 {endpoint}/{buckets[1].name}/" in problems[0]
+            assert upload_status(a) == 202 and upload_status(b) == 202  # nothing changed
+        finally:
+            remove_with_leftovers(a)
+            remove_with_leftovers(b)
     finally:
-        remove_with_leftovers(a)
-        remove_with_leftovers(b)
+        for bucket in buckets or ():
+            delete_bucket(bucket)
 
 
 def test_check_reports_each_instance(replicas: Replicas, tmp_path: Path) -> None:
@@ -401,10 +481,13 @@ def test_check_reports_each_instance(replicas: Replicas, tmp_path: Path) -> None
     assert checked.returncode == 0, checked.stdout + checked.stderr
     lines = checked.stdout.splitlines()
     assert any(f"in containers {rep.a.name}, {rep.b.name}" in line for line in lines), lines
+    storage = (
+        f"s3 {rep.bucket.container_endpoint}/{rep.bucket.name}/"
+        if rep.bucket is not None
+        else f"filesystem {rep.a.root}"
+    )
     for reg in rep.both:
-        assert (
-            f"instance {reg.name}: storage filesystem {reg.root}, verified at {reg.url}" in lines
-        ), lines
+        assert f"instance {reg.name}: storage {storage}, verified at {reg.url}" in lines, lines
     assert "warning" not in checked.stderr, checked.stderr
 
 
@@ -413,7 +496,7 @@ def test_verification_names_the_instance_a_tag_is_broken_on(
 ) -> None:
     """b serves an empty storage (a misconfigured replica): the kept tag answers through a
     and is reported broken through b, with b's name."""
-    a, b = start_replicas("filesystem", registry_version, redis, tmp_path, ("one", "two"))
+    a, b = start_replicas(registry_version, redis, tmp_path, ("one", "two"))
     try:
         digest = push_oci(a, "app", "latest", KEPT)
         instances = [(a.name, a.url), (b.name, b.url), ("c", "")]
