@@ -480,7 +480,8 @@ class DockerRuntime:
         return info
 
     def _not_found_message(self, ref: str) -> str:
-        message = f"registry container {ref!r} not found (runtime.container)"
+        setting = "runtime.containers" if self.config.containers else "runtime.container"
+        message = f"registry container {ref!r} not found ({setting})"
         try:
             left = self._containers.labelled_by_retentiond()
         except RuntimeControlError:
@@ -499,11 +500,16 @@ class DockerRuntime:
         if candidates:
             return (
                 f"{message}; running containers that look like registries: "
-                f"{', '.join(candidates)}; set runtime.container to one of them"
+                f"{', '.join(candidates)}; "
+                + (
+                    "list the registry's in runtime.containers"
+                    if self.config.containers
+                    else "set runtime.container to one of them"
+                )
             )
         return (
             f"{message}; no running container looks like a registry: start it, or set "
-            "runtime.container to its name (`docker ps` lists them)"
+            f"{setting} to its name (`docker ps` lists them)"
         )
 
     def _registry_like_names(self) -> list[str]:

@@ -74,7 +74,7 @@ class ReplicatedDockerRuntime:
         self.probe_timeout = probe_timeout
         self.each = [
             DockerRuntime(
-                dataclasses.replace(config, container=name, containers=(), instance_urls=()),
+                dataclasses.replace(config, container=name),  # (containers: for messages)
                 client,
                 run_id,
                 stop_timeout=stop_timeout,
