@@ -27,7 +27,14 @@ from retentiond.notify.settings import NotifyConfig, read_notify
 from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
-from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.policy.yaml_positions import (
+    Position,
+    YamlList,
+    YamlMap,
+    YamlScalar,
+    YamlValue,
+    load_yaml,
+)
 from retentiond.protection_config import ProtectConfig, read_protect
 from retentiond.pulls.settings import PullsConfig, read_pulls
 from retentiond.storage.location import Location
@@ -130,6 +137,17 @@ class RuntimeConfig:
     registry_config: str | None = None
     gc_mode: GcMode = GcMode.READONLY
     commands: RuntimeCommands = field(default_factory=RuntimeCommands)
+    #: kind docker, replicas sharing one storage (and one redis): every container is switched
+    #: together, the GC runs once (retentiond.runtime.replicas); () when ``container`` is used
+    containers: tuple[str, ...] = ()
+    #: with ``containers``: each instance's URL, in the same order, for the verification
+    #: through every instance; () finds them from Docker (published port, else network address)
+    instance_urls: tuple[str, ...] = ()
+
+    @property
+    def container_names(self) -> tuple[str, ...]:
+        """The registry containers: ``containers``, else the one ``container``."""
+        return self.containers or (self.container,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +437,7 @@ def _read_runtime(c: Checker, value: YamlValue | None) -> RuntimeConfig:
         registry_config=s.optional("registry_config", c.read_string),
         gc_mode=s.get("gc_mode", lambda v, w: c.read_choice(v, w, GcMode), GcMode.READONLY),
         commands=commands,
+        **_read_replicas(c, s),
     )
     if runtime.kind is RuntimeKind.COMMAND:
         needed = {GcMode.READONLY: "readonly", GcMode.STOP: "stop", GcMode.ONLINE: None}
@@ -439,6 +458,62 @@ def _read_runtime(c: Checker, value: YamlValue | None) -> RuntimeConfig:
             " data; use readonly",
         )
     return runtime
+
+
+def _read_replicas(c: Checker, s: _Section) -> dict[str, tuple[str, ...]]:
+    """``runtime.containers`` (several registry instances on one storage) and
+    ``runtime.instance_urls``: a list of distinct names, not written with ``container``."""
+    found: dict[str, tuple[str, ...]] = {}
+    for key in ("containers", "instance_urls"):
+        value = s.values.get(key)
+        if value is None or is_null(value):
+            continue
+        if not isinstance(value, YamlList):
+            c.problem(value, f"runtime.{key} must be a list, e.g. [registry-a, registry-b]")
+            continue
+        items: list[tuple[str, YamlValue]] | None
+        if key == "containers":
+            strings = c.read_string_list(value, f"runtime.{key}")
+            items = None if strings is None else [(name, node) for name, node in strings]
+        else:
+            items = [
+                (url, node)
+                for node in value.items
+                if (url := _read_url(c, node, f"runtime.{key}", ("http", "https"))) is not None
+            ]
+            if not value.items:
+                c.problem(value, f"runtime.{key} is an empty list; give one URL per container")
+        if items is None or len(items) != len(value.items):
+            continue
+        seen: set[str] = set()
+        for name, node in items:
+            if name in seen:
+                c.problem(node, f"runtime.{key}: {excerpt(name)} is listed twice; list each once")
+            seen.add(name)
+        found[key] = tuple(name for name, _ in items)
+    containers, urls = found.get("containers", ()), found.get("instance_urls", ())
+    if "containers" in s.values and "container" in s.values and not is_null(s.values["container"]):
+        c.problem(
+            s.at("containers"),
+            "runtime.container and runtime.containers are both written; keep container for one "
+            "registry, or list every instance in containers",
+        )
+    if urls and not containers and "containers" not in s.values:
+        c.problem(s.at("instance_urls"), "runtime.instance_urls needs runtime.containers")
+    elif urls and containers and len(urls) != len(containers):
+        c.problem(
+            s.at("instance_urls"),
+            f"runtime.instance_urls lists {len(urls)} URLs for {len(containers)} containers; "
+            "give one URL per container, in the same order",
+        )
+    kind = s.values.get("kind")
+    if found and kind is not None and not (isinstance(kind, YamlScalar) and kind.value == "docker"):
+        c.warning(
+            s.at("containers", "instance_urls"),
+            "runtime.containers and runtime.instance_urls are ignored unless kind: docker "
+            "(with kind: command, the commands switch every instance)",
+        )
+    return found
 
 
 def _read_schedule(c: Checker, value: YamlValue | None) -> ScheduleConfig:

@@ -136,6 +136,7 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
     from retentiond.runtime.command import CommandRuntime
     from retentiond.runtime.docker import DockerRuntime
     from retentiond.runtime.factory import make_runtime
+    from retentiond.runtime.replicas import ReplicatedDockerRuntime
 
     # check's output is its report: the runtime's log lines (what it runs, what it could
     # not read) would only repeat it, on stdout where structlog prints unconfigured
@@ -143,7 +144,7 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
         runtime = make_runtime(config)
         if isinstance(runtime, CommandRuntime):
             return [f"registry config: {runtime.config_location()}"], []
-        if not isinstance(runtime, DockerRuntime):
+        if not isinstance(runtime, DockerRuntime | ReplicatedDockerRuntime):
             return [], []
         try:
             facts = runtime.registry_facts()
@@ -193,18 +194,20 @@ def registry_report(facts: RegistryFacts) -> tuple[list[str], list[str]]:
     lines: list[str] = []
     warnings: list[str] = []
     version = facts.version
+    where = f"container{'s' if facts.instances else ''} {facts.container}"
     if version is None:
-        lines.append(f"registry: version unknown in container {facts.container}")
+        lines.append(f"registry: version unknown in {where}")
         warnings.append(f"cannot tell the registry's version: {facts.version_error}")
     else:
-        lines.append(f"registry: {version} in container {facts.container}")
+        lines.append(f"registry: {version} in {where}")
         if not version.tested:
             tested = " and ".join(TESTED_VERSIONS)
             warnings.append(
-                f"registry {version} in container {facts.container} is not a version retentiond "
+                f"registry {version} in {where} is not a version retentiond "
                 f"is tested with (tested: {tested}, and the 2.8.x and 3.1.x lines); its plans and "
                 "GC runs may not match what this registry does"
             )
+    lines.extend(f"instance {line}" for line in facts.instances)
     if facts.config is not None:
         lines.append(f"registry config: {facts.config}")
     else:
