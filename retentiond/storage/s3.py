@@ -64,10 +64,7 @@ put back by ``undo``, until they are pushed again.)
 from __future__ import annotations
 
 import errno
-import os
-from collections.abc import Iterator, MutableSequence, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -76,334 +73,22 @@ from botocore.exceptions import (
     PartialCredentialsError,
     SSLError,
 )
-from urllib3.exceptions import HTTPError
 
 from retentiond.errors import StorageError
 from retentiond.logs import get_logger
 from retentiond.storage import layout
-from retentiond.storage.port import Entry, Kind, Names, Read
-from retentiond.storage.s3_client import client, error_code, executor, make_client
-from retentiond.storage.s3_objects import Bucket, Obj, by_tier, same_copy
+from retentiond.storage.port import Entry, Kind
+from retentiond.storage.s3_client import error_code, make_client
+from retentiond.storage.s3_objects import Obj, by_tier, same_copy
+from retentiond.storage.s3_reader import DIR_DETAIL, S3Reader, missing, mtime_of
 from retentiond.storage.s3_settings import S3Settings
-from retentiond.storage.safe_fs import BadComponent, TooLarge, UnsafeEntry, components
+from retentiond.storage.safe_fs import BadComponent, UnsafeEntry, components
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
+__all__ = ["WHOLE", "S3Reader", "S3Storage", "open_s3_storage"]
 
 #: in a held directory: the object written once every object is copied
 WHOLE = ".retentiond-whole"
-#: stat_each lists a directory (instead of a HEAD a path) from this many paths below it
-LIST_FROM = 8
-
-FILE_DETAIL = "an object"
-DIR_DETAIL = "a key prefix (a directory)"
-BOTH_DETAIL = (
-    "an object and a key prefix at once (a file and a directory of one name, which no disk "
-    "holds and the registry never writes)"
-)
-_DIR, _FILE, _OTHER = Kind.DIR, Kind.FILE, Kind.OTHER
-_new = tuple.__new__
 _log = get_logger(component="s3")
-
-Page = dict[str, Any]
-
-
-def _missing(path: str, url: str) -> FileNotFoundError:
-    return FileNotFoundError(errno.ENOENT, f"nothing at {url}", path)
-
-
-def _entries(pages: Iterator[Page], prefix: str, path: str, url: str) -> list[Entry]:
-    """The entries of the listing ``pages`` of ``prefix``; FileNotFoundError when it has no
-    object at all."""
-    n = len(prefix)
-    dirs: list[str] = []
-    files: dict[str, Entry] = {}
-    seen = False
-    for page in pages:
-        common = page.get("CommonPrefixes") or ()
-        contents = page.get("Contents") or ()
-        seen = seen or bool(common) or bool(contents)
-        dirs += [p["Prefix"][n:-1] for p in common]
-        for obj in contents:
-            name = obj["Key"][n:]
-            if name:  # else the directory's own marker
-                files[name] = _new(
-                    Entry,
-                    (name, _FILE, obj["Size"], obj["LastModified"].timestamp(), FILE_DETAIL, None),
-                )
-    if not seen:
-        raise _missing(path, url)
-    entries = []
-    for name in dirs:
-        if not name:
-            continue  # a key with "//": no path names it (the registry's neither)
-        both = files.pop(name, None)
-        if both is None:
-            entries.append(_new(Entry, (name, _DIR, None, None, DIR_DETAIL, None)))
-        else:
-            entries.append(Entry(name, _OTHER, both.size, both.mtime, BOTH_DETAIL))
-    entries += files.values()
-    return entries
-
-
-def _names(pages: Iterator[Page], prefix: str, path: str, url: str) -> Names:
-    n = len(prefix)
-    dirs: list[str] = []
-    files: list[str] = []
-    seen = False
-    for page in pages:
-        common = page.get("CommonPrefixes") or ()
-        contents = page.get("Contents") or ()
-        seen = seen or bool(common) or bool(contents)
-        dirs += [p["Prefix"][n:-1] for p in common]
-        files += [name for obj in contents if (name := obj["Key"][n:])]
-    if not seen:
-        raise _missing(path, url)
-    if not files:
-        return Names([d for d in dirs if d], None, True)  # listed in order already
-    return Names(sorted({*filter(None, dirs), *files}), None, False)
-
-
-def _mtime(answer: Any) -> float:
-    return float(answer["LastModified"].timestamp())
-
-
-class S3Reader:
-    """The port's reading (:class:`~retentiond.storage.port.StorageReader`) below one key
-    prefix (``prefix``, ending with ``/``); paths relative to it. Pickled (a task for a forked
-    worker) it is its settings and prefix: the worker makes its own client.
-
-    ``first``: the first page of this prefix's listing, already read (by :meth:`below`): the
-    first listing of the reader itself starts from it."""
-
-    def __init__(self, settings: S3Settings, prefix: str, first: Page | None = None) -> None:
-        self.settings = settings
-        self.prefix = prefix
-        self._first = first
-        self._pid = -1
-        self._bucket: Bucket | None = None
-
-    def __getstate__(self) -> tuple[S3Settings, str]:
-        return self.settings, self.prefix
-
-    def __setstate__(self, state: tuple[S3Settings, str]) -> None:
-        self.__init__(*state)  # type: ignore[misc]
-
-    def close(self) -> None:
-        self._first = None  # the client is the process's, shared: nothing else to release
-
-    def __enter__(self) -> S3Reader:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    # -- keys ----------------------------------------------------------------------------------
-
-    @property
-    def bucket(self) -> Bucket:
-        """The bucket, through this process's client."""
-        pid = os.getpid()
-        if self._bucket is None or self._pid != pid:
-            self._bucket = Bucket(client(self.settings), self.settings)
-            self._pid = pid
-        return self._bucket
-
-    def _key(self, path: str) -> str:
-        """The key of the object ``path``; BadComponent unless a plain relative path."""
-        components(path)
-        return self.prefix + path
-
-    def _dir(self, path: str) -> str:
-        """The key prefix of the directory ``path`` (``""``: the reader's)."""
-        if not path:
-            return self.prefix
-        components(path)
-        return f"{self.prefix}{path}/"
-
-    def url(self, key: str) -> str:
-        return f"s3://{self.settings.bucket}/{key}"
-
-    def _pages(self, path: str, prefix: str) -> Iterator[Page]:
-        """The listing of ``prefix`` with delimiter, from the page :meth:`below` read when
-        there is one (for the reader's own directory, once)."""
-        first = self._first if not path else None
-        if first is None:
-            return self.bucket.pages(prefix, delimiter=True)
-        self._first = None
-        return self._resume(first, prefix)
-
-    def _resume(self, first: Page, prefix: str) -> Iterator[Page]:
-        yield first
-        token = first.get("NextContinuationToken")
-        if first.get("IsTruncated") and token:
-            yield from self.bucket.pages(prefix, delimiter=True, token=token)
-
-    # -- reading -------------------------------------------------------------------------------
-
-    def list(self, path: str) -> list[Entry]:
-        prefix = self._dir(path)
-        return _entries(self._pages(path, prefix), prefix, path, self.url(prefix))
-
-    def names(self, path: str) -> Names:
-        prefix = self._dir(path)
-        return _names(self._pages(path, prefix), prefix, path, self.url(prefix))
-
-    def _get(self, path: str, key: str, **extra: str) -> GetObjectOutputTypeDef:
-        bucket = self.bucket
-        try:
-            return bucket.client.get_object(Bucket=bucket.name, Key=key, **extra)  # type: ignore[arg-type]
-        except (ClientError, BotoCoreError) as exc:
-            raise bucket.fail(exc, key, path) from exc
-
-    def read(self, path: str, limit: int) -> Read:
-        """GetObject; ``TooLarge`` from its length, before any byte of the body is read."""
-        key = self._key(path)
-        answer = self._get(path, key)
-        body = answer["Body"]
-        try:
-            size = answer.get("ContentLength", 0)
-            if size > limit:
-                raise TooLarge(f"{path!r} holds {size} bytes, more than {limit}", path)
-            data = body.read(limit + 1)
-            if len(data) > limit:  # it is not the length it said
-                raise TooLarge(f"{path!r} holds more than {limit} bytes", path)
-        except (BotoCoreError, OSError, HTTPError) as exc:
-            raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
-        finally:
-            body.close()
-        return _new(Read, (data, _mtime(answer)))
-
-    def head(self, path: str, size: int) -> Read:
-        """A ranged GET of the first ``size`` bytes (an empty object: a HEAD for its time)."""
-        key = self._key(path)
-        if size > 0:
-            try:
-                answer = self._get(path, key, Range=f"bytes=0-{size - 1}")
-            except OSError as exc:
-                cause = exc.__cause__
-                if not (isinstance(cause, ClientError) and error_code(cause)[1] == 416):
-                    raise
-            else:
-                body = answer["Body"]
-                try:
-                    data = body.read(size)
-                except (BotoCoreError, OSError, HTTPError) as exc:
-                    raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
-                finally:
-                    body.close()
-                return _new(Read, (data[:size], _mtime(answer)))
-        return Read(b"", self._head_object(path, key).mtime or 0.0)
-
-    def _head_object(self, path: str, key: str) -> Entry:
-        bucket = self.bucket
-        try:
-            answer = bucket.client.head_object(Bucket=bucket.name, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise bucket.fail(exc, key, path) from exc
-        name = path.rpartition("/")[2]
-        return Entry(name, _FILE, answer.get("ContentLength", 0), _mtime(answer), FILE_DETAIL)
-
-    def stat(self, path: str) -> Entry:
-        """HeadObject; when there is none, a prefix with objects is a directory (no mtime)."""
-        if not path:
-            if not self.bucket.has_objects(self.prefix):
-                raise _missing(path, self.url(self.prefix))
-            return Entry("", _DIR, None, None, DIR_DETAIL)
-        key = self._key(path)
-        try:
-            return self._head_object(path, key)
-        except FileNotFoundError:
-            if not self.bucket.has_objects(key + "/"):
-                raise
-        return Entry(path.rpartition("/")[2], _DIR, None, None, DIR_DETAIL)
-
-    def stat_each(self, paths: Sequence[str]) -> Sequence[Entry | None]:
-        found: list[Entry | None] = [None] * len(paths)
-        groups: dict[str, list[int]] = {}
-        for at, path in enumerate(paths):
-            parts = components(path)
-            groups.setdefault(parts[0] if len(parts) > 2 else "", []).append(at)
-        heads: list[int] = []
-        for directory, positions in groups.items():
-            if len(positions) < LIST_FROM:
-                heads += positions
-            else:
-                self._stat_listed(directory, paths, positions, found)
-        if heads:
-            entries = executor().map(self._stat_one, [paths[i] for i in heads])
-            for at, entry in zip(heads, entries, strict=True):
-                found[at] = entry
-        return found
-
-    def _stat_one(self, path: str) -> Entry | None:
-        try:
-            entry = self.stat(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            exc.filename = path
-            raise
-        return entry._replace(name=path)
-
-    def _stat_listed(
-        self,
-        directory: str,
-        paths: Sequence[str],
-        positions: Sequence[int],
-        found: MutableSequence[Entry | None],
-    ) -> None:
-        """The entries of ``paths[i]`` for ``i`` in ``positions`` (all below ``directory``)
-        from one listing of it without delimiter, from the first of them to past the last."""
-        base = self._dir(directory)
-        wanted = {self.prefix + paths[at]: at for at in positions}
-        dirs = {key + "/": at for key, at in wanted.items()}
-        first, last = min(wanted), max(wanted)
-        try:
-            for page in self.bucket.pages(base, delimiter=False, start_after=first[:-1]):
-                key = ""
-                for obj in page.get("Contents") or ():
-                    key = obj["Key"]
-                    at = wanted.get(key)
-                    if at is not None:
-                        found[at] = _new(
-                            Entry,
-                            (paths[at], _FILE, obj["Size"], obj["LastModified"].timestamp(),
-                             FILE_DETAIL, None),
-                        )  # fmt: skip
-                        continue
-                    slash = key.find("/", len(base))
-                    while slash >= 0:  # a wanted path that is a prefix of this key: a directory
-                        at = dirs.get(key[: slash + 1])
-                        if at is not None:
-                            _mark_dir(found, at, paths[at])
-                        slash = key.find("/", slash + 1)
-                if key > last and all(key[: len(d)] > d for d in dirs):
-                    break  # past every wanted key and every key below a wanted path
-        except OSError as exc:
-            exc.filename = paths[positions[0]]
-            raise
-
-    def below(self, path: str) -> S3Reader:
-        """A reader of the prefix ``path`` (FileNotFoundError when no object is below it),
-        which starts its own first listing from the page read here."""
-        prefix = self._dir(path)
-        first = next(self.bucket.pages(prefix, delimiter=True))
-        if not first.get("Contents") and not first.get("CommonPrefixes"):
-            raise _missing(path, self.url(prefix))
-        return S3Reader(self.settings, prefix, first)
-
-
-def _mark_dir(found: MutableSequence[Entry | None], at: int, path: str) -> None:
-    """``path``, found as a prefix: a directory, or both an object and one."""
-    entry = found[at]
-    name = path
-    if entry is None:
-        found[at] = Entry(name, _DIR, None, None, DIR_DETAIL)
-    elif entry.kind is _FILE:
-        found[at] = Entry(name, _OTHER, entry.size, entry.mtime, BOTH_DETAIL)
 
 
 def _split_held(held: str) -> list[str]:
@@ -457,7 +142,7 @@ class S3Storage(S3Reader):
         page = next(self.bucket.pages(prefix, delimiter=False, max_keys=2))
         keys = [obj["Key"] for obj in page.get("Contents") or ()]
         if not keys:
-            raise _missing(path, self.url(prefix))
+            raise missing(path, self.url(prefix))
         if keys != [prefix]:
             raise OSError(errno.ENOTEMPTY, f"{self.url(prefix)} is not empty", path)
         self.bucket.delete_one(prefix, path)  # an empty directory's marker
@@ -467,7 +152,7 @@ class S3Storage(S3Reader):
             prefix = self._dir(path)
             objs = self.bucket.objects(prefix)
             if not objs:
-                raise _missing(path, self.url(prefix))
+                raise missing(path, self.url(prefix))
             self._delete_tiers(objs, prefix, path)
         except (OSError, UnsafeEntry):
             if not ignore_errors:
@@ -509,14 +194,14 @@ class S3Storage(S3Reader):
         name = parts[-1] if parts else ""
         if len(parts) < 2:
             if not self.bucket.has_objects(prefix):
-                raise _missing(held, self.url(prefix))
-            return Entry(name, _DIR, None, None, DIR_DETAIL)
+                raise missing(held, self.url(prefix))
+            return Entry(name, Kind.DIR, None, None, DIR_DETAIL)
         bucket = self.bucket
         try:
             answer = bucket.client.head_object(Bucket=bucket.name, Key=prefix + WHOLE)
         except (ClientError, BotoCoreError) as exc:
             raise bucket.fail(exc, prefix + WHOLE, held) from exc
-        return Entry(name, _DIR, None, _mtime(answer), DIR_DETAIL)
+        return Entry(name, Kind.DIR, None, mtime_of(answer), DIR_DETAIL)
 
     def hold(self, path: str, held: str) -> None:
         if len(_split_held(held)) != 2:
@@ -536,7 +221,7 @@ class S3Storage(S3Reader):
             self._finish_hold(path, held, src, source, existing)
             return
         if not source:
-            raise _missing(path, self.url(src))
+            raise missing(path, self.url(src))
         if existing:  # copies of a hold interrupted before its marker: nothing sees them
             self.bucket.delete([dst + rel for rel in existing], held)
         self.bucket.copy_all([(src + o.rel, dst + o.rel, o.size) for o in source], path)
@@ -567,7 +252,7 @@ class S3Storage(S3Reader):
             raise BadComponent("the whole tree cannot be restored", path)
         kept = {obj.rel: obj for obj in self.bucket.objects(src)}
         if WHOLE not in kept:
-            raise _missing(held, self.url(src + WHOLE))
+            raise missing(held, self.url(src + WHOLE))
         del kept[WHOLE]
         live = self.bucket.objects(dst)
         if any(obj.rel not in kept or not same_copy(kept[obj.rel], obj) for obj in live):
@@ -587,7 +272,7 @@ class S3Storage(S3Reader):
         prefix = self._held_dir(held)
         objs = self.bucket.objects(prefix)
         if not objs:
-            raise _missing(held, self.url(prefix))
+            raise missing(held, self.url(prefix))
         markers = [prefix + o.rel for o in objs if o.rel.rpartition("/")[2] == WHOLE]
         dirs = [prefix + o.rel for o in objs if not o.rel or o.rel.endswith("/")]
         skip = {*markers, *dirs}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from retentiond.storage import layout
 from retentiond.storage.s3_client import THREADS, executor, port_error
 from retentiond.storage.s3_settings import S3Settings
 
@@ -37,8 +38,8 @@ _MULTIPART = TransferConfig(
     multipart_threshold=MULTIPART_FROM, multipart_chunksize=256 << 20, max_concurrency=THREADS
 )
 #: the deletion tiers of a path below ``v2`` (0 first): a tag's link, a revision's link, the rest
-_TAG_LINK = re.compile(r"(?:^|/)_manifests/tags/[^/]+/current/link$")
-_REVISION_LINK = re.compile(r"(?:^|/)_manifests/revisions/sha256/[^/]+/link$")
+_TAG_LINK = re.compile(rf"(?:^|/){re.escape(layout.TAGS)}/[^/]+/{re.escape(layout.CURRENT_LINK)}$")
+_REVISION_LINK = re.compile(rf"(?:^|/){re.escape(layout.REVISIONS)}/[^/]+/{layout.LINK}$")
 TIERS = 3
 
 
@@ -53,7 +54,7 @@ class Obj(NamedTuple):
 def tier(path: str) -> int:
     """0 for a tag's ``current/link``, 1 for a revision's ``link``, 2 for anything else
     (``path`` below ``v2``)."""
-    if path.endswith("/link") or path == "link":
+    if path.rpartition("/")[2] == layout.LINK:
         if _TAG_LINK.search(path):
             return 0
         if _REVISION_LINK.search(path):
