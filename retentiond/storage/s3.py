@@ -108,6 +108,12 @@ class S3Storage(S3Reader):
         super().__init__(settings, settings.key(layout.V2) + "/")
         self.quarantine = settings.key(layout.QUARANTINE) + "/"
 
+    def __getstate__(self) -> tuple[S3Settings, str]:
+        return self.settings, self.prefix
+
+    def __setstate__(self, state: tuple[S3Settings, str]) -> None:
+        self.__init__(state[0])  # type: ignore[misc]
+
     def __enter__(self) -> S3Storage:
         return self
 

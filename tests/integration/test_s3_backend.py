@@ -267,6 +267,29 @@ def test_hold_restore_remove_held(s3_bucket: S3Bucket, storage: S3Storage) -> No
     assert s3_bucket.keys(f"{V2}{TAGS}/v2") == []
 
 
+def test_a_whole_repository_round_trip(s3_bucket: S3Bucket, storage: S3Storage) -> None:
+    tag_tree(s3_bucket, "v1", D1)
+    tag_tree(s3_bucket, "v2", D2)
+    for digest in (D1, D2):
+        hexpart = layout.hex_of(digest)
+        put(s3_bucket, f"{V2}{REPO}/_manifests/revisions/sha256/{hexpart}/link", digest.encode())
+        put(s3_bucket, f"{V2}{REPO}/_layers/sha256/{hexpart}/link", digest.encode())
+    put(s3_bucket, f"{V2}{REPO}/_uploads/0a1b/startedat", b"2026-01-01T00:00:00Z")
+    original = contents(s3_bucket, V2)
+    storage.quarantine_dir("", create=True)
+    storage.quarantine_dir(layout.LAYER_LINKS_HELD, create=True)
+    held = layout.held_layer_link(0)
+
+    with pytest.raises(FileNotFoundError):
+        storage.restore(held, REPO)  # nothing held (whole) under that name
+    storage.hold(REPO, held)
+    assert s3_bucket.keys(V2) == []
+    storage.restore(held, REPO)
+    assert contents(s3_bucket, V2) == original
+    storage.remove_held(layout.LAYER_LINKS_HELD)
+    assert s3_bucket.keys("retentiond-quarantine/") == ["retentiond-quarantine/"]
+
+
 def test_directories_of_a_store_without_any(s3_bucket: S3Bucket, storage: S3Storage) -> None:
     tag_tree(s3_bucket)
     storage.make_dirs(f"{TAGS}/new/deeper")  # nothing to make
