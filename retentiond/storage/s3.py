@@ -54,11 +54,12 @@ parts by boto3's managed copy.
 
 A copy is a new object, with a new ``LastModified``: a tag that ``undo`` puts back on S3 has the
 time of the undo as its push time (its ``current/link``'s mtime), where a filesystem's rename
-keeps the old one. (A cheap fix, not built: write the original ``LastModified`` of each link
-into the held copy's metadata, ``x-amz-meta-retentiond-mtime``, at hold, and read it back... but
-a restored object's own time is the one a listing gives, so the readers would have to read
-that metadata too; or keep the tags' push times in the run's state and prefer them, for tags
-put back by ``undo``, until they are pushed again.)
+keeps the old one. A cheap fix, not built: :meth:`~S3Storage.hold` knows each object's
+``LastModified`` from its listing; it could copy the links with ``MetadataDirective=REPLACE``
+and ``x-amz-meta-retentiond-mtime`` set to it (and :meth:`~S3Storage.restore` keep that
+metadata), and :meth:`~S3Reader.read`/:meth:`~S3Reader.head`, whose GetObject answer carries
+the metadata at no cost, would give that time instead; a push of the tag writes a new object
+without it. (The metadata is as trusted as the tree: whoever writes the bucket can set it.)
 """
 
 from __future__ import annotations

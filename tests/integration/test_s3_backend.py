@@ -135,6 +135,18 @@ def test_list_names_read_head_stat(s3_bucket: S3Bucket, storage: S3Storage) -> N
         storage.below(f"{TAGS}/v9")
 
 
+def test_head_each_reads_side_by_side(s3_bucket: S3Bucket, storage: S3Storage) -> None:
+    for i in range(40):
+        put(s3_bucket, f"{V2}{TAGS}/t{i:02d}/current/link", f"sha256:{i:064x}".encode())
+    reader = storage.below(TAGS)
+    paths = [f"t{i:02d}/current/link" for i in range(41)]
+    found = reader.head_each([*paths, "t00/../x"], 200)
+    for i, read in enumerate(found[:40]):
+        assert not isinstance(read, Exception) and read.data == f"sha256:{i:064x}".encode()
+    assert isinstance(found[40], FileNotFoundError) and found[40].filename == paths[40]
+    assert isinstance(found[41], BadComponent)
+
+
 def test_stat_each_answers_from_listings(s3_bucket: S3Bucket, storage: S3Storage) -> None:
     hexes = [f"ab{i:062x}" for i in range(20)]
     for i, hexpart in enumerate(hexes):
