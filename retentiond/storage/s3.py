@@ -18,11 +18,11 @@ not an entry, and a name that is both an object and a prefix (keys ``a`` and ``a
 directory has no mtime (a :meth:`~S3Reader.stat` of one gives None). :meth:`~S3Reader.
 stat_each` answers from listings: the paths are grouped by the directory whose listing covers
 them (the first component of a path of three or more, else the reader's own), and a group of
-:data:`LIST_FROM` paths or more is answered by one listing of that directory without delimiter
-(from its first wanted key, stopping after its last); a smaller group by a HEAD a path, side
-by side. :meth:`~S3Reader.below` lists the first page of the directory it checks, and the new
-reader's first listing of itself starts from that page: a scoped reader costs no request its
-listing does not make anyway.
+:data:`~retentiond.storage.s3_reader.LIST_FROM` paths or more is answered by one listing of
+that directory without delimiter (from its first wanted key, stopping after its last); a
+smaller group by a HEAD a path, side by side. :meth:`~S3Reader.below` lists the first page of
+the directory it checks, and the new reader's first listing of itself starts from that page: a
+scoped reader costs no request its listing does not make anyway.
 
 Changing. There is no rename: a move copies, then deletes, and keeps the port's promises after
 a crash at any point (``kill -9``) as follows.
