@@ -24,6 +24,8 @@ from retentiond.errors import RegistryError
 USER_AGENT = f"{USER_AGENT_PRODUCT}{__version__}"
 
 ACCEPT = ", ".join((*ALL_MANIFEST_TYPES, MEDIA_SCHEMA1))
+#: the answers that send a blob's client to the storage (the registry's ``redirect``)
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class RegistryClient:
@@ -51,6 +53,8 @@ class RegistryClient:
         )
         #: requests sent so far
         self.requests = 0
+        #: for the storage URLs blobs are redirected to (no credentials of the registry's)
+        self._storage: httpx.Client | None = None
 
     def clone(self) -> RegistryClient:
         """A new client of the same registry with the same settings and connections of its
@@ -69,6 +73,8 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._storage is not None:
+            self._storage.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -164,8 +170,39 @@ class RegistryClient:
 
     def blob_status(self, repository: str, digest: str) -> int:
         """The status ``HEAD`` of a blob answers in ``repository`` (the registry answers 200
-        only for a blob linked into that repository whose data is there)."""
-        return self._request("HEAD", f"/v2/{repository}/blobs/{digest}").status_code
+        only for a blob linked into that repository whose data is there).
+
+        A registry on object storage answers with a redirect (307) to a presigned URL of the
+        blob's ``data`` in the bucket, as clients pulling it are; that URL is asked too (HEAD,
+        as presigned for it), without the registry's credentials, and its status is the
+        answer: a redirect alone only says the registry believes the blob is there (its
+        cache may be stale)."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._request("HEAD", path)
+        location = response.headers.get("Location")
+        if response.status_code not in _REDIRECTS or not location:
+            return response.status_code
+        return self._storage_status(str(response.url.join(location)), path)
+
+    def _storage_status(self, url: str, asked: str) -> int:
+        """The status of ``HEAD url`` (a storage URL a blob was redirected to), followed no
+        further."""
+        if self._storage is None:
+            self._storage = httpx.Client(
+                verify=self._settings[1],
+                timeout=self._settings[2],
+                headers={"User-Agent": USER_AGENT},
+            )
+        self.requests += 1
+        try:
+            return self._storage.head(url).status_code
+        except httpx.HTTPError as exc:
+            host = httpx.URL(url).host
+            raise RegistryError(
+                f"registry at {self.url} redirected HEAD {asked} to its storage at {host}, "
+                f"which did not answer: {exc}; retentiond must reach the storage URLs the "
+                "registry hands to clients (or set the registry's storage.redirect.disable)"
+            ) from exc
 
     def check_manifest(
         self,

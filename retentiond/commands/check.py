@@ -41,7 +41,7 @@ from retentiond.config import (
     check_config,
     find_config_path,
 )
-from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
+from retentiond.errors import RuntimeControlError, SourceProblem, StorageError, UsageError
 from retentiond.policy.loader import check_policies
 from retentiond.protection_config import ProtectConfig
 from retentiond.pulls.report import pulls_report
@@ -106,6 +106,8 @@ def run_check(
     lines, runtime_warnings = runtime_report(runtime) if runtime is not None else ([], [])
     if checked is not None:
         lines.append(storage_report(checked.registry))
+        if runtime is not None:
+            runtime_warnings += bucket_warnings(checked.registry)
     if protect is not None and protect.enabled:
         protect_lines, protect_warnings = protection_report(protect)
         lines += protect_lines
@@ -122,11 +124,22 @@ def storage_report(registry: RegistryConfig) -> str:
     """The line naming the storage backend and where it is, as the config says (never a
     secret), e.g. ``storage: s3 bucket registry at http://rgw:7480, rootdirectory /prod (from
     /etc/registry/config.yml)`` or ``storage: filesystem /var/lib/registry``."""
-    # TODO(S3 backend): look at the storage read-only here (s3: HeadBucket and one
-    # ListObjectsV2 under the rootdirectory, with the credentials it will use; filesystem:
-    # docker/registry/v2 is readable) and return a warning when it cannot be read, as
-    # protection_report does for its sources.
     return describe_storage(registry.location, registry.config_file)
+
+
+def bucket_warnings(registry: RegistryConfig) -> list[str]:
+    """When the storage is a bucket: a warning when it cannot be read with the credentials
+    retentiond will use (one listing of the bucket and of the tree's top; nothing written).
+    A filesystem root is not looked at here: ``check`` may run where it is not mounted."""
+    if registry.s3 is None:
+        return []
+    from retentiond.storage.reader import check_storage  # boto3 only when S3 is used
+
+    try:
+        check_storage(registry.s3)
+    except StorageError as exc:
+        return [str(exc)]
+    return []
 
 
 def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:

@@ -52,13 +52,15 @@ a crash at any point (``kill -9``) as follows.
 An object above 1 GiB (an ``_uploads`` data file can be above CopyObject's 5 GiB) is copied in
 parts by boto3's managed copy.
 
-A copy is a new object, with a new ``LastModified``: a tag that ``undo`` puts back on S3 has the
-time of the undo as its push time (its ``current/link``'s mtime), where a filesystem's rename
-keeps the old one. A cheap fix, not built: :meth:`~S3Storage.hold` knows each object's
-``LastModified`` from its listing; it could copy the links with ``MetadataDirective=REPLACE``
-and ``x-amz-meta-retentiond-mtime`` set to it (and :meth:`~S3Storage.restore` keep that
-metadata), and :meth:`~S3Reader.read`/:meth:`~S3Reader.head`, whose GetObject answer carries
-the metadata at no cost, would give that time instead; a push of the tag writes a new object
+A copy is a new object, with a new ``LastModified``, where a filesystem's rename keeps the
+old mtime; a tag's push time is its ``current/link``'s. So :meth:`~S3Storage.hold` copies each
+tag link with its push time in its metadata (``x-amz-meta-retentiond-pushed-at``: the
+LastModified from the listing, or the time such a link already kept, read with one HEAD),
+:meth:`~S3Storage.restore` keeps the metadata, and the readers' GetObject answer, which carries
+it at no cost, gives that time (never later than the object's own LastModified). A tag put back
+by ``undo`` or by the rollback of an interrupted run keeps its push time; without that, the
+rollback of a run that deleted old tags made them the newest, and the next run kept them and
+deleted the real newest one (found by the kill -9 test). A push of the tag writes a new object
 without it. (The metadata is as trusted as the tree: whoever writes the bucket can set it.)
 """
 
@@ -90,6 +92,12 @@ __all__ = ["WHOLE", "S3Reader", "S3Storage", "open_s3_storage"]
 #: in a held directory: the object written once every object is copied
 WHOLE = ".retentiond-whole"
 _log = get_logger(component="s3")
+
+
+def _tag_links(objs: list[Obj], base: str) -> tuple[list[Obj], list[Obj]]:
+    """The tag ``current/link`` objects among ``objs`` (below ``base``), and the others."""
+    tiers = by_tier(objs, base)
+    return tiers[0], [o for tier in tiers[1:] for o in tier]
 
 
 def _split_held(held: str) -> list[str]:
@@ -235,7 +243,11 @@ class S3Storage(S3Reader):
             raise missing(path, self.url(src))
         if existing:  # copies of a hold interrupted before its marker: nothing sees them
             self.bucket.delete([dst + rel for rel in existing], held)
-        self.bucket.copy_all([(src + o.rel, dst + o.rel, o.size) for o in source], path)
+        tag_links, others = _tag_links(source, path)
+        self.bucket.copy_all([(src + o.rel, dst + o.rel, o.size) for o in others], path)
+        for o in tag_links:  # its push time kept: a copy put back is not a new push
+            pushed_at = self.bucket.pushed_at(src + o.rel, o.mtime, path)
+            self.bucket.copy_stamped(src + o.rel, dst + o.rel, pushed_at, path)
         note = f"{self.location(path)}\n{len(source)} objects\n".encode()
         self.bucket.put(dst + WHOLE, note, held)
         self._delete_tiers(source, src, path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from boto3.s3.transfer import TransferConfig
@@ -44,11 +44,31 @@ TIERS = 3
 
 
 class Obj(NamedTuple):
-    """An object below a prefix: its key relative to the prefix, size and ETag."""
+    """An object below a prefix: its key relative to the prefix, size, ETag and
+    LastModified (seconds since the epoch)."""
 
     rel: str
     size: int
     etag: str
+    mtime: float = 0.0
+
+
+#: the user metadata (``x-amz-meta-...``) in which a held tag link keeps its push time
+PUSHED_AT = "retentiond-pushed-at"
+
+
+def pushed_at_of(metadata: Mapping[str, str], last_modified: float) -> float | None:
+    """The push time a held (then put back) tag link keeps in its metadata, when it is a
+    time no later than the object's own LastModified (a copy is never older than what it
+    copies); else None."""
+    text = metadata.get(PUSHED_AT)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value <= last_modified else None
 
 
 def tier(path: str) -> int:
@@ -123,7 +143,14 @@ class Bucket:
         found: list[Obj] = []
         for page in self.pages(prefix, delimiter=False):
             for obj in page.get("Contents") or ():
-                found.append(Obj(obj["Key"][n:], int(obj["Size"]), str(obj.get("ETag", ""))))
+                found.append(
+                    Obj(
+                        obj["Key"][n:],
+                        int(obj["Size"]),
+                        str(obj.get("ETag", "")),
+                        obj["LastModified"].timestamp(),
+                    )
+                )
         return found
 
     def has_objects(self, prefix: str) -> bool:
@@ -143,8 +170,35 @@ class Bucket:
         except (ClientError, BotoCoreError) as exc:
             raise self.fail(exc, key, path) from exc
 
+    def pushed_at(self, key: str, listed: float, path: str) -> float:
+        """The time the registry wrote the object ``key`` (a tag's ``current/link``): the
+        :data:`PUSHED_AT` a hold kept in its metadata (a link put back by ``undo`` or by a
+        rollback), else its LastModified (``listed``)."""
+        try:
+            answer = self.client.head_object(Bucket=self.name, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self.fail(exc, key, path) from exc
+        kept = pushed_at_of(answer.get("Metadata") or {}, answer["LastModified"].timestamp())
+        return kept if kept is not None else listed
+
+    def copy_stamped(self, src: str, dst: str, pushed_at: float, path: str) -> None:
+        """Copy the small object ``src`` to ``dst`` with ``pushed_at`` in its metadata (a
+        copy's own LastModified is the time of the copy)."""
+        source = {"Bucket": self.name, "Key": src}
+        try:
+            self.client.copy_object(
+                Bucket=self.name,
+                Key=dst,
+                CopySource=source,  # type: ignore[arg-type]
+                MetadataDirective="REPLACE",
+                Metadata={PUSHED_AT: f"{pushed_at:.6f}"},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self.fail(exc, src, path) from exc
+
     def copy(self, src: str, dst: str, size: int, path: str) -> None:
-        """Copy the object ``src`` to ``dst`` in this bucket (in parts when large)."""
+        """Copy the object ``src`` to ``dst`` in this bucket (in parts when large), its
+        metadata with it."""
         source = {"Bucket": self.name, "Key": src}
         try:
             if size >= MULTIPART_FROM:

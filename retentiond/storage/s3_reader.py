@@ -18,7 +18,7 @@ from urllib3.exceptions import HTTPError
 
 from retentiond.storage.port import Entry, Kind, Names, Read
 from retentiond.storage.s3_client import client, error_code, executor
-from retentiond.storage.s3_objects import Bucket
+from retentiond.storage.s3_objects import Bucket, pushed_at_of
 from retentiond.storage.s3_settings import S3Settings
 from retentiond.storage.safe_fs import TooLarge, UnsafeEntry, components
 
@@ -98,7 +98,12 @@ def names_of(pages: Iterator[Page], prefix: str, path: str, url: str) -> Names:
 
 
 def mtime_of(answer: Any) -> float:
-    return float(answer["LastModified"].timestamp())
+    """An object's time from a GetObject or HeadObject answer: its LastModified, or, for a
+    tag link that a run held and put back (copies, with new times), the push time it kept
+    in its metadata (:func:`~.s3_objects.pushed_at_of`)."""
+    modified = float(answer["LastModified"].timestamp())
+    kept = pushed_at_of(answer.get("Metadata") or {}, modified)
+    return modified if kept is None else kept
 
 
 class S3Reader:
