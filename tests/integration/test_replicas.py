@@ -6,9 +6,8 @@ crashes are real ``kill -9``s.
 
 The storage is a parameter. The runtime's own tests (switches, a failed switch, recovery,
 ``check``) run on a shared host directory and on a shared S3 bucket (the session's RGW).
-``apply`` needs retentiond to read and remove on the storage: it runs on the shared directory
-(``APPLY_STORAGES``); "s3" joins that list when the S3 backend lands (the pushes and pulls
-already go through :meth:`Replicas.push`; ``Replicas.age`` still ages a tag on disk only).
+``apply`` (``APPLY_STORAGES``) runs on both too: retentiond reads and removes on the shared
+directory or in the shared bucket.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from retentiond.registry import RegistryClient
 from retentiond.runtime.base import MaintenanceState
 from retentiond.runtime.docker_specs import TWIN_LABEL, TWIN_SUFFIX
 from retentiond.runtime.replicas import ReplicatedDockerRuntime
+from retentiond.storage.s3_objects import PUSHED_AT
 from retentiond.verification import verify_instances
 from tests.harness.images import CommandError, OciImage, make_oci_image, pull_error, push_oci
 from tests.harness.proc import docker
@@ -52,6 +52,7 @@ from tests.harness.s3 import (
     delete_bucket,
     push_oci_to_s3,
     registry_s3_env,
+    tag_link_key,
 )
 from tests.harness.tree import set_pushed_at
 
@@ -60,8 +61,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: the storages two instances share in the runtime's tests
 STORAGES = ["filesystem", "s3"]
-#: the storages ``apply`` runs on across two instances ("s3" joins with the S3 backend)
-APPLY_STORAGES = ["filesystem"]
+#: the storages ``apply`` runs on across two instances
+APPLY_STORAGES = ["filesystem", "s3"]
 
 SHARED = b"a layer both images hold" * 100
 KEPT = make_oci_image([SHARED, b"the kept image's own layer" * 100], seed="replica-kept")
@@ -92,9 +93,41 @@ class Replicas:
         return push_oci(reg, repo, tag, image)
 
     def age(self, repo: str, tag: str, days: float) -> None:
-        """Make ``repo:tag`` look pushed ``days`` ago."""
-        assert self.storage == "filesystem", "aging a tag in a bucket: with the S3 backend"
-        set_pushed_at(self.a.root, repo, tag, datetime.now(UTC) - timedelta(days=days))
+        """Make ``repo:tag`` look pushed ``days`` ago (in a bucket, whose LastModified cannot
+        be set: the push time a held tag link keeps in its metadata, which retentiond
+        reads)."""
+        when = datetime.now(UTC) - timedelta(days=days)
+        if self.bucket is None:
+            set_pushed_at(self.a.root, repo, tag, when)
+            return
+        key = tag_link_key(repo, tag)
+        self.bucket.client().copy_object(
+            Bucket=self.bucket.name,
+            Key=key,
+            CopySource={"Bucket": self.bucket.name, "Key": key},
+            MetadataDirective="REPLACE",
+            Metadata={PUSHED_AT: f"{when.timestamp():.6f}"},
+        )
+
+    def storage_config(self) -> str:
+        """retentiond's ``registry`` lines that say where the storage is."""
+        if self.bucket is None:
+            return f"  root: {self.a.root}\n"
+        b = self.bucket
+        return textwrap.indent(
+            textwrap.dedent(f"""\
+            storage:
+              s3:
+                bucket: {b.name}
+                region: {b.region}
+                regionendpoint: {b.endpoint}
+                accesskey: {b.access_key}
+                secretkey: {b.secret_key}
+                secure: false
+                forcepathstyle: true
+            """),
+            "  ",
+        )
 
 
 def redis_env(redis: RunningRedis, version: str) -> dict[str, str]:
@@ -237,9 +270,9 @@ def write_config(rep: Replicas, tmp_path: Path, *, instance_urls: bool = False) 
     urls = f"  instance_urls: [{rep.a.url}, {rep.b.url}]\n" if instance_urls else ""
     config = tmp_path / "retentiond.yaml"
     config.write_text(
-        textwrap.dedent(f"""\
-        registry:
-          root: {rep.a.root}
+        "registry:\n"
+        + rep.storage_config()
+        + textwrap.dedent(f"""\
           url: {rep.a.url}
           cache: redis
           redis_url: {rep.redis.url}
