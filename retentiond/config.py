@@ -492,7 +492,8 @@ def _read_replicas(c: Checker, s: _Section) -> dict[str, tuple[str, ...]]:
             seen.add(name)
         found[key] = tuple(name for name, _ in items)
     containers, urls = found.get("containers", ()), found.get("instance_urls", ())
-    if "containers" in s.values and "container" in s.values and not is_null(s.values["container"]):
+    written = {k for k in ("container", "containers") if k in s.values and not is_null(s.values[k])}
+    if len(written) == 2:
         c.problem(
             s.at("containers"),
             "runtime.container and runtime.containers are both written; keep container for one "
