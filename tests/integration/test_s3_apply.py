@@ -272,3 +272,31 @@ def test_bad_credentials_or_bucket_is_a_clear_error_and_changes_nothing(
     push_oci_to_s3(
         s3_registry, s3_bucket, "app", "new", make_oci_image([b"new"], seed="after-error")
     )
+
+
+def test_grace_on_s3_holds_the_removals_then_reclaims(
+    s3_registry: RunningRegistry, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    push_history(s3_registry, s3_bucket, "app", 3)
+    setup = make_setup(s3_registry, s3_bucket, tmp_path)
+    setup.config.write_text(
+        setup.config.read_text().replace(
+            "  untagged_min_age: 1h\n", "  untagged_min_age: 1h\n  grace: 2s\n"
+        )
+    )
+    planned = setup.plan()
+    before = setup.data_bytes()
+    setup.run("apply", "--yes")
+    held = setup.history()[-1]
+    assert held["status"] == "ok" and held["held_until"] and not held["gc_ran"], held
+    assert setup.data_bytes() == before, "nothing is reclaimed during the grace"
+    assert setup.quarantined(), "the removals wait in the quarantine prefix"
+    assert not pull_ok(s3_registry, "app", "build-0")
+    time.sleep(2.5)
+    setup.run("apply", "--yes")
+    second = setup.history()[-1]
+    assert second["gc_before_removals"], second
+    assert second["bytes_reclaimed"] == planned["summary"]["bytes_reclaimed"] > 0
+    assert before - setup.data_bytes() == second["bytes_reclaimed"]
+    assert pull_ok(s3_registry, "app", "build-2")
+    assert setup.quarantined() == []
