@@ -320,6 +320,28 @@ def test_repointed_tag_history_is_not_current(s3: OnS3) -> None:
     assert unlinked(plan) == set(digests[:-1])
 
 
+def test_keep_last_follows_push_order_not_names(s3: OnS3) -> None:
+    """``keep: {last: 2}`` ranks by the tags' ``current/link`` LastModified: pushed d, c, b, a
+    (a second apart), the last two are b and a, although d and c sort last by name (the
+    tie-break between tags pushed in the same second)."""
+    for n, tag in enumerate("dcba"):
+        if n:
+            next_second()
+        s3.push("order/app", tag, [f"order {tag}".encode()], f"order-{tag}")
+    plan = plan_and_compare(
+        s3,
+        policies("""
+        policies:
+          - name: order
+            repositories: ["order/**"]
+            keep: {last: 2}
+            untagged: delete
+    """),
+    )
+    assert deleted(plan) == {"order/app:d", "order/app:c"}
+    assert len(plan.manifests_unlinked) == 2
+
+
 def test_untagged_old_and_new(s3: OnS3) -> None:
     old = s3.push("ci/job", "t", [b"old untagged"], "o")
     next_second()
@@ -482,7 +504,10 @@ def test_missing_manifest_blob_refuses_the_repository(s3: OnS3) -> None:
     plan = plan_and_compare(s3, policies(KEEP_ONE))
     assert deleted(plan) == {"other:old"}
     assert [r.repository for r in plan.refused] == ["app"]
-    assert app_blobs().isdisjoint(plan.reclaimable)
+    # the GC cannot read the lost manifest, so nothing references its config and layer: they
+    # are garbage already (the GC takes them whatever the plan), and nothing else of app's is
+    lost = make_oci_image([b"new"], seed="new")
+    assert app_blobs() & set(plan.reclaimable) == lost.blob_digests - {new}
 
 
 def test_garbage_manifest_blocks_gc_like_the_registry(s3: OnS3) -> None:
