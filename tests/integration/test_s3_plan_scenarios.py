@@ -541,3 +541,15 @@ def test_revision_link_with_garbage_blocks_gc(s3: OnS3) -> None:
     assert plan.gc_blocked and [r.repository for r in plan.refused] == ["app"]
     dry = gc_on_bucket(s3.bucket, version=s3.version)
     assert dry.returncode != 0, "the registry's GC aborts here too"
+
+
+def test_object_where_a_tag_directory_should_be_refuses_the_repository(s3: OnS3) -> None:
+    """An object named like a tag "directory" (``.../_manifests/tags/stray``, no ``/`` after
+    it): no registry writes one, so it is not trusted (on disk, a file where a directory
+    should be refuses its repository too). The GC never reads tags and is not disturbed."""
+    corrupt_scenario(s3)
+    s3.write(tag_prefix("app", "stray").removesuffix("/"), b"stray")
+    plan = plan_and_compare(s3, policies(KEEP_ONE))
+    assert deleted(plan) == {"other:old"}
+    assert [r.repository for r in plan.refused] == ["app"]
+    assert app_blobs().isdisjoint(plan.reclaimable)
