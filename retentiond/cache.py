@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import ParseResult, parse_qs, unquote, urlparse, urlunparse
 
 from retentiond.core.blob_table import BlobTable
 from retentiond.errors import RegistryError
@@ -141,6 +141,15 @@ class _Connection:
         )
 
 
+def _without_password(url: str, parsed: ParseResult) -> str:
+    """``url`` with ``***`` for its password, if it has one."""
+    if parsed.password is None:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rpartition("@")[2]
+    return urlunparse(parsed._replace(netloc=f"{user}:***@{host}"))
+
+
 class RedisCache:
     """The registry's redis cache at ``url`` (``registry.redis_url``)."""
 
@@ -150,7 +159,8 @@ class RedisCache:
             raise RegistryError(
                 f"registry.redis_url {url!r}: the scheme must be one of {', '.join(SCHEMES)}"
             )
-        self.url = url
+        #: for messages: the URL without its password (it may come from the registry's config)
+        self.url = _without_password(url, parsed)
         self.scheme = parsed.scheme
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 6379

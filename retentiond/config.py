@@ -3,8 +3,9 @@
 :func:`check_config` never raises: it returns the :class:`Config` (None when there are problems),
 every problem, the warnings (valid but risky settings) and the policy paths it names.
 :func:`load_config` raises one :class:`~retentiond.errors.ConfigError` with every problem.
-Relative paths in the file (policies, registry.root, registry.password_file, state_dir) are
-relative to the directory of the config file.
+Relative paths in the file (policies, registry.root, registry.config_file,
+registry.password_file, state_dir) are relative to the directory of the config file.
+``registry.storage`` and ``registry.config_file``: :mod:`retentiond.storage_config`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ from retentiond.notify.settings import NotifyConfig, read_notify
 from retentiond.policy.files import SourceFileError, file_kind, read_source_file
 from retentiond.policy.model import Safety
 from retentiond.policy.text import excerpt, shorten_quotes
-from retentiond.policy.yaml_positions import Position, YamlMap, YamlScalar, YamlValue, load_yaml
+from retentiond.policy.yaml_positions import (
+    Position,
+    YamlList,
+    YamlMap,
+    YamlScalar,
+    YamlValue,
+    load_yaml,
+)
 from retentiond.protection_config import ProtectConfig, read_protect
 from retentiond.pulls.settings import PullsConfig, read_pulls
 from retentiond.storage.location import Location
 from retentiond.storage.s3_settings import S3Settings
+from retentiond.storage_config import read_registry_storage
 from retentiond.yaml_checker import Checker, is_null
 
 T = TypeVar("T")
@@ -102,7 +111,7 @@ class RegistryConfig:
 
 
 #: the keys of the ``registry`` section (``s3`` is not one: it is read from ``storage``)
-REGISTRY_KEYS = tuple(k for k in RegistryConfig.__dataclass_fields__ if k != "s3")
+REGISTRY_KEYS = (*(k for k in RegistryConfig.__dataclass_fields__ if k != "s3"), "storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +137,17 @@ class RuntimeConfig:
     registry_config: str | None = None
     gc_mode: GcMode = GcMode.READONLY
     commands: RuntimeCommands = field(default_factory=RuntimeCommands)
+    #: kind docker, replicas sharing one storage (and one redis): every container is switched
+    #: together, the GC runs once (retentiond.runtime.replicas); () when ``container`` is used
+    containers: tuple[str, ...] = ()
+    #: with ``containers``: each instance's URL, in the same order, for the verification
+    #: through every instance; () finds them from Docker (published port, else network address)
+    instance_urls: tuple[str, ...] = ()
+
+    @property
+    def container_names(self) -> tuple[str, ...]:
+        """The registry containers: ``containers``, else the one ``container``."""
+        return self.containers or (self.container,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,18 +395,26 @@ def _read_registry(c: Checker, value: YamlValue | None, base: Path) -> RegistryC
     s = _Section(c, value, "registry", REGISTRY_KEYS)
     password_file = s.optional("password_file", c.read_string)
     default = _DEFAULT.registry
+    storage = read_registry_storage(c, s.values, s.key_positions, base)  # storage, config_file
     registry = RegistryConfig(
-        root=base / s.get("root", c.read_string, str(default.root)),
+        root=storage.root or base / s.get("root", c.read_string, str(default.root)),
         url=s.get("url", lambda v, w: _read_url(c, v, w, ("http", "https")), default.url),
         username=s.optional("username", c.read_string),
         password_file=base / password_file if password_file else None,
         tls_verify=s.get("tls_verify", c.read_bool, True),
-        cache=s.get("cache", lambda v, w: c.read_choice(v, w, CacheKind), CacheKind.INMEMORY),
-        redis_url=s.optional(
-            "redis_url", lambda v, w: _read_url(c, v, w, ("redis", "rediss", "unix"))
-        ),
+        cache=CacheKind(storage.cache)
+        if storage.cache
+        else s.get("cache", lambda v, w: c.read_choice(v, w, CacheKind), CacheKind.INMEMORY),
+        redis_url=storage.redis_url
+        or s.optional("redis_url", lambda v, w: _read_url(c, v, w, ("redis", "rediss", "unix"))),
+        s3=storage.s3,
+        config_file=storage.config_file,
     )
-    if registry.cache is CacheKind.REDIS and is_null(s.values.get("redis_url")):
+    if (
+        registry.cache is CacheKind.REDIS
+        and is_null(s.values.get("redis_url"))
+        and registry.config_file is None
+    ):
         c.problem(
             s.at("cache"),
             "registry.redis_url is required with cache: redis, e.g. redis_url: redis://redis:6379/0",
@@ -409,6 +437,7 @@ def _read_runtime(c: Checker, value: YamlValue | None) -> RuntimeConfig:
         registry_config=s.optional("registry_config", c.read_string),
         gc_mode=s.get("gc_mode", lambda v, w: c.read_choice(v, w, GcMode), GcMode.READONLY),
         commands=commands,
+        **_read_replicas(c, s),
     )
     if runtime.kind is RuntimeKind.COMMAND:
         needed = {GcMode.READONLY: "readonly", GcMode.STOP: "stop", GcMode.ONLINE: None}
@@ -429,6 +458,62 @@ def _read_runtime(c: Checker, value: YamlValue | None) -> RuntimeConfig:
             " data; use readonly",
         )
     return runtime
+
+
+def _read_replicas(c: Checker, s: _Section) -> dict[str, tuple[str, ...]]:
+    """``runtime.containers`` (several registry instances on one storage) and
+    ``runtime.instance_urls``: a list of distinct names, not written with ``container``."""
+    found: dict[str, tuple[str, ...]] = {}
+    for key in ("containers", "instance_urls"):
+        value = s.values.get(key)
+        if value is None or is_null(value):
+            continue
+        if not isinstance(value, YamlList):
+            c.problem(value, f"runtime.{key} must be a list, e.g. [registry-a, registry-b]")
+            continue
+        items: list[tuple[str, YamlValue]] | None
+        if key == "containers":
+            strings = c.read_string_list(value, f"runtime.{key}")
+            items = None if strings is None else [(name, node) for name, node in strings]
+        else:
+            items = [
+                (url, node)
+                for node in value.items
+                if (url := _read_url(c, node, f"runtime.{key}", ("http", "https"))) is not None
+            ]
+            if not value.items:
+                c.problem(value, f"runtime.{key} is an empty list; give one URL per container")
+        if items is None or len(items) != len(value.items):
+            continue
+        seen: set[str] = set()
+        for name, node in items:
+            if name in seen:
+                c.problem(node, f"runtime.{key}: {excerpt(name)} is listed twice; list each once")
+            seen.add(name)
+        found[key] = tuple(name for name, _ in items)
+    containers, urls = found.get("containers", ()), found.get("instance_urls", ())
+    if "containers" in s.values and "container" in s.values and not is_null(s.values["container"]):
+        c.problem(
+            s.at("containers"),
+            "runtime.container and runtime.containers are both written; keep container for one "
+            "registry, or list every instance in containers",
+        )
+    if urls and not containers and "containers" not in s.values:
+        c.problem(s.at("instance_urls"), "runtime.instance_urls needs runtime.containers")
+    elif urls and containers and len(urls) != len(containers):
+        c.problem(
+            s.at("instance_urls"),
+            f"runtime.instance_urls lists {len(urls)} URLs for {len(containers)} containers; "
+            "give one URL per container, in the same order",
+        )
+    kind = s.values.get("kind")
+    if found and kind is not None and not (isinstance(kind, YamlScalar) and kind.value == "docker"):
+        c.warning(
+            s.at("containers", "instance_urls"),
+            "runtime.containers and runtime.instance_urls are ignored unless kind: docker "
+            "(with kind: command, the commands switch every instance)",
+        )
+    return found
 
 
 def _read_schedule(c: Checker, value: YamlValue | None) -> ScheduleConfig:

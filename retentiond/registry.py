@@ -61,6 +61,12 @@ class RegistryClient:
             self.url, auth=auth, verify=verify, timeout=timeout, transport=transport
         )
 
+    def at(self, url: str) -> RegistryClient:
+        """A client with the same settings (credentials, TLS) for the registry at ``url``:
+        one instance of a replicated registry."""
+        auth, verify, timeout, transport = self._settings
+        return RegistryClient(url, auth=auth, verify=verify, timeout=timeout, transport=transport)
+
     def close(self) -> None:
         self._http.close()
 

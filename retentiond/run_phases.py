@@ -71,7 +71,7 @@ from retentiond.storage.removal import (
 )
 from retentiond.storage.removal_list import Removal, removals_for
 from retentiond.storage.safe_fs import UnsafeEntry
-from retentiond.verification import verify_run
+from retentiond.verification import verify_instances
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: removals read and moved at a time
@@ -415,10 +415,11 @@ class MaintenanceRun:
         (:func:`~retentiond.verification.verify_run`), streamed from the run's files."""
         started = time.monotonic()
         state_dir = self.services.config.state_dir
-        result = verify_run(
+        result = verify_instances(  # through each instance of runtime.containers, if any
             self.services.registry,
-            read_kept(state_dir, self.run_id),
-            read_deleted_tags(state_dir, self.run_id),
+            self.services.runtime.instances(),
+            lambda: read_kept(state_dir, self.run_id),
+            lambda: read_deleted_tags(state_dir, self.run_id),
             reappeared=self._tag_present,
         )
         self.entry.broken = result.broken

@@ -20,6 +20,10 @@ directory is there, so a tag it does not list answers 404 without being asked (e
 whose name extends a listed one: distribution 3.1.0-3.1.1 can leave such a tag out of the
 list, so it is asked). A listed tag is asked with HEAD; one that answers gets its own problem.
 Deleted tags come grouped by repository too (or the list is asked again for each group).
+
+Replicas (``runtime.containers``): :func:`verify_instances` runs all of this through each
+instance in turn, not through ``registry.url`` (a load balancer would show each request to
+one instance only): a tag broken on one instance is reported with that instance's name.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from retentiond.errors import RegistryError
 from retentiond.registry import Answers, RegistryClient
 
 #: threads asking the registry at once: enough to keep a registry on 2 cores busy (more
@@ -86,6 +91,44 @@ def verify_run(
             pool.shutdown(cancel_futures=True)  # what is under way finishes; nothing new starts
             raise
     return Verification(broken, clients.requests, time.monotonic() - started)
+
+
+def verify_instances(
+    registry: RegistryClient,
+    instances: Sequence[tuple[str, str]],
+    kept: Callable[[], Iterable[tuple[str, str, str]]],
+    deleted: Callable[[], Iterable[tuple[str, str]]],
+    *,
+    reappeared: Callable[[str, str], bool],
+    workers: int = WORKERS,
+) -> Verification:
+    """:func:`verify_run` through ``registry`` when ``instances`` is empty (one registry);
+    else through each instance ``(name, URL)`` in turn, with ``registry``'s credentials and
+    TLS settings, every kept and deleted tag through every instance (``kept()`` and
+    ``deleted()`` give the lists again for each). Each problem names the instance it was seen
+    through; an instance without a URL, or that stops answering, is a problem of its own and
+    the others are still verified."""
+    if not instances:
+        return verify_run(registry, kept(), deleted(), reappeared=reappeared, workers=workers)
+    started = time.monotonic()
+    broken: list[str] = []
+    requests = 0
+    for name, url in instances:
+        if not url:
+            broken.append(f"instance {name}: its address is unknown; set runtime.instance_urls")
+            continue
+        through = f"(through instance {name} at {url})"
+        client = registry.at(url)
+        try:
+            result = verify_run(client, kept(), deleted(), reappeared=reappeared, workers=workers)
+        except RegistryError as exc:
+            broken.append(f"instance {name} at {url} stopped answering: {exc}")
+            continue
+        finally:
+            client.close()  # (its clones asked: their requests are in the result)
+        requests += result.requests
+        broken += [f"{problem} {through}" for problem in result.broken]
+    return Verification(broken, requests, time.monotonic() - started)
 
 
 class _Clients:

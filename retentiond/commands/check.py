@@ -12,6 +12,11 @@ with how it was found::
     registry: distribution v3.1.1 in container registry
     registry config: /etc/distribution/config.yml (from the container's command)
 
+Then a line names the storage backend and where it is, from ``registry.root``,
+``registry.storage`` or ``registry.config_file`` (never a secret)::
+
+    storage: s3 bucket registry at http://rgw:7480, rootdirectory /prod (from /etc/reg.yml)
+
 What stands in the way of a maintenance run, a version outside the tested release lines (2.8.x,
 3.1.x), or a runtime that cannot be reached (no Docker where a pre-commit hook runs) is a
 ``warning: ...`` line on stderr; the exit code stays 0. ``kind: command`` prints the config
@@ -29,12 +34,19 @@ from typing import TextIO
 
 import structlog
 
-from retentiond.config import Config, RuntimeConfig, check_config, find_config_path
+from retentiond.config import (
+    Config,
+    RegistryConfig,
+    RuntimeConfig,
+    check_config,
+    find_config_path,
+)
 from retentiond.errors import RuntimeControlError, SourceProblem, UsageError
 from retentiond.policy.loader import check_policies
 from retentiond.protection_config import ProtectConfig
 from retentiond.pulls.report import pulls_report
 from retentiond.runtime.discovery import TESTED_VERSIONS, RegistryFacts
+from retentiond.storage_config import describe_storage
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -92,6 +104,8 @@ def run_check(
     if warnings:
         summary += f", {_count(len(warnings), 'warning')}"
     lines, runtime_warnings = runtime_report(runtime) if runtime is not None else ([], [])
+    if checked is not None:
+        lines.append(storage_report(checked.registry))
     if protect is not None and protect.enabled:
         protect_lines, protect_warnings = protection_report(protect)
         lines += protect_lines
@@ -104,6 +118,17 @@ def run_check(
     return EXIT_OK
 
 
+def storage_report(registry: RegistryConfig) -> str:
+    """The line naming the storage backend and where it is, as the config says (never a
+    secret), e.g. ``storage: s3 bucket registry at http://rgw:7480, rootdirectory /prod (from
+    /etc/registry/config.yml)`` or ``storage: filesystem /var/lib/registry``."""
+    # TODO(S3 backend): look at the storage read-only here (s3: HeadBucket and one
+    # ListObjectsV2 under the rootdirectory, with the credentials it will use; filesystem:
+    # docker/registry/v2 is readable) and return a warning when it cannot be read, as
+    # protection_report does for its sources.
+    return describe_storage(registry.location, registry.config_file)
+
+
 def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
     """The lines for stdout and the warnings about the runtime ``config`` names, found
     read-only (see the module's docstring)."""
@@ -111,6 +136,7 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
     from retentiond.runtime.command import CommandRuntime
     from retentiond.runtime.docker import DockerRuntime
     from retentiond.runtime.factory import make_runtime
+    from retentiond.runtime.replicas import ReplicatedDockerRuntime
 
     # check's output is its report: the runtime's log lines (what it runs, what it could
     # not read) would only repeat it, on stdout where structlog prints unconfigured
@@ -118,7 +144,7 @@ def runtime_report(config: RuntimeConfig) -> tuple[list[str], list[str]]:
         runtime = make_runtime(config)
         if isinstance(runtime, CommandRuntime):
             return [f"registry config: {runtime.config_location()}"], []
-        if not isinstance(runtime, DockerRuntime):
+        if not isinstance(runtime, DockerRuntime | ReplicatedDockerRuntime):
             return [], []
         try:
             facts = runtime.registry_facts()
@@ -168,18 +194,20 @@ def registry_report(facts: RegistryFacts) -> tuple[list[str], list[str]]:
     lines: list[str] = []
     warnings: list[str] = []
     version = facts.version
+    where = f"container{'s' if facts.instances else ''} {facts.container}"
     if version is None:
-        lines.append(f"registry: version unknown in container {facts.container}")
+        lines.append(f"registry: version unknown in {where}")
         warnings.append(f"cannot tell the registry's version: {facts.version_error}")
     else:
-        lines.append(f"registry: {version} in container {facts.container}")
+        lines.append(f"registry: {version} in {where}")
         if not version.tested:
             tested = " and ".join(TESTED_VERSIONS)
             warnings.append(
-                f"registry {version} in container {facts.container} is not a version retentiond "
+                f"registry {version} in {where} is not a version retentiond "
                 f"is tested with (tested: {tested}, and the 2.8.x and 3.1.x lines); its plans and "
                 "GC runs may not match what this registry does"
             )
+    lines.extend(f"instance {line}" for line in facts.instances)
     if facts.config is not None:
         lines.append(f"registry config: {facts.config}")
     else:

@@ -83,6 +83,11 @@ class Runtime(Protocol):
 
     def leave_maintenance(self) -> None: ...
 
+    def instances(self) -> list[tuple[str, str]]:
+        """``(name, URL)`` of each registry instance to verify through, when there are several
+        (``runtime.containers``); empty: verify through ``registry.url``."""
+        ...
+
 
 class GcLines:
     """Receives the GC's output as it arrives and passes each line to ``on_line``, keeping the

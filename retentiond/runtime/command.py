@@ -166,6 +166,10 @@ class CommandRuntime:
         """``start``: read-write again with an empty cache (also after gc_mode online)."""
         self._run("start", self._required("start"))
 
+    def instances(self) -> list[tuple[str, str]]:
+        """Verified through ``registry.url`` (the commands' instances are not known here)."""
+        return []
+
     # ---------------------------------------------------------------------------------------
 
     def _freeze_key(self) -> str | None:
@@ -310,6 +314,9 @@ class NoRuntime:
 
     def leave_maintenance(self) -> None:
         return None
+
+    def instances(self) -> list[tuple[str, str]]:
+        return []
 
 
 _DELETE_UNTAGGED_MESSAGE = (

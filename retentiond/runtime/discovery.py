@@ -190,3 +190,5 @@ class RegistryFacts:
     config_error: str | None
     #: what would stop a maintenance run (:meth:`Runtime.check`)
     problems: tuple[str, ...] = ()
+    #: with ``runtime.containers``: a line per instance (its storage, where it is verified)
+    instances: tuple[str, ...] = ()

@@ -65,11 +65,13 @@ from retentiond.runtime.docker_specs import (
     covering_mount,
     gc_arguments,
     gc_container_spec,
+    instance_address,
     is_leftover,
     looks_like_registry,
     made_by_retentiond,
     registry_binary,
     root_needs_config_file,
+    storage_identity,
     storage_root,
     twin_spec,
 )
@@ -259,14 +261,15 @@ class DockerRuntime:
             did = True
         return did
 
-    def enter_maintenance(self) -> MaintenanceState:
-        mode = self.config.gc_mode
+    def ready_for_maintenance(self) -> Inspect:
+        """What :meth:`enter_maintenance` checks before it changes anything (the container
+        runs, without ``--rm``; its config file is known): RuntimeControlError when it would
+        refuse. Its inspect data."""
         info = self._inspect_original()
         # before anything changes: the GC needs it, and a stopped registry cannot say it
         self._config_location(info)
-        if mode is GcMode.ONLINE:
-            self._log.warning("gc_mode online: the registry keeps accepting writes during GC")
-            return MaintenanceState.ONLINE
+        if self.config.gc_mode is GcMode.ONLINE:
+            return info
         name = container_name(info)
         if not info["State"].get("Running"):
             raise RuntimeControlError(
@@ -278,6 +281,15 @@ class DockerRuntime:
                 f"container {name} was started with --rm: stopping it would delete it; "
                 "recreate it without --rm or use gc_mode: online"
             )
+        return info
+
+    def enter_maintenance(self) -> MaintenanceState:
+        mode = self.config.gc_mode
+        info = self.ready_for_maintenance()
+        if mode is GcMode.ONLINE:
+            self._log.warning("gc_mode online: the registry keeps accepting writes during GC")
+            return MaintenanceState.ONLINE
+        name = container_name(info)
         containers = self._containers
         for leftover in self._leftovers(info):
             containers.remove(leftover.id, leftover.name)
@@ -352,6 +364,42 @@ class DockerRuntime:
         for leftover in self._leftovers(info):
             self._containers.remove(leftover.id, leftover.name)
         self._containers.start_and_wait(info["Id"], name)
+
+    def instances(self) -> list[tuple[str, str]]:
+        """One container: verified through ``registry.url``, as ever (none listed here)."""
+        return []
+
+    # ---------------------------------------------------------------------------------------
+    # Replicas (:mod:`retentiond.runtime.replicas` asks each of its containers)
+
+    @property
+    def name(self) -> str:
+        """The container's name as configured (``runtime.container``, or one of
+        ``runtime.containers``)."""
+        return self.config.container
+
+    def storage_identity(self) -> str | None:
+        """What storage the registry serves (:func:`~retentiond.runtime.docker_specs.
+        storage_identity`); None when it cannot be told."""
+        info = self._inspect_original()
+        text = self.registry_config_text() if self._config_needed(info) else None
+        return storage_identity(info, text)
+
+    def instance_url(self) -> str | None:
+        """Where this instance answers itself (:func:`~retentiond.runtime.docker_specs.
+        instance_address`), found now (a restarted container may have a new address)."""
+        info = self._inspect_original()
+        text = self.registry_config_text() if self._config_needed(info) else None
+        return instance_address(info, text)
+
+    def _config_needed(self, info: Inspect) -> bool:
+        """Whether the environment leaves something to the config file (storage, address)."""
+        env = container_env(info)
+        return (
+            root_needs_config_file(env)
+            or not env.get("REGISTRY_HTTP_ADDR")
+            or (env.get("REGISTRY_STORAGE") == "s3")
+        )
 
     # ---------------------------------------------------------------------------------------
     # The registry's version and config file
@@ -432,7 +480,8 @@ class DockerRuntime:
         return info
 
     def _not_found_message(self, ref: str) -> str:
-        message = f"registry container {ref!r} not found (runtime.container)"
+        setting = "runtime.containers" if self.config.containers else "runtime.container"
+        message = f"registry container {ref!r} not found ({setting})"
         try:
             left = self._containers.labelled_by_retentiond()
         except RuntimeControlError:
@@ -451,11 +500,16 @@ class DockerRuntime:
         if candidates:
             return (
                 f"{message}; running containers that look like registries: "
-                f"{', '.join(candidates)}; set runtime.container to one of them"
+                f"{', '.join(candidates)}; "
+                + (
+                    "list the registry's in runtime.containers"
+                    if self.config.containers
+                    else "set runtime.container to one of them"
+                )
             )
         return (
             f"{message}; no running container looks like a registry: start it, or set "
-            "runtime.container to its name (`docker ps` lists them)"
+            f"{setting} to its name (`docker ps` lists them)"
         )
 
     def _registry_like_names(self) -> list[str]:

@@ -339,3 +339,100 @@ def covering_mount(info: Inspect, root: str) -> bool:
         if root == dest or root.startswith(dest.rstrip("/") + "/"):
             return True
     return False
+
+
+# -------------------------------------------------------------------------------------------
+# Replicas: what storage an instance serves, and where it answers
+
+
+#: keys of the registry's ``storage`` section that are not a driver
+_STORAGE_OPTIONS = {"delete", "cache", "maintenance", "redirect", "tag"}
+#: the s3 driver's keys that say which objects it serves
+_S3_IDENTITY = ("regionendpoint", "region", "bucket", "rootdirectory")
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _storage_section(config_text: str | None) -> dict[str, Any]:
+    if config_text is None:
+        return {}
+    try:
+        doc = yaml.safe_load(config_text)
+    except yaml.YAMLError:
+        return {}
+    storage = doc.get("storage") if isinstance(doc, dict) else None
+    return storage if isinstance(storage, dict) else {}
+
+
+def storage_identity(info: Inspect, config_text: str | None) -> str | None:
+    """What storage the registry ``info`` serves, in words that are equal for two containers
+    serving the same tree: ``filesystem HOSTPATH`` (the host side of the mount that holds its
+    root directory, a bind's directory or a volume's) or ``s3 ENDPOINT/BUCKET/ROOT`` (its
+    config file's ``storage.s3``, overridden by ``REGISTRY_STORAGE_S3_*``). None when it cannot
+    be told (another driver, no mount covering the root, the config file unreadable)."""
+    env = container_env(info)
+    root = storage_root(env, config_text)
+    if root is not None:
+        if root_needs_config_file(env) and config_text is None:
+            return None
+        root = posixpath.normpath(root)
+        best: dict[str, Any] | None = None
+        for mount in info.get("Mounts") or []:
+            dest = posixpath.normpath(str(mount.get("Destination", "")))
+            if (root == dest or root.startswith(dest.rstrip("/") + "/")) and (
+                best is None or len(dest) > len(str(best.get("Destination", "")))
+            ):
+                best = mount
+        if best is None or not best.get("Source"):
+            return None
+        rest = posixpath.relpath(root, posixpath.normpath(str(best["Destination"])))
+        return "filesystem " + posixpath.normpath(posixpath.join(str(best["Source"]), rest))
+    storage = _storage_section(config_text)
+    drivers = [k for k in storage if k not in _STORAGE_OPTIONS]
+    driver = env.get("REGISTRY_STORAGE") or (drivers[0] if len(drivers) == 1 else None)
+    if driver != "s3":
+        return None
+    s3 = _mapping(storage.get("s3"))
+    values = {
+        key: env.get(f"REGISTRY_STORAGE_S3_{key.upper()}", str(s3.get(key) or ""))
+        for key in _S3_IDENTITY
+    }
+    if not values["bucket"]:
+        return None
+    where = values["regionendpoint"].rstrip("/") or values["region"]
+    root_dir = "/" + values["rootdirectory"].strip("/")
+    return f"s3 {where}/{values['bucket']}{root_dir}"
+
+
+def instance_address(info: Inspect, config_text: str | None) -> str | None:
+    """The URL at which retentiond reaches the registry ``info`` itself (not a load balancer):
+    its published port on the host (:func:`probe_address`), else its address on its first
+    network with the port it listens on (``REGISTRY_HTTP_ADDR``, else its config file's
+    ``http.addr``, else 5000); https when it serves TLS. None when it has no address (not
+    running, ``--network host`` with nothing published)."""
+    env = container_env(info)
+    doc: Any = None
+    if config_text is not None:
+        try:
+            doc = yaml.safe_load(config_text)
+        except yaml.YAMLError:
+            doc = None
+    http = _mapping(doc.get("http") if isinstance(doc, dict) else None)
+    tls = _mapping(http.get("tls"))
+    secure = bool(env.get("REGISTRY_HTTP_TLS_CERTIFICATE") or tls.get("certificate"))
+    scheme = "https" if secure else "http"
+    published = probe_address(info)
+    if published is not None:
+        return f"{scheme}://{published}"
+    addr = env.get("REGISTRY_HTTP_ADDR") or str(http.get("addr") or ":5000")
+    port = addr.rpartition(":")[2]
+    if not port.isdigit():
+        return None
+    for settings in (info.get("NetworkSettings", {}).get("Networks") or {}).values():
+        if settings.get("IPAddress"):
+            return f"{scheme}://{settings['IPAddress']}:{port}"
+        if settings.get("GlobalIPv6Address"):
+            return f"{scheme}://[{settings['GlobalIPv6Address']}]:{port}"
+    return None

@@ -466,6 +466,9 @@ class FilesystemStorage:
     def same_store(self) -> bool:
         return os.fstat(self._quarantine_fd("")).st_dev == os.fstat(self._v2()).st_dev
 
+    def moves_by_copy(self) -> bool:
+        return False  # one rename(2): a move is whole or not done
+
     def held_stat(self, held: str) -> Entry:
         run, name = _split(held)
         return _stat_entry(name, os.lstat(name, dir_fd=self._quarantine_fd(run)))

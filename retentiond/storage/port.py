@@ -206,6 +206,14 @@ class StorageWriter(Protocol):
         a rename (a filesystem: one device) and never a copy across stores."""
         ...
 
+    def moves_by_copy(self) -> bool:
+        """Whether a move copies, then deletes (an object store), instead of one atomic
+        rename: then a move interrupted after its copy was whole may have left part of its
+        source, which :meth:`hold` called again finishes (``FileExistsError`` when what is
+        there was pushed since), and a restore interrupted half-way is finished by
+        :meth:`restore` called again."""
+        ...
+
     def held_stat(self, held: str) -> Entry:
         """The entry at the quarantine's ``held`` (not followed if it is a link). A backend
         without rename reports a held directory only once it is whole (see :meth:`hold`)."""

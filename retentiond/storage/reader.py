@@ -26,6 +26,7 @@ from retentiond.storage.reading.blob_store import (
 from retentiond.storage.reading.catalog import RepoDir, find_repositories
 from retentiond.storage.reading.manifests import read_manifests, unreadable_manifests
 from retentiond.storage.reading.pool import (
+    NETWORK_THREADS,
     PARALLEL_MIN_MANIFESTS,
     PARALLEL_MIN_REPOSITORIES,
     TASKS_PER_WORKER,
@@ -65,6 +66,8 @@ def read_inventory(
     """
     where = as_location(root)
     tree = open_tree(where)  # held open while workers are forked: they inherit it
+    if tree.network and workers is None:
+        workers = NETWORK_THREADS
     try:
         args = (describe(where), tree, read_created, read_layers, workers, progress or _no_progress)
         inventory = None if stat_blobs else _read_tree(*args, sized=False)
@@ -107,8 +110,10 @@ def data_sizes(
     in-process for few. ``ValueError`` when ``blobs`` is not in order."""
     given = iter(blobs)
     head = list(islice(given, PARALLEL_MIN_MANIFESTS))  # few: no worker is worth its fork
-    count = workers_for(workers, len(head), PARALLEL_MIN_MANIFESTS)
     tree = open_tree(as_location(root))
+    if tree.network and workers is None:
+        workers = NETWORK_THREADS
+    count = workers_for(workers, len(head), PARALLEL_MIN_MANIFESTS, tree.network)
     try:
         if tree.store is None:
             return BlobTable()
@@ -122,7 +127,7 @@ def _sized(tree: Tree, blobs: Iterable[str], count: int) -> Iterator[tuple[str, 
     prefix directory, ``count`` workers given a few tasks each at a time."""
     groups = ((p, [d[7:] for d in g]) for p, g in groupby(blobs, key=lambda d: d[7:9]))
     stat_prefix = partial(_stat_prefix, tree)
-    with WorkerPool(BlobTable(), count) as pool:
+    with WorkerPool(BlobTable(), count, tree.network) as pool:
         while window := list(enumerate(islice(groups, TASKS_PER_WORKER * count))):
             results = dict(pool.run(stat_prefix, window, count))
             for at, (_, hexes) in window:
@@ -162,11 +167,11 @@ def _read_tree(
     prefixes = blob_prefixes(reading, tree)
     repo_dirs = find_repositories(reading, tree)
     # 1: the blob store, in a pool of its own (the table it builds is what the next share)
-    count = workers_for(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
+    count = workers_for(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES, tree.network)
     blobs, order, problems = _read_blob_store(tree, prefixes, sized, count, report)
     problems += reading.problems
     # the pool is as large as a phase of any size may want; each phase asks for its own count
-    with WorkerPool(blobs, workers_for(workers, 1 << 62, 0)) as pool:
+    with WorkerPool(blobs, workers_for(workers, 1 << 62, 0, tree.network), tree.network) as pool:
         # 2: link files, as blob ids
         repos, repo_problems = _read_repositories(
             pool, tree, repo_dirs, read_layers, workers, report
@@ -197,7 +202,7 @@ def _read_blob_store(
     parts: list[BlobPart] = []
     report("blob directories", 0, len(prefixes))
     walk = partial(walk_blobs, tree, sized)
-    for part in run_in_fresh_pool(walk, chunks(prefixes, 8 * count), count):
+    for part in run_in_fresh_pool(walk, chunks(prefixes, 8 * count), count, tree.network):
         parts.append(part)
         report("blob directories", sum(p.prefix_count for p in parts), len(prefixes))
     blobs = blob_table(parts)

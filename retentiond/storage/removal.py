@@ -294,11 +294,23 @@ def move_out(
                 continue
             held = layout.held(run_id, removal.index)
             if resumed and _held(storage, held) is not None:
+                if storage.moves_by_copy():  # what is left of it, if anything: deleted
+                    _finish_hold(storage, removal, held, qpath)
                 continue
             if _hold(storage, removal, held, qpath):
                 moved += 1
                 done(removal)
     return moved
+
+
+def _finish_hold(storage: Storage, removal: Removal, held: str, qpath: str) -> None:
+    """A move by copy interrupted after its copy was whole: delete what is left of its source
+    (never its links first: those went first). Something pushed there since stays."""
+    try:
+        _hold(storage, removal, held, qpath)
+    except StorageError as exc:
+        if not isinstance(exc.__cause__, FileExistsError):
+            raise
 
 
 @dataclass
@@ -331,13 +343,14 @@ def _put_one(storage: Storage, run_id: str, removal: Removal, qpath: str, out: P
         return
     _make_parent(storage, _parent(removal.live))
     conflict = f"{removal.live} exists again; kept it, the old one is in {src}"
-    try:
-        storage.stat(removal.live)
-    except FileNotFoundError:
-        pass
-    else:
-        out.conflicts.append(conflict)
-        return
+    if not storage.moves_by_copy():  # a copy interrupted half-way back: restore finishes it
+        try:
+            storage.stat(removal.live)
+        except FileNotFoundError:
+            pass
+        else:
+            out.conflicts.append(conflict)
+            return
     try:
         storage.restore(held, removal.live)
     except FileExistsError:  # pushed again just now

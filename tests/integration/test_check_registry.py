@@ -166,7 +166,8 @@ def test_check_names_the_version_and_the_config_from_the_command(
     assert lines[2] == (
         f"registry config: {CONFIGS[registry_version]} (from the container's command)"
     )
-    assert len(lines) == 3
+    assert lines[3] == f"storage: filesystem {served.root}"
+    assert len(lines) == 4
     assert result.stderr == ""  # a tested version, nothing in the way of a run
 
     rt = DockerRuntime(RuntimeConfig(container=served.name))
@@ -228,6 +229,7 @@ def test_a_stopped_registry_that_names_no_config_stops_the_run_before_any_change
     assert result.stdout.splitlines()[1:] == [
         f"registry: version unknown in container {own_start_script.name}",
         "registry config: not found",
+        f"storage: filesystem {own_start_script.root}",
     ]
     warnings = result.stderr.splitlines()
     assert warnings[0] == (
@@ -304,7 +306,9 @@ def test_without_docker_check_still_checks_the_files(registry_version: str, tmp_
     result = check("--config", str(config), "check", env=nowhere)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"ok: config {config}, 1 policy in 1 file\n"
+    assert result.stdout == (
+        f"ok: config {config}, 1 policy in 1 file\nstorage: filesystem {reg.root}\n"
+    )
     assert result.stderr == (
         "warning: the registry runtime could not be checked: cannot connect to the Docker "
         f"daemon: the Docker daemon does not answer at unix://{tmp_path}/no-docker.sock: start "

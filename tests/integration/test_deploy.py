@@ -212,6 +212,8 @@ def config_keys(cls: type[Any], prefix: str = "") -> set[str]:
         if field.name == "source":
             continue
         key = prefix + field.name
+        if key == "registry.s3":  # not a key of the file: read from registry.storage
+            key = "registry.storage"
         default = (
             field.default_factory()
             if field.default_factory is not dataclasses.MISSING

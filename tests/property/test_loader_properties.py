@@ -99,7 +99,10 @@ def mutated_policy_docs(draw: st.DrawFn) -> dict[str, Any]:
 
 #: every key of a full config, by section (None: a top-level scalar)
 CONFIG_FIELDS: dict[str | None, tuple[str, ...]] = {
-    "registry": ("root", "url", "username", "password_file", "tls_verify", "cache", "redis_url"),
+    "registry": (
+        *("root", "url", "username", "password_file", "tls_verify", "cache", "redis_url"),
+        *("storage", "config_file"),
+    ),
     "runtime": ("kind", "container", "registry_config", "gc_mode", "commands"),
     "schedule": ("plan_every", "window", "window_length", "timezone"),
     "safety": ("max_delete_ratio", "untagged_min_age", "grace"),

@@ -81,7 +81,10 @@ def test_warnings_alone_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     write(tmp_path / "policies/ci.yaml", GOOD.replace("NAME", "ci"))
     assert run_check(config, []) == 0
     out, err = capsys.readouterr()
-    assert out == f"ok: config {config}, 1 policy in 1 file, 1 warning\n"
+    assert out == (
+        f"ok: config {config}, 1 policy in 1 file, 1 warning\n"
+        "storage: filesystem /var/lib/registry\n"
+    )
     assert err.startswith(f"{config}:1:11: warning: gc_mode: online")
 
 
@@ -97,7 +100,9 @@ def test_config_is_found_as_usual(
     )
     monkeypatch.setenv("RETENTIOND_CONFIG", str(config))
     assert run_check(None, []) == 0
-    assert capsys.readouterr().out == f"ok: config {config}, 3 policies in 2 files\n"
+    assert capsys.readouterr().out == (
+        f"ok: config {config}, 3 policies in 2 files\nstorage: filesystem /var/lib/registry\n"
+    )
 
 
 def test_no_config_found_is_a_usage_error(

@@ -299,7 +299,8 @@ def test_check_with_the_command_runtime_names_the_file_it_will_read(
     assert capsys.readouterr() == (
         f"ok: config {config}, 1 policy in 1 file\n"
         "registry config: /etc/docker/registry/config.yml (the 2.x default; runtime.kind: "
-        "command does not look for it)\n",
+        "command does not look for it)\n"
+        "storage: filesystem /var/lib/registry\n",
         "",
     )
     config.write_text(f"runtime:\n  kind: command\n  registry_config: {V3_CONFIG}\n{commands}")
@@ -309,4 +310,7 @@ def test_check_with_the_command_runtime_names_the_file_it_will_read(
     )
     config.write_text("runtime:\n  kind: none\n")
     assert run_check(config, []) == 0
-    assert capsys.readouterr() == (f"ok: config {config}, 1 policy in 1 file\n", "")
+    assert capsys.readouterr() == (
+        f"ok: config {config}, 1 policy in 1 file\nstorage: filesystem /var/lib/registry\n",
+        "",
+    )

@@ -7,9 +7,12 @@ workers as small values (indexes, ids, names) and come back as compact ones (arr
 records); the readers of :class:`~retentiond.storage.reading.tree.Tree` go with the tasks,
 pickled as the descriptors the workers inherited.
 
-A process that runs threads (the daemon) reads in-process instead: forking it is not safe. A
-worker that dies (the kernel's out-of-memory killer) fails the read with a StorageError instead
-of a wait forever.
+A process that runs threads (the daemon) reads in-process instead: forking it is not safe.
+A tree in an object store (``network``) is read by threads of this process instead of forked
+processes: its reads wait on the network, not on the CPU, so many of them run at once
+(:data:`NETWORK_THREADS`, the requests in flight), and the threads share the blob table
+without a fork (in the daemon too). A worker process that dies (the kernel's out-of-memory
+killer) fails the read with a StorageError instead of a wait forever.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ PARALLEL_MIN_MANIFESTS = 2000
 #: tasks per worker: small enough to balance, large enough to amortize their cost
 TASKS_PER_WORKER = 8
 
+#: the threads that read a tree in an object store: the requests in flight at once
+NETWORK_THREADS = 32
+
 #: the blob table, for the workers of a WorkerPool (set while they are forked)
 _SHARED_TABLE: BlobTable | None = None
 
@@ -55,10 +61,11 @@ def chunks(items: list[T], count: int) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def workers_for(requested: int | None, size: int, threshold: int) -> int:
-    """How many processes to read ``size`` things with (1: in-process)."""
+def workers_for(requested: int | None, size: int, threshold: int, network: bool = False) -> int:
+    """How many processes (threads, for a ``network`` tree) to read ``size`` things with (1:
+    in-process)."""
     count = wanted(requested, size, threshold)
-    return count if count > 1 and _can_fork() else 1
+    return count if count > 1 and (network or _can_fork()) else 1
 
 
 def wanted(requested: int | None, size: int, threshold: int) -> int:
@@ -71,11 +78,18 @@ def wanted(requested: int | None, size: int, threshold: int) -> int:
     return min(16, 2 * (os.cpu_count() or 1))  # more than the CPUs: a cold cache waits on disk
 
 
-def run_in_fresh_pool(fn: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R]:
+def run_in_fresh_pool(
+    fn: Callable[[T], R], tasks: list[T], workers: int, network: bool = False
+) -> Iterator[R]:
     """``fn`` over ``tasks``, in any order, in a pool of forked worker processes made for
-    them (in-process when ``workers`` or the tasks are fewer than two)."""
+    them (threads for a ``network`` tree; in-process when ``workers`` or the tasks are fewer
+    than two)."""
     if workers <= 1 or len(tasks) <= 1:
         yield from map(fn, tasks)
+        return
+    if network:
+        with multiprocessing.pool.ThreadPool(min(workers, len(tasks))) as threads:
+            yield from threads.imap_unordered(fn, tasks)
         return
     with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
         yield from _results(pool, _processes(pool), fn, tasks)
@@ -89,8 +103,8 @@ class WorkerPool:
     A phase asks for ``count`` workers of the pool's ``size`` (fewer for a small phase); what
     its tasks get as the blob table is :meth:`table_for`."""
 
-    def __init__(self, blobs: BlobTable, size: int) -> None:
-        self.table, self.size = blobs, size
+    def __init__(self, blobs: BlobTable, size: int, network: bool = False) -> None:
+        self.table, self.size, self.network = blobs, size, network
         self._pool: multiprocessing.pool.Pool | None = None
         self._processes: list[multiprocessing.process.BaseProcess] = []
 
@@ -102,12 +116,17 @@ class WorkerPool:
         """What a task passes on as the blob table: None when it runs in a worker (which
         has the table through the fork: see :func:`shared_blobs`), the table itself when the
         phase runs in-process."""
-        return None if self.forks(count, tasks) else self.table
+        return None if self.forks(count, tasks) and not self.network else self.table
 
     def run(self, fn: Callable[[T], R], tasks: list[T], count: int) -> Iterator[R]:
         """``fn`` over ``tasks``, in any order; in the workers when ``forks(count, ...)``."""
         if not self.forks(count, len(tasks)):
             yield from map(fn, tasks)
+            return
+        if self.network:
+            if self._pool is None:
+                self._pool = multiprocessing.pool.ThreadPool(self.size)
+            yield from self._pool.imap_unordered(fn, tasks)
             return
         if self._pool is None:
             global _SHARED_TABLE

@@ -33,6 +33,8 @@ class Tree:
     v2: str
     store: StorageReader | None
     repos: StorageReader | None
+    #: whether reads wait on the network (an object store): read by threads, many at once
+    network: bool = False
 
     def close(self) -> None:
         for reader in (self.repos, self.store):
@@ -94,7 +96,7 @@ def _open_bucket(settings: S3Settings) -> Tree:
             "the registry's (check registry.storage or registry.config_file), and the registry "
             "must have been pushed to"
         )
-    return Tree(v2, store, repos)
+    return Tree(v2, store, repos, network=True)
 
 
 def _open_top(v2: Path | str, storage: Storage, path: str) -> StorageReader | None:

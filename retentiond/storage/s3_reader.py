@@ -1,0 +1,351 @@
+"""Reading the S3 backend (:mod:`retentiond.storage.s3`): :class:`S3Reader`, the port's
+:class:`~retentiond.storage.port.StorageReader` below one key prefix, and the listings it is
+made of. See :mod:`retentiond.storage.s3` for what a directory, a listing and ``stat_each``
+are on an object store; :class:`~retentiond.storage.s3.S3Storage` is the reader of ``v2`` and
+the writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator, MutableSequence, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
+
+from retentiond.storage.port import Entry, Kind, Names, Read
+from retentiond.storage.s3_client import client, error_code, executor
+from retentiond.storage.s3_objects import Bucket
+from retentiond.storage.s3_settings import S3Settings
+from retentiond.storage.safe_fs import TooLarge, UnsafeEntry, components
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
+
+#: stat_each lists a directory (instead of a HEAD a path) from this many paths below it
+LIST_FROM = 8
+
+FILE_DETAIL = "an object"
+DIR_DETAIL = "a key prefix (a directory)"
+BOTH_DETAIL = (
+    "an object and a key prefix at once (a file and a directory of one name, which no disk "
+    "holds and the registry never writes)"
+)
+_DIR, _FILE, _OTHER = Kind.DIR, Kind.FILE, Kind.OTHER
+_new = tuple.__new__
+
+
+Page = dict[str, Any]
+
+
+def missing(path: str, url: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, f"nothing at {url}", path)
+
+
+def entries_of(pages: Iterator[Page], prefix: str, path: str, url: str) -> list[Entry]:
+    """The entries of the listing ``pages`` of ``prefix``; FileNotFoundError when it has no
+    object at all."""
+    n = len(prefix)
+    dirs: list[str] = []
+    files: dict[str, Entry] = {}
+    seen = False
+    for page in pages:
+        common = page.get("CommonPrefixes") or ()
+        contents = page.get("Contents") or ()
+        seen = seen or bool(common) or bool(contents)
+        dirs += [p["Prefix"][n:-1] for p in common]
+        for obj in contents:
+            name = obj["Key"][n:]
+            if name:  # else the directory's own marker
+                files[name] = _new(
+                    Entry,
+                    (name, _FILE, obj["Size"], obj["LastModified"].timestamp(), FILE_DETAIL, None),
+                )
+    if not seen:
+        raise missing(path, url)
+    entries = []
+    for name in dirs:
+        if not name:
+            continue  # a key with "//": no path names it (the registry's neither)
+        both = files.pop(name, None)
+        if both is None:
+            entries.append(_new(Entry, (name, _DIR, None, None, DIR_DETAIL, None)))
+        else:
+            entries.append(Entry(name, _OTHER, both.size, both.mtime, BOTH_DETAIL))
+    entries += files.values()
+    return entries
+
+
+def names_of(pages: Iterator[Page], prefix: str, path: str, url: str) -> Names:
+    n = len(prefix)
+    dirs: list[str] = []
+    files: list[str] = []
+    seen = False
+    for page in pages:
+        common = page.get("CommonPrefixes") or ()
+        contents = page.get("Contents") or ()
+        seen = seen or bool(common) or bool(contents)
+        dirs += [p["Prefix"][n:-1] for p in common]
+        files += [name for obj in contents if (name := obj["Key"][n:])]
+    if not seen:
+        raise missing(path, url)
+    if not files:
+        return Names([d for d in dirs if d], None, True)  # listed in order already
+    return Names(sorted({*filter(None, dirs), *files}), None, False)
+
+
+def mtime_of(answer: Any) -> float:
+    return float(answer["LastModified"].timestamp())
+
+
+class S3Reader:
+    """The port's reading (:class:`~retentiond.storage.port.StorageReader`) below one key
+    prefix (``prefix``, ending with ``/``); paths relative to it. Pickled (a task for a forked
+    worker) it is its settings and prefix: the worker makes its own client.
+
+    ``first``: the first page of this prefix's listing, already read (by :meth:`below`): the
+    first listing of the reader itself starts from it."""
+
+    def __init__(self, settings: S3Settings, prefix: str, first: Page | None = None) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self._first = first
+        self._pid = -1
+        self._bucket: Bucket | None = None
+
+    def __getstate__(self) -> tuple[S3Settings, str]:
+        return self.settings, self.prefix
+
+    def __setstate__(self, state: tuple[S3Settings, str]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._first = None  # the client is the process's, shared: nothing else to release
+
+    def __enter__(self) -> S3Reader:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    @property
+    def bucket(self) -> Bucket:
+        """The bucket, through this process's client."""
+        pid = os.getpid()
+        if self._bucket is None or self._pid != pid:
+            self._bucket = Bucket(client(self.settings), self.settings)
+            self._pid = pid
+        return self._bucket
+
+    def _key(self, path: str) -> str:
+        """The key of the object ``path``; BadComponent unless a plain relative path."""
+        components(path)
+        return self.prefix + path
+
+    def _dir(self, path: str) -> str:
+        """The key prefix of the directory ``path`` (``""``: the reader's)."""
+        if not path:
+            return self.prefix
+        components(path)
+        return f"{self.prefix}{path}/"
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.settings.bucket}/{key}"
+
+    def _pages(self, path: str, prefix: str) -> Iterator[Page]:
+        """The listing of ``prefix`` with delimiter, from the page :meth:`below` read when
+        there is one (for the reader's own directory, once)."""
+        first = self._first if not path else None
+        if first is None:
+            return self.bucket.pages(prefix, delimiter=True)
+        self._first = None
+        return self._resume(first, prefix)
+
+    def _resume(self, first: Page, prefix: str) -> Iterator[Page]:
+        yield first
+        token = first.get("NextContinuationToken")
+        if first.get("IsTruncated") and token:
+            yield from self.bucket.pages(prefix, delimiter=True, token=token)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list(self, path: str) -> list[Entry]:
+        prefix = self._dir(path)
+        return entries_of(self._pages(path, prefix), prefix, path, self.url(prefix))
+
+    def names(self, path: str) -> Names:
+        prefix = self._dir(path)
+        return names_of(self._pages(path, prefix), prefix, path, self.url(prefix))
+
+    def _get(self, path: str, key: str, **extra: str) -> GetObjectOutputTypeDef:
+        bucket = self.bucket
+        try:
+            return bucket.client.get_object(Bucket=bucket.name, Key=key, **extra)  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as exc:
+            raise bucket.fail(exc, key, path) from exc
+
+    def read(self, path: str, limit: int) -> Read:
+        """GetObject; ``TooLarge`` from its length, before any byte of the body is read."""
+        key = self._key(path)
+        answer = self._get(path, key)
+        body = answer["Body"]
+        try:
+            size = answer.get("ContentLength", 0)
+            if size > limit:
+                raise TooLarge(f"{path!r} holds {size} bytes, more than {limit}", path)
+            data = body.read(limit + 1)
+            if len(data) > limit:  # it is not the length it said
+                raise TooLarge(f"{path!r} holds more than {limit} bytes", path)
+        except (BotoCoreError, OSError, HTTPError) as exc:
+            raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
+        finally:
+            body.close()
+        return _new(Read, (data, mtime_of(answer)))
+
+    def head(self, path: str, size: int) -> Read:
+        """A ranged GET of the first ``size`` bytes (an empty object: a HEAD for its time)."""
+        key = self._key(path)
+        if size > 0:
+            try:
+                answer = self._get(path, key, Range=f"bytes=0-{size - 1}")
+            except OSError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, ClientError) and error_code(cause)[1] == 416):
+                    raise
+            else:
+                body = answer["Body"]
+                try:
+                    data = body.read(size)
+                except (BotoCoreError, OSError, HTTPError) as exc:
+                    raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
+                finally:
+                    body.close()
+                return _new(Read, (data[:size], mtime_of(answer)))
+        return Read(b"", self._head_object(path, key).mtime or 0.0)
+
+    def head_each(self, paths: Sequence[str], size: int) -> Sequence[Read | OSError | UnsafeEntry]:
+        """:meth:`head` of each of ``paths``, side by side in this process's threads (not in
+        the port: a store answers many small GETs at once where a disk reads one file after
+        another), each path's exception (as :meth:`head` raises it) in its place."""
+        return tuple(executor().map(lambda path: self._head_or_error(path, size), paths))
+
+    def _head_or_error(self, path: str, size: int) -> Read | OSError | UnsafeEntry:
+        try:
+            return self.head(path, size)
+        except (OSError, UnsafeEntry) as exc:
+            return exc
+
+    def _head_object(self, path: str, key: str) -> Entry:
+        bucket = self.bucket
+        try:
+            answer = bucket.client.head_object(Bucket=bucket.name, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise bucket.fail(exc, key, path) from exc
+        name = path.rpartition("/")[2]
+        return Entry(name, _FILE, answer.get("ContentLength", 0), mtime_of(answer), FILE_DETAIL)
+
+    def stat(self, path: str) -> Entry:
+        """HeadObject; when there is none, a prefix with objects is a directory (no mtime)."""
+        if not path:
+            if not self.bucket.has_objects(self.prefix):
+                raise missing(path, self.url(self.prefix))
+            return Entry("", _DIR, None, None, DIR_DETAIL)
+        key = self._key(path)
+        try:
+            return self._head_object(path, key)
+        except FileNotFoundError:
+            if not self.bucket.has_objects(key + "/"):
+                raise
+        return Entry(path.rpartition("/")[2], _DIR, None, None, DIR_DETAIL)
+
+    def stat_each(self, paths: Sequence[str]) -> Sequence[Entry | None]:
+        found: list[Entry | None] = [None] * len(paths)
+        groups: dict[str, list[int]] = {}
+        for at, path in enumerate(paths):
+            parts = components(path)
+            groups.setdefault(parts[0] if len(parts) > 2 else "", []).append(at)
+        heads: list[int] = []
+        for directory, positions in groups.items():
+            if len(positions) < LIST_FROM:
+                heads += positions
+            else:
+                self._stat_listed(directory, paths, positions, found)
+        if heads:
+            entries = executor().map(self._stat_one, [paths[i] for i in heads])
+            for at, entry in zip(heads, entries, strict=True):
+                found[at] = entry
+        return found
+
+    def _stat_one(self, path: str) -> Entry | None:
+        try:
+            entry = self.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            exc.filename = path
+            raise
+        return entry._replace(name=path)
+
+    def _stat_listed(
+        self,
+        directory: str,
+        paths: Sequence[str],
+        positions: Sequence[int],
+        found: MutableSequence[Entry | None],
+    ) -> None:
+        """The entries of ``paths[i]`` for ``i`` in ``positions`` (all below ``directory``)
+        from one listing of it without delimiter, from the first of them to past the last."""
+        base = self._dir(directory)
+        wanted = {self.prefix + paths[at]: at for at in positions}
+        dirs = {key + "/": at for key, at in wanted.items()}
+        first, last = min(wanted), max(wanted)
+        try:
+            for page in self.bucket.pages(base, delimiter=False, start_after=first[:-1]):
+                key = ""
+                for obj in page.get("Contents") or ():
+                    key = obj["Key"]
+                    at = wanted.get(key)
+                    if at is not None:
+                        found[at] = _new(
+                            Entry,
+                            (paths[at], _FILE, obj["Size"], obj["LastModified"].timestamp(),
+                             FILE_DETAIL, None),
+                        )  # fmt: skip
+                        continue
+                    slash = key.find("/", len(base))
+                    while slash >= 0:  # a wanted path that is a prefix of this key: a directory
+                        at = dirs.get(key[: slash + 1])
+                        if at is not None:
+                            _mark_dir(found, at, paths[at])
+                        slash = key.find("/", slash + 1)
+                if key > last and all(key[: len(d)] > d for d in dirs):
+                    break  # past every wanted key and every key below a wanted path
+        except OSError as exc:
+            exc.filename = paths[positions[0]]
+            raise
+
+    def below(self, path: str) -> S3Reader:
+        """A reader of the prefix ``path`` (FileNotFoundError when no object is below it),
+        which starts its own first listing from the page read here."""
+        prefix = self._dir(path)
+        first = next(self.bucket.pages(prefix, delimiter=True))
+        if not first.get("Contents") and not first.get("CommonPrefixes"):
+            raise missing(path, self.url(prefix))
+        return S3Reader(self.settings, prefix, first)
+
+
+def _mark_dir(found: MutableSequence[Entry | None], at: int, path: str) -> None:
+    """``path``, found as a prefix: a directory, or both an object and one."""
+    entry = found[at]
+    name = path
+    if entry is None:
+        found[at] = Entry(name, _DIR, None, None, DIR_DETAIL)
+    elif entry.kind is _FILE:
+        found[at] = Entry(name, _OTHER, entry.size, entry.mtime, BOTH_DETAIL)
