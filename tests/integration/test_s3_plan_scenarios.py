@@ -13,7 +13,11 @@ plan counted: ``bytes_reclaimed`` byte for byte.
 
 Ages: LastModified cannot be set on S3 (the filesystem tests age files with ``utime``), so the
 plans run at ``LATER``, a month after the pushes (everything is "old"), and pushes whose order
-a policy reads are a second apart (``next_second``: RGW's object reads give whole seconds).
+a policy reads are a second apart (``next_second``): RGW's listings give LastModified in
+milliseconds but its GetObject and HeadObject in whole seconds, and the S3 backend's push times
+(a tag link's, read with the link) are whole seconds, so tags pushed in the same second tie and
+the planner's tie-break (the greater name is the newer) decides, also which tag a policy
+without ``allow_empty`` leaves.
 Where a scenario needs an old and a young untagged revision, the plan's ``now`` and
 ``untagged_min_age`` are chosen from the revision links' real LastModified.
 
@@ -213,6 +217,9 @@ def test_shared_digest_aliases(s3: OnS3) -> None:
     s3.push("app", "v1", [b"app v1"], "v1")
     s3.push("app", "v2", [b"app v2"], "v2")
     shared = s3.push("app", "v3", [b"app v3"], "v3")
+    # latest must be the newest tag (the one a policy without allow_empty always leaves): a
+    # tie in the same second would go to the greater name, v3
+    next_second()
     tag_alias_on_s3(s3.reg, s3.bucket, "app", "v3", "latest")
     plan = plan_and_compare(
         s3,
