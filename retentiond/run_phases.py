@@ -245,10 +245,7 @@ class MaintenanceRun:
         outcome = self.services.runtime.run_gc()
         self.timed("gc", time.monotonic() - started)
         if not outcome.ok:
-            raise MaintenanceFailed(
-                f"the registry's garbage-collect exited {outcome.returncode}: "
-                f"{' / '.join(outcome.output.strip().splitlines()[-3:])}"
-            )
+            raise MaintenanceFailed(gc_failure(outcome.returncode, outcome.output))
         after = read_blob_sizes(self.root)
         gone = [d for d in before if d not in after]
         self.entry.pre_gc_bytes = sum(before[d] for d in gone)
@@ -354,10 +351,7 @@ class MaintenanceRun:
         # recorded even when the GC failed: the links it printed before failing may be gone
         entry.gc_unlinked_repositories = sorted(deletions.unlinked_repositories) or None
         if not outcome.ok:
-            raise MaintenanceFailed(
-                f"the registry's garbage-collect exited {outcome.returncode}: "
-                f"{' / '.join(entry.gc_output_tail)}"
-            )
+            raise MaintenanceFailed(gc_failure(outcome.returncode, outcome.output))
         entry.gc_ran = True
         entry.gc_understood = deletions.understood
         if deletions.understood:
@@ -435,6 +429,20 @@ class MaintenanceRun:
         except (StorageError, UnsafeEntry, OSError):
             return False
         return True
+
+
+def gc_failure(returncode: int, output: str) -> str:
+    """Why a run failed when the registry's GC did: its exit code and last lines, and what to
+    do when the cause is known."""
+    tail = output.strip().splitlines()[-3:]
+    message = f"the registry's garbage-collect exited {returncode}: {' / '.join(tail)}"
+    if "Path not found" in output and layout.REPOSITORIES in output:
+        message += (
+            "; the registry's GC (distribution 2.8) cannot run on a storage without any "
+            "repository (on S3 there is no empty repositories/ directory once the last one is "
+            "removed): the blobs are collected by the first GC after the next push"
+        )
+    return message
 
 
 def _with_data_sizes(root: Location, reclaimable: Collection[str], known: BlobTable) -> BlobTable:
