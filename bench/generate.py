@@ -24,7 +24,9 @@ What a tree holds (every share is drawn per tag or repository from ``--seed``):
   ``index/`` and revision links and of blob ``data`` are the push (upload) times.
 
 Digests depend only on the parameters (``--end`` included: it sets the configs' ``created``).
-Repositories are written by ``--jobs`` processes. A summary (counts of repositories, tags,
+Repositories are written by ``--jobs`` processes. Every file goes through a :class:`Sink`
+(path, bytes, push time): :class:`FileSink` here; ``bench.generate_s3`` PUTs the same files
+into a bucket. A summary (counts of repositories, tags,
 manifests, blobs, files and directories) is printed as JSON and kept in
 ``<root>/retentiond-bench.json``.
 """
