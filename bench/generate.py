@@ -24,7 +24,9 @@ What a tree holds (every share is drawn per tag or repository from ``--seed``):
   ``index/`` and revision links and of blob ``data`` are the push (upload) times.
 
 Digests depend only on the parameters (``--end`` included: it sets the configs' ``created``).
-Repositories are written by ``--jobs`` processes. A summary (counts of repositories, tags,
+Repositories are written by ``--jobs`` processes. Every file goes through a :class:`Sink`
+(path, bytes, push time): :class:`FileSink` here; ``bench.generate_s3`` PUTs the same files
+into a bucket. A summary (counts of repositories, tags,
 manifests, blobs, files and directories) is printed as JSON and kept in
 ``<root>/retentiond-bench.json``.
 """
@@ -43,7 +45,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -94,6 +96,7 @@ class Stats:
     blobs: int = 0
     blob_bytes: int = 0
     files: int = 0
+    file_bytes: int = 0
     directories: int = 0
 
     def add(self, other: Stats) -> None:
@@ -125,11 +128,68 @@ def iso(when: float) -> str:
     return datetime.fromtimestamp(int(when), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Writer:
-    """Creates files and directories under ``v2``, counting them."""
+class Sink(Protocol):
+    """Where a generated tree goes: the writer hands it every file (path, bytes, push time) and
+    directory; :class:`FileSink` makes them on a filesystem, ``bench.generate_s3`` PUTs the
+    files as objects (and has no directories, nor mtimes)."""
 
-    def __init__(self, v2: Path) -> None:
+    def mkdir(self, path: str) -> None: ...
+
+    def file(self, path: str, data: bytes, mtime: float | None) -> None: ...
+
+    def touch(self, path: str, mtime: float) -> None:
+        """Set a directory's mtime (after what is written into it)."""
+
+    def flush(self) -> None:
+        """Return once everything handed over is stored (raise if something was not)."""
+
+    def close(self) -> None:
+        """Free what the sink holds (threads, connections); nothing is handed over after."""
+
+
+class FileSink:
+    """Files and directories on a filesystem, with their push times as mtimes."""
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
+    def file(self, path: str, data: bytes, mtime: float | None) -> None:
+        fd = os.open(path, _CREATE, 0o644)
+        try:
+            os.write(fd, data)
+            if mtime is not None:
+                ns = int(mtime * 1e9)
+                os.utime(fd, ns=(ns, ns))
+        finally:
+            os.close(fd)
+
+    def touch(self, path: str, mtime: float) -> None:
+        os.utime(path, (mtime, mtime))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SinkFactory(Protocol):
+    """Makes a :class:`Sink` in each process that writes (picklable: sent to the workers)."""
+
+    def __call__(self) -> Sink: ...
+
+
+def file_sink() -> Sink:
+    return FileSink()
+
+
+class Writer:
+    """Hands files and directories under ``v2`` (a directory, or a key prefix) to a sink,
+    counting them."""
+
+    def __init__(self, v2: Path | str, sink: Sink | None = None) -> None:
         self.v2 = str(v2)
+        self.sink = sink if sink is not None else FileSink()
         self.stats = Stats()
         self._dirs: set[str] = set()
 
@@ -139,7 +199,7 @@ class Writer:
     def mkdir(self, path: str) -> None:
         if path in self._dirs:
             return
-        os.mkdir(path)
+        self.sink.mkdir(path)
         self._dirs.add(path)
         self.stats.directories += 1
 
@@ -152,15 +212,9 @@ class Writer:
         return path
 
     def file(self, path: str, data: bytes, mtime: float | None) -> None:
-        fd = os.open(path, _CREATE, 0o644)
-        try:
-            os.write(fd, data)
-            if mtime is not None:
-                ns = int(mtime * 1e9)
-                os.utime(fd, ns=(ns, ns))
-        finally:
-            os.close(fd)
+        self.sink.file(path, data, mtime)
         self.stats.files += 1
+        self.stats.file_bytes += len(data)
 
     def blob(self, data: bytes, mtime: float) -> str:
         digest = sha256(data)
@@ -320,7 +374,7 @@ class RepoBuilder:
             index = w.mkdirs(tag, "index")
             for digest, at in history:
                 w.link(index, digest, at)
-            os.utime(tag, (history[0][1], history[0][1]))
+            w.sink.touch(tag, history[0][1])
             w.stats.tags += 1
         revisions = w.mkdirs(manifests, "revisions")
         for digest, when in self.revisions.items():
@@ -330,7 +384,7 @@ class RepoBuilder:
         for digest, when in self.layers.items():
             w.link(layers, digest, when)
         newest = max(times, default=end)
-        os.utime(f"{layers}/sha256", (newest, newest))
+        w.sink.touch(f"{layers}/sha256", newest)
         w.stats.repositories += 1
 
 
@@ -378,44 +432,57 @@ def base_images(params: Params, writer: Writer) -> list[list[Blob]]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(params: Params, v2: str, names: list[str], bases: list[list[Blob]]) -> None:
-    _WORKER.update(params=params, v2=v2, names=names, bases=bases)
+def _init_worker(
+    params: Params, v2: str, names: list[str], bases: list[list[Blob]], sinks: SinkFactory
+) -> None:
+    _WORKER.update(params=params, v2=v2, names=names, bases=bases, sink=sinks())
 
 
 def _build_chunk(indices: list[int]) -> Stats:
-    writer = Writer(Path(_WORKER["v2"]))
+    sink: Sink = _WORKER["sink"]
+    writer = Writer(_WORKER["v2"], sink)
     for i in indices:
         RepoBuilder(_WORKER["params"], writer, i, _WORKER["names"][i], _WORKER["bases"]).build()
         writer.forget_directories()
+    sink.flush()  # the counts returned are of what is stored
     return writer.stats
 
 
-def generate(root: Path, params: Params, jobs: int = 2, progress: bool = False) -> dict[str, Any]:
-    """Write the tree under ``root`` (which must not hold one yet); returns the summary."""
+def build(
+    v2: str,
+    params: Params,
+    sinks: SinkFactory = file_sink,
+    jobs: int = 2,
+    progress: bool = False,
+) -> Stats:
+    """Hand the whole tree below ``v2`` (``<root>/docker/registry/v2``, a directory that
+    exists or a key prefix) to sinks made by ``sinks``: one in this process (the blob store's
+    prefix directories, the base images, the repositories' directories), then one in each of
+    ``jobs`` worker processes (the repositories, 8 at a time). Returns the counts."""
     started = time.monotonic()
-    v2 = root / "docker" / "registry" / "v2"
-    if v2.exists():
-        raise SystemExit(f"{v2} exists already; generate into an empty directory")
-    v2.mkdir(parents=True)
-    writer = Writer(v2)
-    blobs = writer.mkdirs(str(v2), "blobs", "sha256")
+    writer = Writer(v2, sinks())
+    blobs = writer.mkdirs(v2, "blobs", "sha256")
     for prefix in range(256):
         writer.mkdir(f"{blobs}/{prefix:02x}")
-    repositories = writer.mkdirs(str(v2), "repositories")
+    repositories = writer.mkdirs(v2, "repositories")
     bases = base_images(params, writer)
     names = repository_names(params)
     # every repository directory (and its parents) first: the workers write inside them
     for name in names:
         writer.mkdirs(repositories, *name.split("/"))
+    # stored, and the sink's threads (if any) ended, before the workers are forked
+    writer.sink.flush()
+    writer.sink.close()
     total = writer.stats
     chunks = [list(range(k, min(k + 8, len(names)))) for k in range(0, len(names), 8)]
     results: Iterator[Stats]
+    initargs = (params, v2, names, bases, sinks)
     if jobs > 1:
-        pool = Pool(jobs, initializer=_init_worker, initargs=(params, str(v2), names, bases))
+        pool = Pool(jobs, initializer=_init_worker, initargs=initargs)
         results = pool.imap_unordered(_build_chunk, chunks)
     else:
         pool = None
-        _init_worker(params, str(v2), names, bases)
+        _init_worker(*initargs)
         results = map(_build_chunk, chunks)
     try:
         for stats in results:
@@ -432,9 +499,16 @@ def generate(root: Path, params: Params, jobs: int = 2, progress: bool = False) 
         if pool is not None:
             pool.close()
             pool.join()
+        else:
+            _WORKER.pop("sink").close()
     if progress:
         print(file=sys.stderr)
-    summary = {
+    return total
+
+
+def summary_of(params: Params, total: Stats, seconds: float, jobs: int) -> dict[str, Any]:
+    """The summary printed and kept in :data:`SUMMARY_FILE`."""
+    return {
         "params": asdict(params),
         "repositories": total.repositories,
         "tags": total.tags,
@@ -445,28 +519,48 @@ def generate(root: Path, params: Params, jobs: int = 2, progress: bool = False) 
         "blob_bytes": total.blob_bytes,
         "files": total.files,
         "directories": total.directories,
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(seconds, 1),
         "jobs": jobs,
     }
+
+
+def generate(root: Path, params: Params, jobs: int = 2, progress: bool = False) -> dict[str, Any]:
+    """Write the tree under ``root`` (which must not hold one yet); returns the summary."""
+    started = time.monotonic()
+    v2 = root / "docker" / "registry" / "v2"
+    if v2.exists():
+        raise SystemExit(f"{v2} exists already; generate into an empty directory")
+    v2.mkdir(parents=True)
+    total = build(str(v2), params, file_sink, jobs, progress)
+    summary = summary_of(params, total, time.monotonic() - started, jobs)
     (root / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Path, Params, int, bool]:
-    defaults = Params()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", type=Path, help="the registry rootdirectory to create")
-    for name, value in asdict(defaults).items():
+def add_tree_options(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`Params` field (``--repositories``, ``--min-size``...)."""
+    for name, value in asdict(Params()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             parser.add_argument(flag, action="store_true")
         else:
             parser.add_argument(flag, type=type(value), default=value, metavar=name.upper())
+
+
+def pop_params(args: dict[str, Any]) -> Params:
+    """The :class:`Params` of parsed options (taken out of ``args``)."""
+    return Params(**{name: args.pop(name) for name in Params.__dataclass_fields__})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Path, Params, int, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="the registry rootdirectory to create")
+    add_tree_options(parser)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--progress", action="store_true", help="a progress line on stderr")
     args = vars(parser.parse_args(argv))
-    root, jobs, progress = args.pop("root"), args.pop("jobs"), args.pop("progress")
-    return root, Params(**args), jobs, progress
+    params = pop_params(args)
+    return args["root"], params, args["jobs"], args["progress"]
 
 
 def main(argv: list[str] | None = None) -> int:
