@@ -8,7 +8,9 @@ the writer.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 from collections.abc import Iterator, MutableSequence, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError
 
+from retentiond.storage import layout
 from retentiond.storage.port import Entry, Kind, Names, Read
 from retentiond.storage.s3_client import client, error_code, executor
 from retentiond.storage.s3_objects import Bucket, pushed_at_of
@@ -97,6 +100,13 @@ def names_of(pages: Iterator[Page], prefix: str, path: str, url: str) -> Names:
     return Names(sorted({*filter(None, dirs), *files}), None, False)
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 def mtime_of(answer: Any) -> float:
     """An object's time from a GetObject or HeadObject answer: its LastModified, or, for a
     tag link that a run held and put back (copies, with new times), the push time it kept
@@ -120,6 +130,8 @@ class S3Reader:
         self._first = first
         self._pid = -1
         self._bucket: Bucket | None = None
+        #: the digest links below this prefix, from one listing (see :meth:`_listed_link`)
+        self._links: dict[str, tuple[int, str, float]] | None = None
 
     def __getstate__(self) -> tuple[S3Settings, str]:
         return self.settings, self.prefix
@@ -129,6 +141,7 @@ class S3Reader:
 
     def close(self) -> None:
         self._first = None  # the client is the process's, shared: nothing else to release
+        self._links = None
 
     def __enter__(self) -> S3Reader:
         return self
@@ -215,8 +228,13 @@ class S3Reader:
         return _new(Read, (data, mtime_of(answer)))
 
     def head(self, path: str, size: int) -> Read:
-        """A ranged GET of the first ``size`` bytes (an empty object: a HEAD for its time)."""
+        """A ranged GET of the first ``size`` bytes (an empty object: a HEAD for its time);
+        for a digest link (``<hex>/link``) whose listed ETag proves what it holds, nothing
+        (see :meth:`_listed_link`)."""
         key = self._key(path)
+        listed = self._listed_link(path, size)
+        if listed is not None:
+            return listed
         if size > 0:
             try:
                 answer = self._get(path, key, Range=f"bytes=0-{size - 1}")
@@ -234,6 +252,46 @@ class S3Reader:
                     body.close()
                 return _new(Read, (data[:size], mtime_of(answer)))
         return Read(b"", self._head_object(path, key).mtime or 0.0)
+
+    def _listed_link(self, path: str, size: int) -> Read | None:
+        """A digest link (``<64 hex>/link``: a revision's, a ``_layers`` link, a tag's
+        ``index/`` link) read from a listing instead of a GET: the registry writes
+        ``sha256:<hex>`` there, the directory's own digest, and the listing gives each
+        object's size and ETag, which is the MD5 of its bytes for an object written in one
+        PUT. When they are those of ``sha256:<hex>``, that is what it holds; anything else
+        (another content, a store whose ETags are not MD5s: encryption with KMS, an object
+        written in parts) is read with a GET, as always. One listing of this reader's whole
+        prefix (1000 keys a request) answers every link below it, where a GET each would
+        cost a request each."""
+        hexpart, _, rest = path.partition("/")
+        if rest != layout.LINK or len(hexpart) != 64 or _HEX64.fullmatch(hexpart) is None:
+            return None
+        if self._links is None:
+            self._links = self._list_links()
+        found = self._links.get(hexpart)
+        if found is None:
+            return None
+        length, etag, mtime = found
+        content = f"{layout.DIGEST_PREFIX}{hexpart}".encode()
+        if (
+            length != len(content)
+            or etag != hashlib.md5(content, usedforsecurity=False).hexdigest()
+        ):
+            return None
+        return _new(Read, (content[:size], mtime))
+
+    def _list_links(self) -> dict[str, tuple[int, str, float]]:
+        """``<hex>`` -> (size, ETag, LastModified) of each ``<hex>/link`` object below this
+        reader's prefix, from one listing without delimiter."""
+        found: dict[str, tuple[int, str, float]] = {}
+        n = len(self.prefix)
+        for page in self.bucket.pages(self.prefix, delimiter=False):
+            for obj in page.get("Contents") or ():
+                hexpart, _, rest = obj["Key"][n:].partition("/")
+                if rest == layout.LINK:
+                    etag = str(obj.get("ETag", "")).strip('"')
+                    found[hexpart] = (int(obj["Size"]), etag, obj["LastModified"].timestamp())
+        return found
 
     def head_each(self, paths: Sequence[str], size: int) -> Sequence[Read | OSError | UnsafeEntry]:
         """:meth:`head` of each of ``paths``, side by side in this process's threads (not in

@@ -492,3 +492,30 @@ def test_reads_what_a_real_registry_pushed(
             [layout.blob_data_in_store(layout.hex_of(d)) for d in sorted(image.blob_digests)]
         )
         assert all(e is not None and e.kind is Kind.FILE for e in sizes)
+
+
+def test_digest_links_are_read_from_a_listing_unless_their_etag_says_otherwise(
+    s3_bucket: S3Bucket, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revision link holding its directory's digest is answered from the listing (its
+    ETag is the MD5 of ``sha256:<hex>``): no GET. One holding anything else is read with a
+    GET, so what it holds (here another digest) is what the reader sees and reports."""
+    revisions = f"{REPO}/_manifests/revisions/sha256"
+    good, bad = "c3" * 32, "d4" * 32
+    put(s3_bucket, f"{V2}{revisions}/{good}/link", f"sha256:{good}".encode())
+    put(s3_bucket, f"{V2}{revisions}/{bad}/link", D1.encode())
+    reader = storage.below(revisions)
+    gets: list[str] = []
+    client = reader.bucket.client
+    real_get = client.get_object
+
+    def counted(**kwargs: object) -> object:
+        gets.append(str(kwargs["Key"]))
+        return real_get(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "get_object", counted)
+    assert reader.head(f"{good}/link", 200).data == f"sha256:{good}".encode()
+    assert gets == []
+    assert reader.head(f"{bad}/link", 200).data == D1.encode()
+    assert gets == [f"{V2}{revisions}/{bad}/link"]
+    reader.close()

@@ -8,10 +8,10 @@ records); the readers of :class:`~retentiond.storage.reading.tree.Tree` go with 
 pickled as the descriptors the workers inherited.
 
 A process that runs threads (the daemon) reads in-process instead: forking it is not safe.
-A tree in an object store (``network``) is read by threads of this process instead of forked
-processes: its reads wait on the network, not on the CPU, so many of them run at once
-(:data:`NETWORK_THREADS`, the requests in flight), and the threads share the blob table
-without a fork (in the daemon too). A worker process that dies (the kernel's out-of-memory
+A tree in an object store waits on the network more than on the CPU: more readers than CPUs
+read it (:data:`NETWORK_PROCESSES` forked processes, each with its own client), and in a
+process that may not fork (the daemon) :data:`NETWORK_THREADS` threads (``network``), which
+share the blob table without a fork. A worker process that dies (the kernel's out-of-memory
 killer) fails the read with a StorageError instead of a wait forever.
 """
 
@@ -42,6 +42,8 @@ TASKS_PER_WORKER = 8
 
 #: the threads that read a tree in an object store: the requests in flight at once
 NETWORK_THREADS = 32
+#: the processes that read it where forking is allowed (``plan``, ``apply``)
+NETWORK_PROCESSES = 8
 
 #: the blob table, for the workers of a WorkerPool (set while they are forked)
 _SHARED_TABLE: BlobTable | None = None
@@ -65,7 +67,7 @@ def workers_for(requested: int | None, size: int, threshold: int, network: bool 
     """How many processes (threads, for a ``network`` tree) to read ``size`` things with (1:
     in-process)."""
     count = wanted(requested, size, threshold)
-    return count if count > 1 and (network or _can_fork()) else 1
+    return count if count > 1 and (network or can_fork()) else 1
 
 
 def wanted(requested: int | None, size: int, threshold: int) -> int:
@@ -145,6 +147,11 @@ class WorkerPool:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+
+
+def can_fork() -> bool:
+    """Whether this process may fork readers (no other thread runs)."""
+    return _can_fork()
 
 
 def _can_fork() -> bool:
