@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,3 +302,53 @@ def test_grace_on_s3_holds_the_removals_then_reclaims(
     assert before - setup.data_bytes() == second["bytes_reclaimed"]
     assert pull_ok(s3_registry, "app", "build-2")
     assert setup.quarantined() == []
+
+
+def test_serve_on_s3_plans_and_runs_its_window(
+    s3_registry: RunningRegistry, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    """``serve`` (which reads the bucket with threads: it may not fork) plans on a schedule,
+    reports the bucket's bytes, and runs the window."""
+    push_history(s3_registry, s3_bucket, "app", 2)
+    setup = make_setup(s3_registry, s3_bucket, tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    setup.config.write_text(
+        setup.config.read_text()
+        + textwrap.dedent(f"""\
+        schedule:
+          plan_every: 2s
+          window: "* * * * *"
+          window_length: 10m
+        metrics:
+          listen: 127.0.0.1:{port}
+        """)
+    )
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retentiond", "--config", str(setup.config), "serve"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 150
+        while not [r for r in setup.history() if r["status"] == "ok"]:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        assert pull_ok(s3_registry, "app", "build-1") and not pull_ok(s3_registry, "app", "build-0")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as ready:
+            assert ready.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as metrics:
+            text = metrics.read().decode()
+        stored = [
+            line for line in text.splitlines() if line.startswith("retentiond_storage_bytes ")
+        ]
+        assert stored and float(stored[0].split()[1]) > 0, text
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0, (tmp_path / "serve.log").read_text()
+        log.close()
