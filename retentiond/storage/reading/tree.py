@@ -33,7 +33,8 @@ class Tree:
     v2: str
     store: StorageReader | None
     repos: StorageReader | None
-    #: whether reads wait on the network (an object store): read by threads, many at once
+    #: whether reads wait on the network (an object store): more readers than CPUs (see
+    #: :func:`retentiond.storage.reader.threaded`)
     network: bool = False
 
     def close(self) -> None:
