@@ -352,3 +352,23 @@ def test_serve_on_s3_plans_and_runs_its_window(
         proc.terminate()
         assert proc.wait(timeout=120) == 0, (tmp_path / "serve.log").read_text()
         log.close()
+
+
+def test_verify_on_s3_finds_a_kept_image_whose_blob_is_gone(
+    s3_registry: RunningRegistry, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    """``retentiond verify`` reads the bucket (tags, manifests, ``_layers`` links, blobs):
+    every tag whole, until a layer's ``data`` object of a kept image is deleted behind the
+    registry's back."""
+    image = make_oci_image([b"verify me " * 100], seed="verify")
+    push_oci_to_s3(s3_registry, s3_bucket, "app", "kept", image)
+    setup = make_setup(s3_registry, s3_bucket, tmp_path)
+    report = json.loads(setup.run("verify", "--json").stdout)
+    assert report["tags"] == 1 and report["broken"] == [], report
+    layer = image.layer_digests[0]
+    hexpart = layer.removeprefix("sha256:")
+    key = f"{V2_PREFIX}blobs/sha256/{hexpart[:2]}/{hexpart}/data"
+    s3_bucket.client().delete_object(Bucket=s3_bucket.name, Key=key)
+    broken = setup.run("verify", "--json", check=False)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert [b["tag"] for b in json.loads(broken.stdout)["broken"]] == ["kept"]
