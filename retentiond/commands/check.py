@@ -128,15 +128,16 @@ def storage_report(registry: RegistryConfig) -> str:
 
 
 def bucket_warnings(registry: RegistryConfig) -> list[str]:
-    """When the storage is a bucket: a warning when it cannot be read with the credentials
-    retentiond will use (one listing of the bucket and of the tree's top; nothing written).
-    A filesystem root is not looked at here: ``check`` may run where it is not mounted."""
+    """When the storage is a bucket: a warning when it cannot be listed with the credentials
+    retentiond will use (one listing of at most one key; nothing written). A bucket the
+    registry has not written to yet is not one. A filesystem root is not looked at here:
+    ``check`` may run where it is not mounted."""
     if registry.s3 is None:
         return []
-    from retentiond.storage.reader import check_storage  # boto3 only when S3 is used
+    from retentiond.storage.s3 import open_s3_storage  # boto3 only when S3 is used
 
     try:
-        check_storage(registry.s3)
+        open_s3_storage(registry.s3).close()
     except StorageError as exc:
         return [str(exc)]
     return []
