@@ -141,7 +141,9 @@ def test_apply_posts_the_summary_and_a_dead_webhook_does_not_fail_the_run(
     assert body["broken_tags"] == 0 and body["broken"] == [] and body["errors"] == []
     assert body["started_at"] == record["started_at"]
     assert body["finished_at"] == record["finished_at"]
-    assert 0 < body["duration_seconds"] < elapsed
+    # the run's started_at and finished_at are whole seconds: its duration may exceed the
+    # time measured around the process by up to one
+    assert 0 < body["duration_seconds"] < elapsed + 1
     assert body["registry"] == registry.url
     assert body["text"].startswith(f"retentiond: run {record['run_id']} ok: 2 tags deleted, ")
     assert "reclaimed" in body["text"]

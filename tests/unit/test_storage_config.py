@@ -608,7 +608,9 @@ def test_check_names_the_backend_and_never_a_secret(
         f"ok: config {config}, 1 policy in 1 file",
         f"storage: s3 bucket registry at http://rgw:7480, rootdirectory /prod (from {path})",
     ]
-    assert err == ""
+    # check contacts what it can: the bucket of this example does not exist here, which is a
+    # warning naming the endpoint (exit 0: check also runs where the store is not reachable)
+    assert err.startswith("warning: cannot reach the S3 endpoint http://rgw:7480"), err
     for secret in (SECRET, REDIS_PASSWORD, "p%40ss"):
         assert secret not in out + err
 
