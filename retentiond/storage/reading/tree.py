@@ -68,13 +68,7 @@ def open_tree(root: Location) -> Tree:
     except (OSError, UnsafeEntry) as exc:
         raise _top_error(root, layout.V2, exc, required=True) from exc
     with storage:
-        store = _open_top(v2, storage, layout.BLOB_STORE)
-        try:
-            repos = _open_top(v2, storage, layout.REPOSITORIES)
-        except BaseException:
-            if store is not None:
-                store.close()
-            raise
+        store, repos = _open_tops(v2, storage)
     return Tree(str(v2), store, repos)
 
 
@@ -84,13 +78,7 @@ def _open_bucket(settings: S3Settings) -> Tree:
 
     v2 = settings.url(layout.V2)
     with open_s3_storage(settings) as storage:
-        store = _open_top(v2, storage, layout.BLOB_STORE)
-        try:
-            repos = _open_top(v2, storage, layout.REPOSITORIES)
-        except BaseException:
-            if store is not None:
-                store.close()
-            raise
+        store, repos = _open_tops(v2, storage)
     if store is None and repos is None:
         raise StorageError(
             f"no object below {v2}: the registry's storage.s3 bucket and rootdirectory must be "
@@ -98,6 +86,20 @@ def _open_bucket(settings: S3Settings) -> Tree:
             "must have been pushed to"
         )
     return Tree(v2, store, repos, network=True)
+
+
+def _open_tops(
+    v2: Path | str, storage: Storage
+) -> tuple[StorageReader | None, StorageReader | None]:
+    """Readers of ``blobs/sha256`` and of ``repositories`` (None: not there); the first is
+    closed when the second cannot be opened."""
+    store = _open_top(v2, storage, layout.BLOB_STORE)
+    try:
+        return store, _open_top(v2, storage, layout.REPOSITORIES)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
 
 
 def _open_top(v2: Path | str, storage: Storage, path: str) -> StorageReader | None:
