@@ -85,6 +85,7 @@ from retentiond.storage.s3_client import error_code, make_client
 from retentiond.storage.s3_objects import Obj, by_tier, same_copy
 from retentiond.storage.s3_reader import DIR_DETAIL, S3Reader, missing, mtime_of
 from retentiond.storage.s3_settings import S3Settings
+from retentiond.storage.s3_signed import SignedReads
 from retentiond.storage.safe_fs import BadComponent, UnsafeEntry, components
 
 __all__ = ["WHOLE", "S3Reader", "S3Storage", "open_s3_storage"]
@@ -215,11 +216,7 @@ class S3Storage(S3Reader):
             if not self.bucket.has_objects(prefix):
                 raise missing(held, self.url(prefix))
             return Entry(name, Kind.DIR, None, None, DIR_DETAIL)
-        bucket = self.bucket
-        try:
-            answer = bucket.client.head_object(Bucket=bucket.name, Key=prefix + WHOLE)
-        except (ClientError, BotoCoreError) as exc:
-            raise bucket.fail(exc, prefix + WHOLE, held) from exc
+        answer = self.bucket.head(prefix + WHOLE, held)
         return Entry(name, Kind.DIR, None, mtime_of(answer), DIR_DETAIL)
 
     def hold(self, path: str, held: str) -> None:
@@ -315,17 +312,24 @@ def open_s3_storage(settings: S3Settings) -> S3Storage:
     none. Changes nothing."""
     where = settings.url(layout.V2)
     endpoint = _describe(settings)
-    probe = make_client(settings, attempts=2, connect_timeout=5.0)
+    prefix = settings.key(layout.V2) + "/"
     try:
-        probe.list_objects_v2(
-            Bucket=settings.bucket, Prefix=settings.key(layout.V2) + "/", MaxKeys=1
-        )
+        if settings.v4auth:  # as the reads will be made (a plan makes no boto3 client)
+            probe = SignedReads(settings, attempts=2, connect_timeout=5.0)
+            try:
+                probe.list_page(prefix, delimiter=False, start_after="", max_keys=1, token="")
+            finally:
+                probe.pool.clear()
+        else:
+            client = make_client(settings, attempts=2, connect_timeout=5.0)
+            try:
+                client.list_objects_v2(Bucket=settings.bucket, Prefix=prefix, MaxKeys=1)
+            finally:
+                client.close()
     except ClientError as exc:
         raise StorageError(_refused(settings, exc, where, endpoint)) from exc
     except BotoCoreError as exc:
         raise StorageError(_unreachable(settings, exc, endpoint)) from exc
-    finally:
-        probe.close()
     return S3Storage(settings)
 
 

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
 
 from retentiond.storage import layout
-from retentiond.storage.s3_client import THREADS, executor, port_error
+from retentiond.storage.s3_client import THREADS, client, executor, port_error
 from retentiond.storage.s3_settings import S3Settings
+from retentiond.storage.s3_signed import Answer, signed_reads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -98,10 +100,18 @@ def same_copy(a: Obj, b: Obj) -> bool:
 
 
 class Bucket:
-    """The bulk operations on one bucket; ``url(key)`` names a key in messages."""
+    """The operations on one bucket, through this process's connections (made on first use):
+    reads through :mod:`.s3_signed` (boto3 with Signature Version 2), writes through the
+    boto3 client; ``url(key)`` names a key in messages."""
 
-    def __init__(self, client: S3Client, settings: S3Settings) -> None:
-        self.client, self.name, self.settings = client, settings.bucket, settings
+    def __init__(self, settings: S3Settings) -> None:
+        self.name, self.settings = settings.bucket, settings
+        self._reads = signed_reads(settings)
+
+    @property
+    def client(self) -> S3Client:
+        """This process's boto3 client (made on first use: a plan never makes one)."""
+        return client(self.settings)
 
     def url(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
@@ -128,7 +138,7 @@ class Bucket:
             kwargs["ContinuationToken"] = token
         while True:
             try:
-                page: dict[str, Any] = self.client.list_objects_v2(**kwargs)  # type: ignore[arg-type, assignment]
+                page = self._page(kwargs)
             except (ClientError, BotoCoreError) as exc:
                 raise self.fail(exc, prefix, None) from exc
             yield page
@@ -136,6 +146,54 @@ class Bucket:
             if not page.get("IsTruncated") or not following:
                 return
             kwargs["ContinuationToken"] = following
+
+    def _page(self, kwargs: dict[str, object]) -> dict[str, Any]:
+        if self._reads is None:
+            page: dict[str, Any] = self.client.list_objects_v2(**kwargs)  # type: ignore[arg-type, assignment]
+            return page
+        return self._reads.list_page(
+            str(kwargs["Prefix"]),
+            delimiter="Delimiter" in kwargs,
+            start_after=str(kwargs.get("StartAfter", "")),
+            max_keys=int(kwargs["MaxKeys"]),  # type: ignore[call-overload]
+            token=str(kwargs.get("ContinuationToken", "")),
+        )
+
+    def get(self, key: str, path: str, limit: int, first: int | None = None) -> Answer:
+        """GetObject of ``key`` (``path``: the reader's, for messages): at most ``limit + 1``
+        bytes of it, none when its length is above ``limit``; ``first``: a ranged GET of
+        its first ``first`` bytes."""
+        try:
+            if self._reads is not None:
+                return self._reads.get(key, limit, first)
+            extra = {"Range": f"bytes=0-{first - 1}"} if first is not None else {}
+            answer = self.client.get_object(Bucket=self.name, Key=key, **extra)  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as exc:
+            raise self.fail(exc, key, path) from exc
+        body = answer["Body"]
+        try:
+            total = int(answer.get("ContentLength", 0))
+            ranged = str(answer.get("ContentRange", ""))
+            if "/" in ranged and ranged.rpartition("/")[2].isdigit():
+                total = int(ranged.rpartition("/")[2])
+            data = b"" if total > limit and first is None else body.read(limit + 1)
+        except (BotoCoreError, OSError, HTTPError) as exc:
+            raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
+        finally:
+            body.close()
+        modified = answer["LastModified"].timestamp()
+        return Answer(data, total, modified, answer.get("Metadata") or {})
+
+    def head(self, key: str, path: str) -> Answer:
+        """HeadObject of ``key``: its length, time and metadata (no body)."""
+        try:
+            if self._reads is not None:
+                return self._reads.head(key)
+            answer = self.client.head_object(Bucket=self.name, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self.fail(exc, key, path) from exc
+        length, modified = int(answer.get("ContentLength", 0)), answer["LastModified"].timestamp()
+        return Answer(b"", length, modified, answer.get("Metadata") or {})
 
     def objects(self, prefix: str) -> list[Obj]:
         """Every object below ``prefix`` (a key prefix ending with ``/``), all levels."""
@@ -174,11 +232,8 @@ class Bucket:
         """The time the registry wrote the object ``key`` (a tag's ``current/link``): the
         :data:`PUSHED_AT` a hold kept in its metadata (a link put back by ``undo`` or by a
         rollback), else its LastModified (``listed``)."""
-        try:
-            answer = self.client.head_object(Bucket=self.name, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise self.fail(exc, key, path) from exc
-        kept = pushed_at_of(answer.get("Metadata") or {}, answer["LastModified"].timestamp())
+        answer = self.head(key, path)
+        kept = pushed_at_of(answer.metadata, answer.mtime)
         return kept if kept is not None else listed
 
     def copy_stamped(self, src: str, dst: str, pushed_at: float, path: str) -> None:

@@ -13,20 +13,17 @@ import os
 import re
 from collections.abc import Iterator, MutableSequence, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from urllib3.exceptions import HTTPError
+from botocore.exceptions import ClientError
 
 from retentiond.storage import layout
 from retentiond.storage.port import Entry, Kind, Names, Read
-from retentiond.storage.s3_client import client, error_code, executor
+from retentiond.storage.s3_client import error_code, executor
 from retentiond.storage.s3_objects import Bucket, pushed_at_of
 from retentiond.storage.s3_settings import S3Settings
+from retentiond.storage.s3_signed import Answer
 from retentiond.storage.safe_fs import TooLarge, UnsafeEntry, components
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
 
 #: stat_each lists a directory (instead of a HEAD a path) from this many paths below it
 LIST_FROM = 8
@@ -107,13 +104,12 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def mtime_of(answer: Any) -> float:
+def mtime_of(answer: Answer) -> float:
     """An object's time from a GetObject or HeadObject answer: its LastModified, or, for a
     tag link that a run held and put back (copies, with new times), the push time it kept
     in its metadata (:func:`~.s3_objects.pushed_at_of`)."""
-    modified = float(answer["LastModified"].timestamp())
-    kept = pushed_at_of(answer.get("Metadata") or {}, modified)
-    return modified if kept is None else kept
+    kept = pushed_at_of(answer.metadata, answer.mtime)
+    return answer.mtime if kept is None else kept
 
 
 class S3Reader:
@@ -158,7 +154,7 @@ class S3Reader:
         """The bucket, through this process's client."""
         pid = os.getpid()
         if self._bucket is None or self._pid != pid:
-            self._bucket = Bucket(client(self.settings), self.settings)
+            self._bucket = Bucket(self.settings)
             self._pid = pid
         return self._bucket
 
@@ -202,30 +198,14 @@ class S3Reader:
         prefix = self._dir(path)
         return names_of(self._pages(path, prefix), prefix, path, self.url(prefix))
 
-    def _get(self, path: str, key: str, **extra: str) -> GetObjectOutputTypeDef:
-        bucket = self.bucket
-        try:
-            return bucket.client.get_object(Bucket=bucket.name, Key=key, **extra)  # type: ignore[arg-type]
-        except (ClientError, BotoCoreError) as exc:
-            raise bucket.fail(exc, key, path) from exc
-
     def read(self, path: str, limit: int) -> Read:
         """GetObject; ``TooLarge`` from its length, before any byte of the body is read."""
-        key = self._key(path)
-        answer = self._get(path, key)
-        body = answer["Body"]
-        try:
-            size = answer.get("ContentLength", 0)
-            if size > limit:
-                raise TooLarge(f"{path!r} holds {size} bytes, more than {limit}", path)
-            data = body.read(limit + 1)
-            if len(data) > limit:  # it is not the length it said
-                raise TooLarge(f"{path!r} holds more than {limit} bytes", path)
-        except (BotoCoreError, OSError, HTTPError) as exc:
-            raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
-        finally:
-            body.close()
-        return _new(Read, (data, mtime_of(answer)))
+        answer = self.bucket.get(self._key(path), path, limit)
+        if answer.length > limit:
+            raise TooLarge(f"{path!r} holds {answer.length} bytes, more than {limit}", path)
+        if len(answer.data) > limit:  # it is not the length it said
+            raise TooLarge(f"{path!r} holds more than {limit} bytes", path)
+        return _new(Read, (answer.data, mtime_of(answer)))
 
     def head(self, path: str, size: int) -> Read:
         """A ranged GET of the first ``size`` bytes (an empty object: a HEAD for its time);
@@ -237,20 +217,13 @@ class S3Reader:
             return listed
         if size > 0:
             try:
-                answer = self._get(path, key, Range=f"bytes=0-{size - 1}")
+                answer = self.bucket.get(key, path, size, first=size)
             except OSError as exc:
                 cause = exc.__cause__
                 if not (isinstance(cause, ClientError) and error_code(cause)[1] == 416):
                     raise
             else:
-                body = answer["Body"]
-                try:
-                    data = body.read(size)
-                except (BotoCoreError, OSError, HTTPError) as exc:
-                    raise OSError(errno.EIO, f"cannot read {self.url(key)}: {exc}", None) from exc
-                finally:
-                    body.close()
-                return _new(Read, (data[:size], mtime_of(answer)))
+                return _new(Read, (answer.data[:size], mtime_of(answer)))
         return Read(b"", self._head_object(path, key).mtime or 0.0)
 
     def _listed_link(self, path: str, size: int) -> Read | None:
@@ -306,13 +279,9 @@ class S3Reader:
             return exc
 
     def _head_object(self, path: str, key: str) -> Entry:
-        bucket = self.bucket
-        try:
-            answer = bucket.client.head_object(Bucket=bucket.name, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise bucket.fail(exc, key, path) from exc
+        answer = self.bucket.head(key, path)
         name = path.rpartition("/")[2]
-        return Entry(name, _FILE, answer.get("ContentLength", 0), mtime_of(answer), FILE_DETAIL)
+        return Entry(name, _FILE, answer.length, mtime_of(answer), FILE_DETAIL)
 
     def stat(self, path: str) -> Entry:
         """HeadObject; when there is none, a prefix with objects is a directory (no mtime)."""
