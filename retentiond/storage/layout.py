@@ -55,6 +55,12 @@ LEGACY_LISTING = "removals.json"
 #: ``_layers`` links being dropped wait while their blob is looked at again
 LAYER_LINKS_HELD = "layer-links"
 
+#: below the rootdirectory of a bucket (S3 only): a record for each directory whose tag links
+#: a run put back (:meth:`~retentiond.storage.s3.S3Storage.restore`), named
+#: ``<its path below v2>/<held>@<unique>``: the readers do not take the push time of a tag
+#: link written since from a listing
+RESTORED_LINKS = "retentiond-restored"
+
 DIGEST_PREFIX = "sha256:"
 
 

@@ -67,6 +67,7 @@ without it. (The metadata is as trusted as the tree: whoever writes the bucket c
 from __future__ import annotations
 
 import errno
+import uuid
 from collections.abc import Sequence
 
 from botocore.exceptions import (
@@ -117,6 +118,7 @@ class S3Storage(S3Reader):
     def __init__(self, settings: S3Settings) -> None:
         super().__init__(settings, settings.key(layout.V2) + "/")
         self.quarantine = settings.key(layout.QUARANTINE) + "/"
+        self.restored = settings.key(layout.RESTORED_LINKS) + "/"
 
     def __getstate__(self) -> tuple[S3Settings, str]:
         return self.settings, self.prefix
@@ -280,7 +282,11 @@ class S3Storage(S3Reader):
                 errno.EEXIST, f"{self.url(dst)} exists (pushed again since)", path
             )
         # else: nothing there, or what a restore interrupted copied back: copied again
-        for tier in reversed(by_tier(kept.values(), path)):
+        tiers = by_tier(kept.values(), path)
+        if tiers[0]:  # tag links: their push time is in their metadata, not in a listing
+            record = f"{held.replace('/', '-')}@{uuid.uuid4().hex[:16]}"
+            self.bucket.put(f"{self.restored}{path}/{record}", b"", path)
+        for tier in reversed(tiers):
             self.bucket.copy_all([(src + o.rel, dst + o.rel, o.size) for o in tier], path)
         self.bucket.delete_one(src + WHOLE, held)
         self.bucket.delete([src + rel for rel in kept], held)

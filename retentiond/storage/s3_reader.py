@@ -27,6 +27,12 @@ from retentiond.storage.safe_fs import TooLarge, UnsafeEntry, components
 
 #: stat_each lists a directory (instead of a HEAD a path) from this many paths below it
 LIST_FROM = 8
+#: a tags directory's ``current/link`` files are answered from one listing of it (see
+#: :meth:`S3Reader._listed_tag`) from this many tags in it; a GET each below
+TAGS_LIST_FROM = 2
+_TAGS_DIR = f"/{layout.TAGS}/"
+_INDEX = f"{layout.TAG_INDEX}/"
+_DIGEST_LINK_SIZE = len(layout.DIGEST_PREFIX) + 64
 
 FILE_DETAIL = "an object"
 DIR_DETAIL = "a key prefix (a directory)"
@@ -109,7 +115,7 @@ def mtime_of(answer: Answer) -> float:
     tag link that a run held and put back (copies, with new times), the push time it kept
     in its metadata (:func:`~.s3_objects.pushed_at_of`)."""
     kept = pushed_at_of(answer.metadata, answer.mtime)
-    return answer.mtime if kept is None else kept
+    return answer.mtime if kept is None else float(int(kept))  # whole seconds, as the GET's
 
 
 class S3Reader:
@@ -128,6 +134,10 @@ class S3Reader:
         self._bucket: Bucket | None = None
         #: the digest links below this prefix, from one listing (see :meth:`_listed_link`)
         self._links: dict[str, tuple[int, str, float]] | None = None
+        #: a tags directory's tags whose link a listing proves: tag -> (hex, LastModified)
+        self._tags: dict[str, tuple[str, float]] | None = None
+        #: whether this directory holds few entries (its names listed): no tag listing then
+        self._few = False
 
     def __getstate__(self) -> tuple[S3Settings, str]:
         return self.settings, self.prefix
@@ -137,7 +147,7 @@ class S3Reader:
 
     def close(self) -> None:
         self._first = None  # the client is the process's, shared: nothing else to release
-        self._links = None
+        self._links = self._tags = None
 
     def __enter__(self) -> S3Reader:
         return self
@@ -196,7 +206,10 @@ class S3Reader:
 
     def names(self, path: str) -> Names:
         prefix = self._dir(path)
-        return names_of(self._pages(path, prefix), prefix, path, self.url(prefix))
+        names = names_of(self._pages(path, prefix), prefix, path, self.url(prefix))
+        if not path:
+            self._few = len(names.names) < TAGS_LIST_FROM
+        return names
 
     def read(self, path: str, limit: int) -> Read:
         """GetObject; ``TooLarge`` from its length, before any byte of the body is read."""
@@ -237,6 +250,8 @@ class S3Reader:
         prefix (1000 keys a request) answers every link below it, where a GET each would
         cost a request each."""
         hexpart, _, rest = path.partition("/")
+        if rest == layout.CURRENT_LINK and self.prefix.endswith(_TAGS_DIR):
+            return self._listed_tag(hexpart, size)
         if rest != layout.LINK or len(hexpart) != 64 or _HEX64.fullmatch(hexpart) is None:
             return None
         if self._links is None:
@@ -265,6 +280,79 @@ class S3Reader:
                     etag = str(obj.get("ETag", "")).strip('"')
                     found[hexpart] = (int(obj["Size"]), etag, obj["LastModified"].timestamp())
         return found
+
+    def _listed_tag(self, tag: str, size: int) -> Read | None:
+        """A tag's ``current/link`` (this reader: a repository's ``_manifests/tags``) read
+        from one listing of the directory, without a GET: the registry links a tag's digest
+        in its ``index/sha256/<hex>/link`` before it writes ``current/link``, and the
+        current link's listed size and ETag (the MD5 of its bytes) are those of
+        ``sha256:<hex>`` for exactly one of them. Its push time is the link's LastModified,
+        unless a run put the tag back (a copy, with a new time, that keeps the push time in
+        its metadata, which no listing shows): a tag link no older than a record of
+        :data:`~retentiond.storage.layout.RESTORED_LINKS` above it is read with a GET, as
+        is any link the listing does not prove (another content, an ETag that is not an
+        MD5, a directory of fewer than :data:`TAGS_LIST_FROM` tags)."""
+        if self._few:
+            return None
+        if self._tags is None:
+            self._tags = self._list_tags()
+        found = self._tags.get(tag)
+        if found is None:
+            return None
+        hexpart, mtime = found
+        return _new(Read, (f"{layout.DIGEST_PREFIX}{hexpart}".encode()[:size], mtime))
+
+    def _list_tags(self) -> dict[str, tuple[str, float]]:
+        n = len(self.prefix)
+        currents: dict[str, tuple[str, float]] = {}  # tag -> (ETag, LastModified)
+        found: dict[str, tuple[str, float]] = {}
+        for page in self.bucket.pages(self.prefix, delimiter=False):
+            for obj in page.get("Contents") or ():
+                tag, _, rest = obj["Key"][n:].partition("/")
+                if rest == layout.CURRENT_LINK:
+                    if int(obj["Size"]) == _DIGEST_LINK_SIZE:
+                        etag = str(obj.get("ETag", "")).strip('"')
+                        # whole seconds, as a GET gives it (Last-Modified): one resolution
+                        currents[tag] = (etag, float(int(obj["LastModified"].timestamp())))
+                elif rest.startswith(_INDEX) and tag in currents and tag not in found:
+                    hexpart, _, tail = rest[len(_INDEX) :].partition("/")
+                    if tail != layout.LINK or _HEX64.fullmatch(hexpart) is None:
+                        continue
+                    etag, mtime = currents[tag]
+                    if etag == _md5(f"{layout.DIGEST_PREFIX}{hexpart}".encode()):
+                        found[tag] = (hexpart, mtime)
+        if found:
+            self._drop_restored(found)
+        return found
+
+    def _drop_restored(self, found: dict[str, tuple[str, float]]) -> None:
+        """Leave out of ``found`` every tag a run may have put back: whose link is no older
+        than a record of :data:`~retentiond.storage.layout.RESTORED_LINKS` for its
+        directory or one above it (one listing of the records of this repository)."""
+        v2 = self.settings.key(layout.V2) + "/"
+        if not self.prefix.startswith(v2):
+            return
+        tags_dir = self.prefix[len(v2) : -1]  # repositories/<name>/_manifests/tags
+        repo_dir = tags_dir[: -len(layout.TAGS) - 1]
+        base = self.settings.key(layout.RESTORED_LINKS) + "/"
+        records: dict[str, float] = {}  # a directory below v2 -> its oldest record's time
+        for page in self.bucket.pages(f"{base}{repo_dir}/", delimiter=False):
+            for obj in page.get("Contents") or ():
+                directory = obj["Key"][len(base) :].rpartition("/")[0]
+                when = obj["LastModified"].timestamp()
+                records[directory] = min(when, records.get(directory, when))
+        if not records:
+            return
+        for tag in list(found):
+            tag_dir = f"{tags_dir}/{tag}"
+            since = [
+                when
+                for directory, when in records.items()
+                if tag_dir == directory or tag_dir.startswith(directory + "/")
+            ]
+            # the record is written before the restore: a link put back is no older
+            if since and found[tag][1] >= min(since) - 1.0:
+                del found[tag]
 
     def head_each(self, paths: Sequence[str], size: int) -> Sequence[Read | OSError | UnsafeEntry]:
         """:meth:`head` of each of ``paths``, side by side in this process's threads (not in

@@ -125,6 +125,15 @@ class S3Bucket:
             found += [obj["Key"] for obj in page.get("Contents", []) if "Key" in obj]
         return sorted(found)
 
+    def mtimes(self, prefix: str = "") -> dict[str, float]:
+        """Every object key under ``prefix`` and its LastModified (seconds)."""
+        found: dict[str, float] = {}
+        pages = self.client().get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.name, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                found[obj["Key"]] = obj["LastModified"].timestamp()
+        return found
+
 
 def rgw_missing() -> list[str]:
     """The commands start-rgw.sh needs that are not installed."""

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -538,3 +539,53 @@ def test_digest_links_are_read_from_a_listing_unless_their_etag_says_otherwise(
     assert reader.head(f"{bad}/link", 200).data == D1.encode()
     assert gets == [f"{V2}{revisions}/{bad}/link"]
     reader.close()
+
+
+def test_tag_links_are_read_from_a_listing_unless_it_cannot_prove_them(
+    s3_bucket: S3Bucket, storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tags directory's ``current/link`` files are answered from one listing of it when
+    the link's ETag is the MD5 of ``sha256:<hex>`` for a digest of the tag's own index: no
+    GET, and the push time is the link's LastModified in whole seconds (a GET's resolution).
+    A link that names a digest outside its index, and a tag a run put back (its push time is
+    in its metadata, which no listing shows), are read with a GET: what they hold and the push
+    time kept are what the reader sees."""
+    tag_tree(s3_bucket, "v1", "sha256:" + "00" * 32, history=2)  # index 00.., 01..
+    tag_tree(s3_bucket, "v2", D2, history=2)  # current names a digest outside its index
+    tag_tree(s3_bucket, "v3", "sha256:" + "01" * 32, history=2)
+    put(s3_bucket, f"{V2}{TAGS}/only-index/index/sha256/{'00' * 32}/link", b"sha256:" + b"00" * 32)
+    listed = {
+        k: v for k, v in s3_bucket.mtimes(f"{V2}{TAGS}/").items() if k.endswith("current/link")
+    }
+
+    storage.quarantine_dir("", create=True)
+    storage.quarantine_dir("run1", create=True)
+    storage.hold(f"{TAGS}/v3", "run1/0000000")
+    time.sleep(1.1)  # the copy back is later than the push by a second at least
+    storage.restore("run1/0000000", f"{TAGS}/v3")
+    records = s3_bucket.keys("retentiond-restored/")
+    assert len(records) == 1 and records[0].startswith(f"retentiond-restored/{TAGS}/v3/run1-")
+
+    gets: list[str] = []
+    real_get = SignedReads.get
+
+    def counted(self: SignedReads, key: str, *args: Any, **kwargs: Any) -> Answer:
+        gets.append(key.rpartition(f"{TAGS}/")[2])
+        return real_get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(SignedReads, "get", counted)
+    tags = storage.below(TAGS)
+    assert tags.names("").names == ["only-index", "v1", "v2", "v3"]
+    v1 = tags.head("v1/current/link", 200)
+    assert v1.data == b"sha256:" + b"00" * 32
+    assert v1.mtime == float(int(listed[f"{V2}{TAGS}/v1/current/link"]))
+    assert gets == []
+    assert tags.head("v2/current/link", 200).data == D2.encode()
+    assert gets == ["v2/current/link"]
+    v3 = tags.head("v3/current/link", 200)
+    assert v3.data == b"sha256:" + b"01" * 32
+    assert v3.mtime == float(int(listed[f"{V2}{TAGS}/v3/current/link"]))  # the push time
+    assert gets == ["v2/current/link", "v3/current/link"]
+    with pytest.raises(FileNotFoundError):
+        tags.head("only-index/current/link", 200)
+    tags.close()
