@@ -4,9 +4,10 @@ object store (AWS S3, Ceph RGW, MinIO, R2...), as the registry's ``s3`` driver w
 :class:`S3Storage` serves the keys ``<rootdirectory>/docker/registry/v2/...`` (the port's
 paths, relative to ``v2``) and retentiond's quarantine, ``<rootdirectory>/retentiond-quarantine/
 ...``, in the same bucket; :meth:`~S3Reader.below` gives an :class:`S3Reader` scoped to a key
-prefix. :func:`open_s3_storage` opens one after checking that the bucket answers. The client
-(:mod:`.s3_client`) is made per process, on first use: readers pickled into forked workers
-are their settings and prefix, nothing more.
+prefix. :func:`open_s3_storage` opens one after checking that the bucket answers. The reads
+are signed and sent by :mod:`.s3_signed`, the writes by the boto3 client (:mod:`.s3_client`);
+both are made per process, on first use: readers pickled into forked workers are their
+settings and prefix, nothing more.
 
 Reading. A directory is a key prefix: it exists when an object's key starts with it. A listing
 is ListObjectsV2 with ``/`` as delimiter, 1000 keys a page: its common prefixes are
@@ -36,8 +37,10 @@ a crash at any point (``kill -9``) as follows.
   again deletes what is left of it (only objects that are the held copies' twins: anything
   pushed since is a ``FileExistsError``).
 - :meth:`~S3Storage.restore`: ``FileExistsError`` when the directory has objects that are not
-  a restore of this held directory interrupted; every object is copied back, the links last
-  (``current/link`` the very last), then the held copy deleted, its marker first.
+  a restore of this held directory interrupted; when it holds tag links, a record
+  ``<rootdirectory>/retentiond-restored/<path>/<held>@<id>`` is written first (see below);
+  every object is copied back, the links last (``current/link`` the very last), then the held
+  copy deleted, its marker first.
 - :meth:`~S3Storage.remove_held`, :meth:`~S3Storage.remove_tree`: DeleteObjects, 1000 keys a
   request, each key's error checked (a key that could not be deleted is an ``OSError``);
   markers first.
@@ -62,6 +65,12 @@ by ``undo`` or by the rollback of an interrupted run keeps its push time; withou
 rollback of a run that deleted old tags made them the newest, and the next run kept them and
 deleted the real newest one (found by the kill -9 test). A push of the tag writes a new object
 without it. (The metadata is as trusted as the tree: whoever writes the bucket can set it.)
+A listing shows no metadata, and the readers take most tag links from one (:meth:`~S3Reader.
+_listed_tag`): so a restore of tag links writes a record first, its own LastModified earlier
+than any link it puts back, and a tag link no older than a record for its directory or one
+above it is read with a GET. Every attempt writes its own record (a unique name), and records
+are never deleted: a newer record in place of an older one would let a link put back before it
+pass for a push.
 """
 
 from __future__ import annotations
