@@ -330,7 +330,8 @@ class S3Reader:
         than a record of :data:`~retentiond.storage.layout.RESTORED_LINKS` for its
         directory or one above it (one listing of the records of this repository)."""
         v2 = self.settings.key(layout.V2) + "/"
-        if not self.prefix.startswith(v2):
+        if not self.prefix.startswith(v2):  # not a repository's tags: no record can be found
+            found.clear()
             return
         tags_dir = self.prefix[len(v2) : -1]  # repositories/<name>/_manifests/tags
         repo_dir = tags_dir[: -len(layout.TAGS) - 1]
