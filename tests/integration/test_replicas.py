@@ -34,6 +34,7 @@ from retentiond.registry import RegistryClient
 from retentiond.runtime.base import MaintenanceState
 from retentiond.runtime.docker_specs import TWIN_LABEL, TWIN_SUFFIX
 from retentiond.runtime.replicas import ReplicatedDockerRuntime
+from retentiond.storage.layout import RESTORED_LINKS
 from retentiond.storage.s3_objects import PUSHED_AT
 from retentiond.verification import verify_instances
 from tests.harness.images import CommandError, OciImage, make_oci_image, pull_error, push_oci
@@ -47,6 +48,7 @@ from tests.harness.registry import (
     stop_registry,
 )
 from tests.harness.s3 import (
+    V2_PREFIX,
     S3Bucket,
     create_bucket,
     delete_bucket,
@@ -94,13 +96,18 @@ class Replicas:
 
     def age(self, repo: str, tag: str, days: float) -> None:
         """Make ``repo:tag`` look pushed ``days`` ago (in a bucket, whose LastModified cannot
-        be set: the push time a held tag link keeps in its metadata, which retentiond
-        reads)."""
+        be set: as a run puts a tag back, the push time in the link's metadata, which
+        retentiond reads, after a record under ``retentiond-restored/`` that tells it not to
+        take the link's time from a listing)."""
         when = datetime.now(UTC) - timedelta(days=days)
         if self.bucket is None:
             set_pushed_at(self.a.root, repo, tag, when)
             return
         key = tag_link_key(repo, tag)
+        tag_dir = key[len(V2_PREFIX) :].rpartition("/current/")[0]
+        self.bucket.client().put_object(
+            Bucket=self.bucket.name, Key=f"{RESTORED_LINKS}/{tag_dir}/aged@test", Body=b""
+        )
         self.bucket.client().copy_object(
             Bucket=self.bucket.name,
             Key=key,
