@@ -26,14 +26,12 @@ from retentiond.storage.reading.blob_store import (
 from retentiond.storage.reading.catalog import RepoDir, find_repositories
 from retentiond.storage.reading.manifests import read_manifests, unreadable_manifests
 from retentiond.storage.reading.pool import (
-    NETWORK_PROCESSES,
     NETWORK_THREADS,
     PARALLEL_MIN_MANIFESTS,
     PARALLEL_MIN_REPOSITORIES,
     TASKS_PER_WORKER,
     Progress,
     WorkerPool,
-    can_fork,
     chunks,
     run_in_fresh_pool,
     wanted,
@@ -148,19 +146,16 @@ def _stat_prefix(
 
 
 def threaded(tree: Tree) -> bool:
-    """Whether the tree is read by threads of this process: a tree in an object store, in a
-    process that may not fork (the daemon). Where it may (``plan``, ``apply``), forked
-    processes read it, each with its own client: the S3 client's CPU per request (botocore,
-    under the interpreter lock) is then spread over the CPUs (measured: 22 s against 28 s
-    for 11,000 requests on 2 CPUs)."""
-    return tree.network and not can_fork()
+    """Whether the tree is read by threads of this process: a tree in an object store (its
+    readers wait on the network; see :mod:`.reading.pool`)."""
+    return tree.network
 
 
 def network_workers(tree: Tree, workers: int | None) -> int | None:
     """How many readers a tree in an object store gets unless told: requests in flight."""
     if not tree.network or workers is not None:
         return workers
-    return NETWORK_THREADS if threaded(tree) else NETWORK_PROCESSES
+    return NETWORK_THREADS
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
