@@ -144,3 +144,27 @@ def test_an_endpoint_that_does_not_answer_is_a_connection_error(
     monkeypatch.setattr(s3_signed, "_backoff", lambda _: None)
     with pytest.raises(EndpointConnectionError):
         _reads("http://127.0.0.1:9", attempts=2).get("k", 10)
+
+
+def test_a_listing_larger_than_a_parse_chunk_loses_no_key() -> None:
+    """1000 keys (about 300 KB, several of the parser's chunks), with the elements some stores
+    add (``Owner``, ``StorageClass``): every key, size and ETag, in order."""
+    items = b"".join(
+        b"<Contents><Key>docker/registry/v2/blobs/sha256/%02x/%064x/data</Key>"
+        b"<LastModified>2026-12-02T13:14:46.000Z</LastModified><ETag>&quot;%032x&quot;</ETag>"
+        b"<Size>%d</Size><Owner><ID>u</ID><DisplayName>u</DisplayName></Owner>"
+        b"<StorageClass>STANDARD</StorageClass></Contents>" % (i % 256, i, i, i)
+        for i in range(1000)
+    )
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+        b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>false</IsTruncated>'
+        + items
+        + b"</ListBucketResult>"
+    )
+    assert len(body) > 4 * s3_signed._PARSE_CHUNK
+    page = parse_listing(body)
+    assert page["IsTruncated"] is False and "NextContinuationToken" not in page
+    assert [o["Size"] for o in page["Contents"]] == list(range(1000))
+    assert page["Contents"][999]["Key"].endswith(f"{999:064x}/data")
+    assert page["Contents"][5]["ETag"] == f'"{5:032x}"'
