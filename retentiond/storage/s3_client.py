@@ -26,8 +26,9 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -43,6 +44,8 @@ from retentiond.storage.s3_settings import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
 
 #: threads a storage runs requests in (copies, deletes, HEADs); the pool holds a connection
 #: for each, and for the parts of a managed (multipart) copy
@@ -60,6 +63,8 @@ DENIED = frozenset(
 _lock = threading.Lock()
 _clients: dict[tuple[int, S3Settings], S3Client] = {}
 _executors: dict[int, ThreadPoolExecutor] = {}
+#: every table of per-process things (:func:`per_process`), emptied in a forked child
+_tables: list[dict[Any, Any]] = [_clients, _executors]
 #: what a forked child inherited from its parent: kept referenced (never closed, never used)
 _inherited: list[object] = []
 
@@ -67,9 +72,29 @@ _inherited: list[object] = []
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()  # the parent's may have been held by a thread that is not here
-    _inherited.extend([*_clients.values(), *_executors.values()])
-    _clients.clear()
-    _executors.clear()
+    for table in _tables:
+        _inherited.extend(table.values())
+        table.clear()
+
+
+def per_process(
+    table: dict[tuple[int, S3Settings], T], settings: S3Settings, make: Callable[[S3Settings], T]
+) -> T:
+    """``table``'s thing for this process and ``settings``, made on first use by ``make``
+    (a forked child makes its own: ``table`` is emptied in it, see :func:`forget_at_fork`)."""
+    key = (os.getpid(), settings)
+    found = table.get(key)
+    if found is None:
+        with _lock:
+            found = table.get(key)
+            if found is None:
+                found = table[key] = make(settings)
+    return found
+
+
+def forget_at_fork(table: dict[Any, Any]) -> None:
+    """Empty ``table`` in every forked child (what it holds is the parent's)."""
+    _tables.append(table)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -107,14 +132,7 @@ def make_client(
 
 def client(settings: S3Settings) -> S3Client:
     """This process's client for ``settings``, made on first use (clients are thread-safe)."""
-    key = (os.getpid(), settings)
-    found = _clients.get(key)
-    if found is None:
-        with _lock:
-            found = _clients.get(key)
-            if found is None:
-                found = _clients[key] = make_client(settings)
-    return found
+    return per_process(_clients, settings, make_client)
 
 
 def executor() -> ThreadPoolExecutor:

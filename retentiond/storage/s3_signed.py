@@ -58,6 +58,7 @@ from botocore.exceptions import (
 from botocore.httpsession import get_cert_path
 
 from retentiond import __version__
+from retentiond.storage.s3_client import forget_at_fork, per_process
 from retentiond.storage.s3_settings import S3Settings
 
 #: attempts of a request (throttling, 5xx, a dropped connection), as the client's
@@ -248,9 +249,7 @@ class SignedReads:
             except urllib3.exceptions.SSLError as exc:
                 raise SSLError(endpoint_url=self.origin, error=exc) from exc
             except urllib3.exceptions.HTTPError as exc:
-                if attempt >= self.attempts:
-                    raise EndpointConnectionError(endpoint_url=self.origin, error=exc) from exc
-                _backoff(attempt)
+                self._failed(attempt, exc)
                 continue
             try:
                 if answer.status < 300:
@@ -261,9 +260,7 @@ class SignedReads:
                     return answer, body
                 body = answer.read(1 << 16)
             except urllib3.exceptions.HTTPError as exc:
-                if attempt >= self.attempts:
-                    raise EndpointConnectionError(endpoint_url=self.origin, error=exc) from exc
-                _backoff(attempt)
+                self._failed(attempt, exc)
                 continue
             finally:
                 if not answer.isclosed():
@@ -276,6 +273,13 @@ class SignedReads:
                 _backoff(attempt)
                 continue
             raise error
+
+    def _failed(self, attempt: int, exc: urllib3.exceptions.HTTPError) -> None:
+        """A request that got no answer (a connection refused or dropped, a timeout): the
+        wait before the next attempt, or EndpointConnectionError after the last."""
+        if attempt >= self.attempts:
+            raise EndpointConnectionError(endpoint_url=self.origin, error=exc) from exc
+        _backoff(attempt)
 
     def list_page(
         self, prefix: str, *, delimiter: bool, start_after: str, max_keys: int, token: str
@@ -407,19 +411,8 @@ def parse_listing(body: bytes) -> Page:
     return page
 
 
-_lock = threading.Lock()
 _reads: dict[tuple[int, S3Settings], SignedReads] = {}
-_inherited: list[object] = []
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()
-    _inherited.extend(_reads.values())  # the parent's connections: never used, never closed
-    _reads.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+forget_at_fork(_reads)
 
 
 def signed_reads(settings: S3Settings) -> SignedReads | None:
@@ -427,11 +420,4 @@ def signed_reads(settings: S3Settings) -> SignedReads | None:
     reads then)."""
     if not settings.v4auth:
         return None
-    key = (os.getpid(), settings)
-    found = _reads.get(key)
-    if found is None:
-        with _lock:
-            found = _reads.get(key)
-            if found is None:
-                found = _reads[key] = SignedReads(settings)
-    return found
+    return per_process(_reads, settings, SignedReads)
