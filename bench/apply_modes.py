@@ -80,9 +80,11 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def sampled_run(cmd: list[str], every: float) -> Sampled:
-    """Run ``cmd`` (output discarded, its log shown on failure), sampling its process tree."""
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a long log never blocks it
+def sampled_run(cmd: list[str], every: float, log_to: Path | None = None) -> Sampled:
+    """Run ``cmd`` (output discarded, its log shown on failure and kept in ``log_to`` when
+    given), sampling its process tree."""
+    # a file, not a pipe: a long log never blocks it
+    with open(log_to, "w+b") if log_to else tempfile.TemporaryFile() as err:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
         rss = pss = 0
@@ -154,7 +156,11 @@ def bench_tree(source: Path, modes: list[str], work: Path, every: float) -> list
                 log(f"{name}: plan --json")
                 plan = sampled_run([*RETENTIOND, "--config", str(config), "plan", "--json"], every)
             log(f"{name}: apply")
-            applied = sampled_run([*RETENTIOND, "--config", str(config), "apply", "--yes"], every)
+            applied = sampled_run(
+                [*RETENTIOND, "--config", str(config), "apply", "--yes"],
+                every,
+                log_to=work / f"{name}-apply.log",
+            )
             rows.append(Row(source.name, mode, last_run(work / f"state-{name}"), applied, plan))
         finally:
             stop_registry(reg)

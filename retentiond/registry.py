@@ -1,16 +1,20 @@
 """The registry's HTTP API: health, the read-only probe, and verification of tags by real requests.
 
-Every httpx error is translated into :class:`~retentiond.errors.RegistryError` here. Tests hand
-in a real registry; ``transport`` exists for httpx's own plug-in point only.
+Requests go over one kept-alive ``http.client`` connection per client
+(:mod:`retentiond.registry_wire`), or through httpx when a proxy from the environment applies or
+a ``transport`` is given (httpx's own plug-in point). Every failure to get an answer is
+translated into :class:`~retentiond.errors.RegistryError` here. Tests hand in a real registry.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
+from typing import Any
 
 import httpx
 
@@ -19,6 +23,7 @@ from retentiond.core.inventory import ALL_MANIFEST_TYPES, MEDIA_SCHEMA1
 from retentiond.core.manifests import ManifestError, parse_manifest
 from retentiond.core.pulls import USER_AGENT_PRODUCT
 from retentiond.errors import RegistryError
+from retentiond.registry_wire import Answer, Wire, WireError, wire_for
 
 #: how retentiond's requests name themselves: the pull tracker ignores them
 USER_AGENT = f"{USER_AGENT_PRODUCT}{__version__}"
@@ -51,6 +56,11 @@ class RegistryClient:
             transport=transport,
             headers={"User-Agent": USER_AGENT},
         )
+        self._wire: Wire | None = (
+            wire_for(self.url, auth=auth, verify=verify, timeout=timeout, user_agent=USER_AGENT)
+            if transport is None
+            else None
+        )
         #: requests sent so far
         self.requests = 0
         #: for the storage URLs blobs are redirected to (no credentials of the registry's)
@@ -73,6 +83,8 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._wire is not None:
+            self._wire.close()
         if self._storage is not None:
             self._storage.close()
 
@@ -82,23 +94,31 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def _request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Answer:
         self.requests += 1
         try:
-            return self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError as exc:
+            if self._wire is not None and path.startswith("/"):  # (httpx for a full URL)
+                return self._wire.request(method, path, headers)
+            response = self._http.request(method, path, headers=headers)
+        except (WireError, httpx.HTTPError) as exc:
             raise RegistryError(
                 f"registry at {self.url} did not answer {method} {path}: {exc}; check "
                 "registry.url and that the registry is running"
             ) from exc
+        return Answer(
+            response.status_code,
+            {name.lower(): value for name, value in response.headers.items()},
+            response.content,
+            str(response.url),
+        )
 
     # -- health -------------------------------------------------------------------------------
 
     def answering(self) -> bool:
         """True when ``GET /v2/`` answers 200 (or 401: up, but wants credentials)."""
         try:
-            return self._http.get("/v2/").status_code in (200, 401)
-        except httpx.HTTPError:
+            return self._request("GET", "/v2/").status_code in (200, 401)
+        except RegistryError:
             return False
 
     def check_health(self) -> None:
@@ -130,8 +150,9 @@ class RegistryClient:
         response = self._request("POST", f"/v2/{repository}/blobs/uploads/")
         if response.status_code == 405:
             return True
-        if response.status_code == 202 and response.headers.get("Location"):
-            self._request("DELETE", response.headers["Location"])
+        location = response.headers.get("location")
+        if response.status_code == 202 and location:
+            self._request("DELETE", location)
         return False
 
     # -- reading ------------------------------------------------------------------------------
@@ -143,7 +164,7 @@ class RegistryClient:
             response = self._request("GET", path)
             if response.status_code != 200:
                 raise RegistryError(f"GET {path} answered {response.status_code}")
-            names.extend(response.json().get("repositories") or [])
+            names.extend(_json(response).get("repositories") or [])
             path = _next_page(response)
         return names
 
@@ -158,7 +179,7 @@ class RegistryClient:
                 return tags
             if response.status_code != 200:
                 return None
-            tags.update(response.json().get("tags") or [])
+            tags.update(_json(response).get("tags") or [])
             path = _next_page(response)
         return tags
 
@@ -179,10 +200,10 @@ class RegistryClient:
         cache may be stale)."""
         path = f"/v2/{repository}/blobs/{digest}"
         response = self._request("HEAD", path)
-        location = response.headers.get("Location")
+        location = response.location()
         if response.status_code not in _REDIRECTS or not location:
             return response.status_code
-        return self._storage_status(str(response.url.join(location)), path)
+        return self._storage_status(location, path)
 
     def _storage_status(self, url: str, asked: str) -> int:
         """The status of ``HEAD url`` (a storage URL a blob was redirected to), followed no
@@ -222,7 +243,7 @@ class RegistryClient:
         )
         if response.status_code != 200:
             return f"GET manifest {ref} answered {response.status_code}"
-        digest = response.headers.get("Docker-Content-Digest", "")
+        digest = response.headers.get("docker-content-digest", "")
         if digest != expected:
             return f"manifest {ref} answered with digest {digest or 'none'}, expected {expected}"
         try:
@@ -245,9 +266,18 @@ class RegistryClient:
         return ""
 
 
-def _next_page(response: httpx.Response) -> str | None:
+def _json(answer: Answer) -> dict[str, Any]:
+    """The JSON object an answer holds; empty when it holds anything else."""
+    try:
+        loaded = json.loads(answer.content)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _next_page(response: Answer) -> str | None:
     """The path of the next page a paginated answer names in its ``Link`` header, if any."""
-    link = response.headers.get("Link", "")
+    link = response.headers.get("link", "")
     return link[link.find("<") + 1 : link.find(">")] if 'rel="next"' in link else None
 
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import errno
 import re
+import threading
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 from retentiond.errors import StorageError
 from retentiond.storage import layout
@@ -219,6 +222,13 @@ def _clean_up_from(storage: Storage, name: str, skipped: list[str]) -> int:
     return removed
 
 
+#: threads dropping links at once, each with the storage opened for itself: a move and a stat
+#: mostly wait on the filesystem (or the store), not on the CPU
+LINK_DROPPERS = 4
+#: candidates a thread takes at a time
+_LINK_BATCH = 512
+
+
 def drop_dangling_layer_links(root: Location, candidates: Iterable[tuple[str, str]]) -> int:
     """Remove the ``_layers`` link of each ``(repository, digest)`` candidate whose blob is
     gone; returns how many were removed. For a registry that takes pushes again: a push of
@@ -232,25 +242,62 @@ def drop_dangling_layer_links(root: Location, candidates: Iterable[tuple[str, st
     at the end. A candidate without a link, or with a link or a file in the way, is passed.
     Killed in the middle, the links it moved aside are deleted by the next call that drops
     one (they were dangling when moved).
+
+    :data:`LINK_DROPPERS` threads take the candidates a batch at a time; the first failure
+    stops them all (what was moved aside is deleted all the same).
     """
-    with open_storage(root) as storage:
-        aside = _Aside(storage, root)
-        try:
-            for repository, digest in candidates:
-                if _DIGEST.fullmatch(digest) is None:
-                    raise ValueError(f"{digest!r} is not a sha256 digest")
-                data = layout.blob_data(layout.hex_of(digest))
-                if not _gone(storage, data):
-                    continue
-                link_dir = layout.layer_link_dir(repository, digest)
-                if not _is_real_dir(storage, link_dir):
-                    continue
-                held = aside.take(link_dir)
-                if held is not None and not _gone(storage, data):
-                    aside.put_back(held, link_dir)
-        finally:
-            aside.clear()
+    aside = _Aside(root)
+    batches = _Batches(candidates)
+
+    def drop() -> None:
+        with open_storage(root) as storage:
+            while batch := batches.next():
+                for repository, digest in batch:
+                    _drop_one(storage, aside, repository, digest)
+
+    try:
+        with ThreadPoolExecutor(LINK_DROPPERS, thread_name_prefix="layer-links") as pool:
+            futures = [pool.submit(drop) for _ in range(LINK_DROPPERS)]
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException:
+                    batches.stop()
+                    raise
+    finally:
+        aside.clear()
     return aside.dropped
+
+
+def _drop_one(storage: Storage, aside: _Aside, repository: str, digest: str) -> None:
+    if _DIGEST.fullmatch(digest) is None:
+        raise ValueError(f"{digest!r} is not a sha256 digest")
+    data = layout.blob_data(layout.hex_of(digest))
+    if not _gone(storage, data):
+        return
+    link_dir = layout.layer_link_dir(repository, digest)
+    if not _is_real_dir(storage, link_dir):
+        return
+    held = aside.take(storage, link_dir)
+    if held is not None and not _gone(storage, data):
+        aside.put_back(storage, held, link_dir)
+
+
+class _Batches:
+    """The candidates, a batch at a time, to several threads; none after :meth:`stop`."""
+
+    def __init__(self, candidates: Iterable[tuple[str, str]]) -> None:
+        self._candidates = iter(candidates)
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def next(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [] if self._stopped else list(islice(self._candidates, _LINK_BATCH))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
 
 
 def _gone(storage: Storage, path: str) -> bool:
@@ -275,20 +322,22 @@ def _is_real_dir(storage: Storage, path: str) -> bool:
 class _Aside:
     """The quarantine's ``layer-links``: the links being dropped, held there until the end.
     Made on first use (what an earlier call killed in the middle left there is deleted
-    first); deleted with what it holds by :meth:`clear`."""
+    first); deleted with what it holds by :meth:`clear`. Shared by the threads dropping links,
+    each moving with its own storage."""
 
-    def __init__(self, storage: Storage, root: Location) -> None:
-        self.storage = storage
+    def __init__(self, root: Location) -> None:
+        self.root = root
         self.where = location_of(root, layout.in_quarantine(layout.LAYER_LINKS_HELD))
         self.made = False
         self.count = 0
         self.dropped = 0
+        self._lock = threading.Lock()
 
-    def _make(self) -> None:
-        self._clear()
+    def _make(self, storage: Storage) -> None:
+        self._clear(storage)
         try:
-            self.storage.quarantine_dir("", create=True)
-            self.storage.quarantine_dir(layout.LAYER_LINKS_HELD, create=True)
+            storage.quarantine_dir("", create=True)
+            storage.quarantine_dir(layout.LAYER_LINKS_HELD, create=True)
         except UnsafeEntry as exc:
             raise StorageError(f"{self.where}: {exc}; {NO_LINKS}") from exc
         except OSError as exc:
@@ -298,48 +347,53 @@ class _Aside:
             ) from exc
         self.made = True
 
-    def take(self, link_dir: str) -> str | None:
+    def take(self, storage: Storage, link_dir: str) -> str | None:
         """Move ``link_dir`` aside; its name there, or None when it is gone since."""
-        if not self.made:
-            self._make()
-        held = layout.held_layer_link(self.count)
+        with self._lock:
+            if not self.made:
+                self._make(storage)
+            held = layout.held_layer_link(self.count)
+            self.count += 1
         try:
-            self.storage.hold(link_dir, held)
+            storage.hold(link_dir, held)
         except FileNotFoundError:
             return None
         except (OSError, UnsafeEntry) as exc:
             raise StorageError(
-                f"cannot move {self.storage.location(link_dir)} to {self.where}: {exc}"
+                f"cannot move {storage.location(link_dir)} to {self.where}: {exc}"
             ) from exc
-        self.count += 1
-        self.dropped += 1
+        with self._lock:
+            self.dropped += 1
         return held
 
-    def put_back(self, held: str, link_dir: str) -> None:
+    def put_back(self, storage: Storage, held: str, link_dir: str) -> None:
         """Move a link back (its blob is there again): it was not dropped. When the registry
         wrote the link again meanwhile, the one held is dropped; when the repository is gone,
         so is its link."""
         try:
-            self.storage.restore(held, link_dir)
+            storage.restore(held, link_dir)
         except FileExistsError:
-            self.dropped -= 1
+            with self._lock:
+                self.dropped -= 1
             return
         except FileNotFoundError:
             return
         except (OSError, UnsafeEntry) as exc:
             raise StorageError(
                 f"cannot move {self.where}/{held.rpartition('/')[2]} back to "
-                f"{self.storage.location(link_dir)}: {exc}; move it back by hand"
+                f"{storage.location(link_dir)}: {exc}; move it back by hand"
             ) from exc
-        self.dropped -= 1
+        with self._lock:
+            self.dropped -= 1
 
     def clear(self) -> None:
         if self.made:
-            self._clear()
+            with open_storage(self.root) as storage:
+                self._clear(storage)
 
-    def _clear(self) -> None:
+    def _clear(self, storage: Storage) -> None:
         try:
-            self.storage.remove_held(layout.LAYER_LINKS_HELD)
+            storage.remove_held(layout.LAYER_LINKS_HELD)
         except FileNotFoundError:
             pass
         except (OSError, UnsafeEntry) as exc:
