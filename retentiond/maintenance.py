@@ -15,18 +15,17 @@ anything changes.
 
 Inside the read-only window only what must be: the re-plan on the frozen tree, the moves, the
 GC, and the tidying of what the GC touched (known from its output). The quarantine's deletion
-and the removal of dangling ``_layers`` links happen once the registry is read-write again,
-while the registry is verified.
+and the removal of dangling ``_layers`` links happen once the run is verified and recorded
+(phase ``recorded``: a crash then leaves only that to the next start).
 
 Phases, in order (:class:`~retentiond.run_records.Phase`): started → maintenance → planned →
-removing → removed → gc → gc-done → cleaned → left → verified. Whatever happens, the registry is
-brought back read-write and the run ends with one line in ``runs.jsonl``
-(:class:`~retentiond.run_records.RunRecord`).
+removing → removed → gc → gc-done → cleaned → left → verified → recorded (after a GC). Whatever
+happens, the registry is brought back read-write and the run ends with one line in
+``runs.jsonl`` (:class:`~retentiond.run_records.RunRecord`).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -88,23 +87,32 @@ def registry_delete_disabled(config_text: str | None) -> bool:
     return isinstance(delete, dict) and delete.get("enabled") is False
 
 
-def finish_record(run: MaintenanceRun, status: RunStatus) -> RunRecord:
-    """End the run: append its record to the history, then delete its journal, then notify
+def finish_record(run: MaintenanceRun, status: RunStatus, *, tidy: bool = False) -> RunRecord:
+    """End the run: append its record to the history, then delete its journal (with ``tidy``:
+    save it at phase ``recorded`` instead, for :func:`close_run` after the tidying), then notify
     (``services.notify``: the webhooks)."""
     record = RunRecord.of_run(run.entry, status, iso(run.services.clock()))
     state_dir = run.services.config.state_dir
     append_history(state_dir, record.to_json())
-    run.journal.clear()
-    try:
-        finish_files(state_dir, run.run_id)
-    except StorageError as exc:  # the run is over: leftovers are reported, not fatal
-        run.log.warning("could not tidy the run's files", error=str(exc))
+    if tidy:
+        run.record_phase(Phase.RECORDED)  # a crash from here is tidied by the next start
+    else:
+        close_run(run)
     structlog.contextvars.unbind_contextvars("run_id")
     try:  # every caller has brought the registry back (or tried to) before ending the run
         run.services.notify(record)
     except Exception:  # a notification never changes how the run ended
         run.log.exception("notifying the run's end failed (a bug; please report it)")
     return record
+
+
+def close_run(run: MaintenanceRun) -> None:
+    """Delete a recorded run's journal, then its files in ``state_dir``."""
+    run.journal.clear()
+    try:
+        finish_files(run.services.config.state_dir, run.run_id)
+    except StorageError as exc:  # the run is over: leftovers are reported, not fatal
+        run.log.warning("could not tidy the run's files", error=str(exc))
 
 
 def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
@@ -163,19 +171,17 @@ def drive(run: MaintenanceRun, *, no_gc: bool) -> RunResult:
         if isinstance(failure, RetentiondError | KeyboardInterrupt):
             raise failure
         raise MaintenanceFailed(str(failure)) from failure
-    if run.entry.gc_ran:  # delete the quarantine while the registry is verified
-        with ThreadPoolExecutor(max_workers=1) as tidy:
-            cleaned = tidy.submit(run.clean_outside)
-            broken = run.verify()
-            cleaned.result()()
-        run.journal.save(run.entry)
-    else:
-        broken = run.verify()
+    broken = run.verify()
     status = RunStatus.FAILED if broken or run.errors else RunStatus.OK
-    record = finish_record(run, status)
+    # after a GC, the quarantine is garbage: deleted once the run is recorded
+    tidy = run.entry.gc_ran
+    record = finish_record(run, status, tidy=tidy)
     (run.log.error if status is RunStatus.FAILED else run.log.info)(
         "maintenance", **summary_fields(record)
     )
+    if tidy:
+        run.tidy()
+        close_run(run)
     return RunResult(run.run_id, status, record, broken=broken)
 
 

@@ -10,7 +10,7 @@ and verified (:func:`retentiond.maintenance.drive`). Either way it ends with its
 from __future__ import annotations
 
 from retentiond.logs import get_logger
-from retentiond.maintenance import RunResult, drive, finish_record
+from retentiond.maintenance import RunResult, close_run, drive, finish_record
 from retentiond.run_files import migrate_legacy
 from retentiond.run_phases import MaintenanceRun, MaintenanceServices
 from retentiond.run_records import Phase, RunStatus
@@ -45,6 +45,11 @@ def recover_interrupted(services: MaintenanceServices) -> RunResult | None:
         mark()
     runtime.recover()
     entry.resumed = True
+    if phase is Phase.RECORDED:  # in the history already: only its tidying was left
+        run.log.warning("tidying after an interrupted run")
+        run.tidy()
+        close_run(run)
+        return None
     if rolling_back:
         errors = len(run.errors)
         run.roll_back()

@@ -7,17 +7,16 @@ deleted blobs (a stale entry would let a re-push "succeed" without uploading). W
 output was not understood, or in a run resumed after a crash (no inventory in memory), the whole
 tree is walked instead, as before issue 14.
 
-Once the registry is read-write again (:func:`clean_after_window`, in a thread while the
-registry is verified): the quarantine the GC made garbage, and the ``_layers`` links of the
-deleted blobs, removed so that a push meanwhile keeps its link
-(:func:`~retentiond.storage.cleanup.drop_dangling_layer_links`).
+Once the run is verified and recorded (:func:`tidy_after_run`): the quarantine the GC made
+garbage, and the ``_layers`` links of the deleted blobs, removed so that a push meanwhile keeps
+its link (:func:`~retentiond.storage.cleanup.drop_dangling_layer_links`).
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
 from retentiond.cache import RedisCache
@@ -128,13 +127,14 @@ def forget_cached(
     run.log.info("redis cache cleaned", blobs=len(gone), commands=sent)
 
 
-def clean_after_window(run: MaintenanceRun) -> Callable[[], None]:
-    """Once the registry is read-write again: delete the quarantine and the ``_layers`` links
-    of the blobs the GC deleted. Changes nothing in the journal (it runs in a thread while the
-    registry is verified): the function it returns records what it did, called by the thread
-    that saves the journal."""
+def tidy_after_run(run: MaintenanceRun) -> None:
+    """Once the run is recorded (verified, in the history): delete the quarantine the GC made
+    garbage and the ``_layers`` links of the blobs the GC deleted, as a registry's own GC
+    leaves them. Nothing clients see depends on it, so it runs after the verification (which
+    it would slow down, sharing the CPUs and the disk) and outside the run's time. What goes
+    wrong is logged as a warning: the run is over. After a crash, the next start does it
+    again (the journal's phase ``recorded``), looking at every ``_layers`` link then."""
     started = time.monotonic()
-    errors: list[str] = []
     links: int | None = None
     purged = started
     try:
@@ -147,22 +147,17 @@ def clean_after_window(run: MaintenanceRun) -> Callable[[], None]:
         elif run.inventory is None:  # resumed after a crash: every link is a candidate
             links = drop_dangling_layer_links(run.root, _every_layer_link(run.root))
     except StorageError as exc:  # the run is done; what is left is reported, not fatal
-        errors.append(str(exc))
-    seconds = time.monotonic() - started
+        run.log.warning(
+            "tidying after the run failed: what is left of its quarantine, or dangling "
+            "_layers links, stay until removed by hand",
+            error=str(exc),
+        )
     run.log.info(
-        "cleaned after the window",
+        "tidied after the run",
         quarantine_seconds=round(purged - started, 3),
         layer_links=links,
         layer_link_seconds=round(time.monotonic() - purged, 3),
     )
-
-    def record() -> None:
-        run.errors.extend(errors)
-        if links is not None:
-            run.entry.layer_links = links
-        run.timed("clean", seconds)
-
-    return record
 
 
 def _every_layer_link(root: Location) -> Iterator[tuple[str, str]]:

@@ -43,7 +43,7 @@ from retentiond.policy.model import OrderBy, Policy
 from retentiond.pulls.store import read_pull_times
 from retentiond.registry import RegistryClient
 from retentiond.render import plan_summary
-from retentiond.run_cleaning import clean_after_window, clean_in_window
+from retentiond.run_cleaning import clean_in_window, tidy_after_run
 from retentiond.run_files import (
     drop_removals,
     read_deleted_tags,
@@ -378,10 +378,9 @@ class MaintenanceRun:
         self.timed("clean", time.monotonic() - started)
         self.record_phase(Phase.CLEANED)
 
-    def clean_outside(self) -> Callable[[], None]:
-        """Once the registry is read-write again, thread-safe:
-        :func:`retentiond.run_cleaning.clean_after_window`."""
-        return clean_after_window(self)
+    def tidy(self) -> None:
+        """Once the run is recorded: :func:`retentiond.run_cleaning.tidy_after_run`."""
+        tidy_after_run(self)
 
     def leave(self) -> None:
         started = time.monotonic()

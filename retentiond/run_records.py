@@ -76,6 +76,7 @@ class Phase(enum.StrEnum):
     CLEANED = "cleaned"
     LEFT = "left"  # the registry is read-write again
     VERIFIED = "verified"
+    RECORDED = "recorded"  # in the history: only the tidying after the run is left
 
     def reached(self, other: Phase) -> bool:
         """Whether a run at this phase has reached ``other`` (or gone past it)."""

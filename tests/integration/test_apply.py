@@ -309,6 +309,7 @@ CRASH_POINTS = [
     "gc-done",
     "cleaned",
     "left",
+    "recorded",
 ]
 
 

@@ -237,6 +237,7 @@ def test_phases_are_in_the_order_of_a_run() -> None:
         "cleaned",
         "left",
         "verified",
+        "recorded",
     )
     assert Phase.GC.reached(Phase.REMOVED) and Phase.GC.reached(Phase.GC)
     assert not Phase.REMOVING.reached(Phase.REMOVED)
