@@ -272,9 +272,9 @@ def test_gc_drops_the_layer_links_itself_and_the_cleanup_only_tidies(
     # the GC's output (with its layer-link lines) was understood: no walk of the whole tree
     assert not log_events(result.stderr, WALKED), result.stderr
     assert record["cleaned"].get("layer_links", 0) == 0
-    # retentiond's drop after the window found no link left to drop; what it counts are the
+    # retentiond's drop after the run found no link left to drop; what it counts are the
     # empty directories v3's GC left, which it removes (with no error)
-    cleaned = log_events(result.stderr, "cleaned after the window")
+    cleaned = log_events(result.stderr, "tidied after the run")
     assert [e["layer_links"] for e in cleaned] == [len(doomed)], result.stderr
     assert layer_link_dirs(registry.root, "app") == KEPT.blob_digests - {KEPT.digest}
     assert layer_links(registry.root, "app") == KEPT.blob_digests - {KEPT.digest}
