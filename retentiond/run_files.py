@@ -106,6 +106,10 @@ class _Writer:
             self.tmp.unlink()
 
 
+#: one encoder for every line (``json.dumps`` with arguments makes one per call)
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def write_lines(path: Path, items: Iterable[Any]) -> int:
     """Write each item as one line of compact JSON; returns how many."""
     writer = _Writer(path)
@@ -113,7 +117,7 @@ def write_lines(path: Path, items: Iterable[Any]) -> int:
     buffer: list[str] = []
     try:
         for item in items:
-            buffer.append(json.dumps(item, separators=(",", ":")))
+            buffer.append(_compact(item))
             count += 1
             if len(buffer) >= 4096:
                 writer.write(("\n".join(buffer) + "\n").encode())

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import time
+from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -447,24 +448,20 @@ def gc_failure(returncode: int, output: str) -> str:
 def _with_data_sizes(root: Location, reclaimable: Collection[str], known: BlobTable) -> BlobTable:
     """The reclaimable blobs with the sizes of their data: from ``known`` (stat'ed before the
     freeze), the others stat'ed now; a blob without data is left out (nothing to reclaim).
-    Looked up a chunk at a time (a million digests are never a list)."""
-
-    def looked_up() -> Iterator[tuple[list[str], list[int]]]:
-        digests = iter(reclaimable)
-        while chunk := list(islice(digests, 65536)):
-            yield chunk, known.ids_of(chunk)
-
-    missing = data_sizes(
-        root, (d for chunk, ids in looked_up() for d, i in zip(chunk, ids, strict=True) if i < 0)
-    )
+    Looked up a chunk at a time (a million digests are never a list), once: the ids found are
+    kept (8 bytes a digest) for the second pass."""
+    ids = array("q")
+    digests = iter(reclaimable)
+    while chunk := list(islice(digests, 65536)):
+        ids.extend(known.ids_of(chunk))
+    missing = data_sizes(root, (d for d, i in zip(reclaimable, ids, strict=True) if i < 0))
     table_sizes = known.sizes
 
     def sized() -> Iterator[tuple[str, int]]:
-        for chunk, ids in looked_up():
-            for digest, blob_id in zip(chunk, ids, strict=True):
-                if blob_id >= 0:
-                    yield digest, table_sizes[blob_id]
-                elif digest in missing:
-                    yield digest, missing[digest]
+        for digest, blob_id in zip(reclaimable, ids, strict=True):
+            if blob_id >= 0:
+                yield digest, table_sizes[blob_id]
+            elif digest in missing:
+                yield digest, missing[digest]
 
     return BlobTable.from_sorted(sized())

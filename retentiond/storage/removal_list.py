@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
@@ -42,7 +42,15 @@ class Removal:
         return layout.held_name(self.index)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # (not dataclasses.asdict, which deep-copies: a run saves a million of these in its
+        # window)
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "repository": self.repository,
+            "name": self.name,
+            "live": self.live,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> Removal:
