@@ -26,9 +26,12 @@ import ssl
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
+
+#: the characters a path and query may hold as they are (RFC 3986), ``%`` included
+_URL_SAFE = "/:@!$&'()*+,;=?%-._~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,9 @@ class Wire:
     def request(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> Answer:
         """Send ``method path`` (``path`` below the URL's own path) and read the whole answer.
         Raises :class:`WireError` when there is none."""
-        target = self._base + path
+        # what is not allowed in a URL (a space, a control character, non-ASCII: a hostile
+        # name from the tree) is percent-encoded, as httpx does; the rest is sent as it is
+        target = quote(self._base + path, safe=_URL_SAFE)
         sent = {**self._headers, **(headers or {})}
         for attempt in (1, 2):
             reused = self._connection is not None

@@ -159,3 +159,12 @@ def test_a_proxy_from_the_environment_is_left_to_httpx(monkeypatch: pytest.Monke
     assert not proxied("http://registry.example:5000")  # no proxy for plain http
     monkeypatch.setenv("NO_PROXY", "registry.example")
     assert not proxied("https://registry.example:5000")
+
+
+def test_what_a_url_cannot_hold_is_percent_encoded(server: str) -> None:
+    wire = _wire(server)
+    wire.request("HEAD", "/v2/app/manifests/a tag\x01é?n=1&last=x%2Fy")
+    wire.close()
+    assert [p for _, p, _, _ in _Handler.seen] == [
+        "/v2/app/manifests/a%20tag%01%C3%A9?n=1&last=x%2Fy"
+    ]
