@@ -59,8 +59,19 @@ def _escape_controls(_logger: Any, _method: str, event: dict[str, Any]) -> dict[
     return event
 
 
+#: the arguments of the last :func:`configure_logging` (a child process is set up the same way)
+_SETUP = ("auto", "info")
+
+
+def logging_setup() -> tuple[str, str]:
+    """``(fmt, level)`` as last given to :func:`configure_logging`."""
+    return _SETUP
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     """Set up the structlog pipeline; logs go to stderr so stdout stays the command's output."""
+    global _SETUP
+    _SETUP = (fmt, level)
     console = fmt == "console" or (fmt == "auto" and sys.stderr is not None and sys.stderr.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -46,6 +46,7 @@ from retentiond.errors import (
 )
 from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
+from retentiond.preview import PreviewRequest, make_preview, preview_in_child
 from retentiond.pulls.store import read_pull_times
 from retentiond.render import iso, plan_summary
 from retentiond.run_files import finish_files
@@ -58,19 +59,21 @@ from retentiond.run_phases import (
 )
 from retentiond.run_records import JournalEntry, Phase, RunRecord, RunStatus, new_run_id
 from retentiond.state import append_history, read_history
-from retentiond.storage.reader import data_sizes, read_inventory
+from retentiond.storage.reader import read_inventory
 from retentiond.storage.removal import check_writable
 
 
 @dataclass
 class RunResult:
     """How a run ended: ``record`` when it started (froze the registry or tried to), else
-    None (``dry-run``, ``nothing-to-do``, ``refused``: ``plan`` says what it would have done;
-    a run that started has none, its plan is in ``record``)."""
+    None (``dry-run``, ``nothing-to-do``, ``refused``: ``summary`` says what it would have
+    done, :func:`retentiond.render.plan_summary`; ``plan`` is the whole plan of a dry run. A
+    run that started has neither, its plan is in ``record``)."""
 
     run_id: str
     status: RunStatus
     record: RunRecord | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
     broken: list[str] = field(default_factory=list)
 
@@ -242,40 +245,43 @@ def run_maintenance(
             protected=protection,
         )
         log.info("dry run: nothing changed", **plan_summary(plan))
-        return RunResult(run_id, RunStatus.DRY_RUN, plan=plan)
+        return RunResult(run_id, RunStatus.DRY_RUN, summary=plan_summary(plan), plan=plan)
     check_writable(config.registry.location)
     if config.registry.cache is CacheKind.REDIS and config.registry.redis_url and not no_gc:
         # before anything changes: after the GC, an unreachable cache would stay stale
         RedisCache(config.registry.redis_url).check()
-    preview = make_plan(
-        read_inventory(config.registry.location, read_created=read_created),
-        services.policies,
-        config.safety,
-        now,
+    request = PreviewRequest(
+        location=config.registry.location,
+        policies=tuple(services.policies),
+        safety=config.safety,
+        now=now,
+        read_created=read_created,
         gc_reads_schema1=gc_reads_schema1,
-        pulls=read_pull_times(config.pulls, config.state_dir),
-        protected=protection,
+        pulls=config.pulls,
+        state_dir=config.state_dir,
+        protection=protection,
     )
-    if not preview.tags_deleted and not preview.manifests_unlinked and not preview.reclaimable:
-        log.info("nothing to do", **plan_summary(preview))
-        return RunResult(run_id, RunStatus.NOTHING_TO_DO, plan=preview)
+    confirmed: set[tuple[str, str]] | None = None
+    if services.confirm is None:  # in a child: its tree's memory is the system's again after
+        preview = preview_in_child(request)
+    else:  # the prompt shows the whole plan
+        preview, shown = make_preview(request)
+        if preview.to_do and (no_gc or not preview.gc_blocked):
+            if not services.confirm(shown):
+                return RunResult(run_id, RunStatus.REFUSED, summary=preview.summary)
+            confirmed = {(t.repository, t.tag) for t in shown.tags_deleted}
+        del shown
+    if not preview.to_do:
+        log.info("nothing to do", **preview.summary)
+        return RunResult(run_id, RunStatus.NOTHING_TO_DO, summary=preview.summary)
     if preview.gc_blocked and not no_gc:
         raise StorageError(
             "the registry's GC would abort or destroy data on this tree: "
-            + "; ".join(str(p) for p in preview.problems if p.kind.value.startswith("gc-"))
+            + "; ".join(preview.gc_problems)
             + "; fix these first (retentiond plan lists them)"
         )
-    if services.confirm is not None and not services.confirm(preview):
-        return RunResult(run_id, RunStatus.REFUSED, plan=preview)
-    confirmed = (
-        {(t.repository, t.tag) for t in preview.tags_deleted}
-        if services.confirm is not None
-        else None
-    )
-    # the reclaimable blobs' data stat'ed now, before the freeze: the frozen plan stats only
-    # the ones this did not (blobs are content-addressed: a digest's data does not change)
-    sizes = data_sizes(config.registry.location, iter(preview.reclaimable))
-    del preview  # and with it the preview's inventory: one tree in memory at a time
+    sizes = preview.sizes
+    del preview
 
     entry = JournalEntry(
         run_id=run_id,

@@ -12,7 +12,7 @@ from retentiond.maintenance import RunResult, run_maintenance
 from retentiond.notify.webhooks import WebhookNotifier
 from retentiond.protection import protection_reader
 from retentiond.recovery import recover_interrupted
-from retentiond.render import human_bytes, plan_summary, plan_table
+from retentiond.render import human_bytes, plan_table
 from retentiond.run_phases import MaintenanceServices
 from retentiond.run_records import RunStatus
 from retentiond.runtime.factory import make_runtime
@@ -38,7 +38,7 @@ def ask(plan: Plan) -> bool:
 def describe(result: RunResult) -> str:
     r = result.record
     if r is None:
-        plan = plan_summary(result.plan) if result.plan is not None else {}
+        plan = result.summary
         return (
             f"{_NOTHING_CHANGED[result.status]}: {plan.get('tags_deleted', 0)} tags, "
             f"{plan.get('manifests_unlinked', 0)} manifests, "
