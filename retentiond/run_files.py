@@ -82,7 +82,7 @@ class _Writer:
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         try:
             self.file.write(data)
         except OSError as exc:
@@ -318,15 +318,15 @@ def read_deleted_tags(state_dir: Path, run_id: str) -> Iterator[tuple[str, str]]
 
 def write_reclaimable(state_dir: Path, run_id: str, table: BlobTable) -> None:
     keys, sizes = table.packed()
-    little = array("q", sizes)
-    if sys.byteorder != "little":
+    if sys.byteorder == "little":  # the array's own bytes: no copy of a table of millions
+        body = memoryview(sizes).cast("B")
+    else:
+        little = array("q", sizes)
         little.byteswap()
-    body = little.tobytes()
-    header = {
-        "format": _RECLAIMABLE_FORMAT,
-        "blobs": len(sizes),
-        "sha256": hashlib.sha256(keys + body).hexdigest(),
-    }
+        body = memoryview(little).cast("B")
+    digest = hashlib.sha256(keys)
+    digest.update(body)
+    header = {"format": _RECLAIMABLE_FORMAT, "blobs": len(sizes), "sha256": digest.hexdigest()}
     writer = _Writer(run_dir(state_dir, run_id) / RECLAIMABLE)
     writer.write(json.dumps(header).encode() + b"\n")
     writer.write(keys)

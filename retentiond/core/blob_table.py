@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
+from io import BytesIO
 from itertools import accumulate, compress
 from typing import Protocol
 
@@ -97,7 +98,7 @@ class BlobTable(Mapping[str, int]):
         """From digests and sizes already in table order (ascending raw bytes, no duplicate:
         the order a table or a selection iterates in), without a dict of them all: the way to
         build a table of millions of blobs. ``ValueError`` names the first item out of order."""
-        keys = bytearray()
+        keys = BytesIO()  # its value is then taken without a copy (a bytearray's is copied)
         sizes = array("q")
         last = b""
         for digest, size in items:
@@ -110,9 +111,9 @@ class BlobTable(Mapping[str, int]):
             if raw <= last:
                 raise ValueError(f"blob digest {digest} is out of order or given twice")
             last = raw
-            keys += raw
+            keys.write(raw)
             sizes.append(size)
-        return cls.from_packed(bytes(keys), sizes)
+        return cls.from_packed(keys.getvalue(), sizes)
 
     @classmethod
     def from_packed(cls, keys: bytes, sizes: array[int]) -> BlobTable:
