@@ -450,12 +450,15 @@ def _with_data_sizes(root: Location, reclaimable: Collection[str], known: BlobTa
     """The reclaimable blobs with the sizes of their data: from ``known`` (stat'ed before the
     freeze), the others stat'ed now; a blob without data is left out (nothing to reclaim).
     Looked up a chunk at a time (a million digests are never a list), once: the ids found are
-    kept (8 bytes a digest) for the second pass."""
+    kept (8 bytes a digest) for the second pass. ``known`` itself when it is the answer."""
     ids = array("q")
     digests = iter(reclaimable)
     while chunk := list(islice(digests, 65536)):
         ids.extend(known.ids_of(chunk))
     missing = data_sizes(root, (d for d, i in zip(reclaimable, ids, strict=True) if i < 0))
+    found = len(ids) - ids.count(-1)
+    if not missing and found == len(known):  # the usual run: the tree did not change since
+        return known  # (every blob of ``known`` is reclaimable): no second table of them all
     table_sizes = known.sizes
 
     def sized() -> Iterator[tuple[str, int]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from retentiond.core.blob_table import BlobTable
+from retentiond.run_phases import _with_data_sizes
 from retentiond.storage.reader import data_sizes, read_blob_sizes
 from tests.unit.test_removal_paths import snapshot
 
@@ -86,3 +87,17 @@ def test_a_tree_without_a_blob_store_has_no_sizes(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     (root / "docker/registry/v2").mkdir(parents=True)
     assert len(data_sizes(root, [d(1)])) == 0
+
+
+def test_frozen_sizes_reuse_the_preview_s_table_only_when_it_is_the_answer(root: Path) -> None:
+    """The frozen plan's reclaimable blobs with sizes: the preview's table itself when the
+    tree did not change (no second table of millions), else one made of both."""
+    every = sorted(read_blob_sizes(root))
+    preview = data_sizes(root, every[:30])
+    gone = d(9 << 248 | 1000)  # reclaimable, no data: nothing to reclaim
+    same = _with_data_sizes(root, sorted([*every[:30], gone]), preview)
+    assert same is preview
+    grown = _with_data_sizes(root, every[:31], preview)  # one more since the preview: stat'ed
+    assert dict(grown) == {digest: int(digest[-2:], 16) for digest in every[:31]}
+    shrunk = _with_data_sizes(root, every[1:30], preview)  # one kept since: left out
+    assert list(shrunk) == every[1:30]
