@@ -324,11 +324,13 @@ class MaintenanceRun:
         started = time.monotonic()
         self.record_phase(Phase.REMOVING)
         count = 0
+        hooked = FAULT_ENV in os.environ or PAUSE_ENV in os.environ  # (read once, not per move)
 
         def done(removal: Removal) -> None:
             nonlocal count
             count += 1
-            fault_point(f"removing:{count}")
+            if hooked:
+                fault_point(f"removing:{count}")
 
         # in batches read from state_dir as they are moved: a million removals are never in
         # memory at once (each batch is checked whole before its first move; a failure in a
@@ -337,7 +339,7 @@ class MaintenanceRun:
         # batch: later batches' names (their own indexes) cannot be held by this attempt
         resumed = quarantine_exists(self.root, self.run_id)
         for batch in removal_batches(self.services.config.state_dir, self.run_id, MOVE_BATCH):
-            move_out(self.root, self.run_id, batch, done, resumed=resumed)
+            move_out(self.root, self.run_id, batch, done, resumed=resumed, prechecked=True)
         self.timed("delete", time.monotonic() - started)
         self.record_phase(Phase.REMOVED)
 

@@ -267,6 +267,7 @@ def move_out(
     done: Callable[[Removal], None],
     *,
     resumed: bool | None = None,
+    prechecked: bool = False,
 ) -> int:
     """Move each removal into the quarantine; ``done`` is called after each move.
 
@@ -280,8 +281,13 @@ def move_out(
     link (a link in the directory's place is moved as it is, never followed): a process killed
     between two moves leaves each directory either in the tree or held, and :func:`put_back`
     restores the held ones.
+
+    ``prechecked``: the removals are a list that
+    :func:`~retentiond.run_files.removal_batches` checked as it read them (each one's shape,
+    its index its position in the run's list): not checked twice in the window.
     """
-    removals = checked(removals, f"the removals of run {run_id}")
+    if not (prechecked and isinstance(removals, list)):
+        removals = checked(removals, f"the removals of run {run_id}")
     with open_storage(root) as storage:
         present = _check_sources(storage, removals)
         if resumed is None:
