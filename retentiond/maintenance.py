@@ -263,7 +263,12 @@ def run_maintenance(
     )
     confirmed: set[tuple[str, str]] | None = None
     if services.confirm is None:  # in a child: its tree's memory is the system's again after
-        preview = preview_in_child(request)
+        try:
+            preview = preview_in_child(request)
+        except RetentiondError:
+            if services.cancelled():  # a stop (SIGTERM to the service) ended the child too
+                raise Cancelled("stopped during the preview; nothing was changed") from None
+            raise
     else:  # the prompt shows the whole plan
         preview, shown = make_preview(request)
         if preview.to_do and (no_gc or not preview.gc_blocked):

@@ -23,6 +23,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -114,8 +115,12 @@ def preview_in_child(request: PreviewRequest) -> Preview:
     ) as child:
         assert child.stdin is not None and child.stdout is not None
         try:
-            child.stdin.write(payload)
-            child.stdin.close()
+            try:
+                child.stdin.write(payload)
+                child.stdin.close()
+            except BrokenPipeError:  # the child ended before it read: its status says how
+                with suppress(BrokenPipeError):
+                    child.stdin.close()  # (closed even when its flush fails)
             answer = child.stdout.read()
             returncode = child.wait()
         except BaseException:  # Ctrl-C, a stop: the child is not left behind

@@ -11,7 +11,7 @@ import pytest
 
 from bench.generate import Params, generate
 from retentiond.core.protection import NO_PROTECTION
-from retentiond.errors import StorageError
+from retentiond.errors import RetentiondError, StorageError
 from retentiond.policy.loader import load_policies
 from retentiond.policy.model import Safety
 from retentiond.preview import PreviewRequest, make_preview, preview_in_child
@@ -66,3 +66,17 @@ def test_an_error_in_the_child_is_raised_here_with_its_message(tmp_path: Path) -
         preview_in_child(request(missing, tmp_path))
     assert str(child.value) == str(here.value)
     assert str(missing) in str(child.value)
+
+
+def test_a_child_that_dies_before_reading_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that cannot start (here: a Python that exits at once) says so; a request larger
+    than a pipe's buffer does not hang or crash on the broken pipe."""
+    from retentiond import preview
+
+    monkeypatch.setattr(preview, "_CHILD", "import sys; sys.exit(3)")
+    big = request(tmp_path, tmp_path)
+    big = PreviewRequest(**{**big.__dict__, "policies": big.policies * 2000})  # ~MBs pickled
+    with pytest.raises(RetentiondError, match="exited 3; nothing was changed"):
+        preview_in_child(big)
