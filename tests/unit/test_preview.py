@@ -77,6 +77,6 @@ def test_a_child_that_dies_before_reading_is_an_error_not_a_hang(
 
     monkeypatch.setattr(preview, "_CHILD", "import sys; sys.exit(3)")
     big = request(tmp_path, tmp_path)
-    big = PreviewRequest(**{**big.__dict__, "policies": big.policies * 2000})  # ~MBs pickled
+    big = PreviewRequest(**{**big.__dict__, "policies": tuple(big.policies) * 2000})  # ~MBs pickled
     with pytest.raises(RetentiondError, match="exited 3; nothing was changed"):
         preview_in_child(big)
