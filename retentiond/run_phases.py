@@ -204,11 +204,18 @@ class MaintenanceRun:
     def enter_maintenance(self, *, record: bool = True) -> None:
         """Enter maintenance and prove writes are refused; ``record`` saves the phase."""
         runtime, registry = self.services.runtime, self.services.registry
-        started = time.monotonic()
-        self.entry.maintenance_entered_at = time.time()
+        started, called = time.monotonic(), time.time()
+        self.entry.maintenance_entered_at = called
         state = runtime.enter_maintenance()
+        took = time.monotonic() - started
+        # clients see the switch from the moment the registry is asked to stop taking writes
+        # (making the read-only twin before that changes nothing for them)
+        switched = runtime.switched_at()
+        if switched is not None and 0 <= switched - called <= took:
+            self.entry.maintenance_entered_at = switched
+            took -= switched - called
         self.entry.maintenance_state = state
-        self.entry.enter_seconds = time.monotonic() - started
+        self.entry.enter_seconds = took
         if state is MaintenanceState.READ_ONLY:
             registry.wait_answering(timeout=120)
             probe = self._probe_repository()
@@ -292,7 +299,7 @@ class MaintenanceRun:
         assert self.inventory is not None and self.reclaimable is not None
         entry, state_dir = self.entry, self.services.config.state_dir
         nested = {r.name for r in self.inventory.repositories if r.has_nested}
-        save_removals(state_dir, self.run_id, (r.to_json() for r in removals_for(plan, nested)))
+        save_removals(state_dir, self.run_id, removals_for(plan, nested))
         self.removals_saved = True
         by_policy: dict[str, dict[str, int]] = {"tags": {}, "manifests": {}}
         write_deleted(state_dir, self.run_id, deleted_rows(plan, by_policy))

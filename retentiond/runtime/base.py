@@ -73,6 +73,12 @@ class Runtime(Protocol):
 
     def enter_maintenance(self) -> MaintenanceState: ...
 
+    def switched_at(self) -> float | None:
+        """When (``time.time()``) the last :meth:`enter_maintenance` began to stop the
+        registry taking writes (the original container asked to stop, after the read-only
+        twin was made), when the runtime knows it; None: from the start of the call."""
+        ...
+
     def run_gc(
         self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None
     ) -> GcOutcome:

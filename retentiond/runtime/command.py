@@ -143,6 +143,9 @@ class CommandRuntime:
         self._run(key, self._required(key))
         return MaintenanceState.READ_ONLY if key == "readonly" else MaintenanceState.STOPPED
 
+    def switched_at(self) -> float | None:
+        return None  # the command does what it does: from its start
+
     def run_gc(
         self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None
     ) -> GcOutcome:
@@ -302,6 +305,9 @@ class NoRuntime:
 
     def enter_maintenance(self) -> MaintenanceState:
         return MaintenanceState.ONLINE
+
+    def switched_at(self) -> float | None:
+        return None
 
     def run_gc(
         self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None

@@ -105,6 +105,8 @@ class DockerRuntime:
         self._location: tuple[str, ConfigLocation] | None = None
         #: the registry's major version in the container of this id (see registry_major)
         self._major: tuple[str, int] | None = None
+        #: when the last enter_maintenance asked the original to stop (see switched_at)
+        self._switched_at: float | None = None
         # the run's id reaches log lines through structlog's context (bound by the run)
         self._log = get_logger(component="runtime", runtime="docker")
 
@@ -285,6 +287,7 @@ class DockerRuntime:
 
     def enter_maintenance(self) -> MaintenanceState:
         mode = self.config.gc_mode
+        self._switched_at = None
         info = self.ready_for_maintenance()
         if mode is GcMode.ONLINE:
             self._log.warning("gc_mode online: the registry keeps accepting writes during GC")
@@ -294,11 +297,13 @@ class DockerRuntime:
         for leftover in self._leftovers(info):
             containers.remove(leftover.id, leftover.name)
         if mode is GcMode.STOP:
+            self._switched_at = time.time()
             containers.stop(info["Id"], name)
             return MaintenanceState.STOPPED
         # readonly: create the twin first (nothing changes yet), then switch.
         twin_id = self._create_twin(info)
         try:
+            self._switched_at = time.time()
             containers.stop(info["Id"], name)
         except RuntimeControlError:
             containers.remove(twin_id, name + TWIN_SUFFIX)
@@ -312,6 +317,9 @@ class DockerRuntime:
             containers.start_and_wait(info["Id"], name)
             raise
         return MaintenanceState.READ_ONLY
+
+    def switched_at(self) -> float | None:
+        return self._switched_at
 
     def run_gc(
         self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None

@@ -212,6 +212,10 @@ class ReplicatedDockerRuntime:
             raise
         return state
 
+    def switched_at(self) -> float | None:
+        """The first container's switch: from then on it refuses writes."""
+        return self.first.switched_at()
+
     def run_gc(
         self, *, dry_run: bool = False, on_line: Callable[[str], None] | None = None
     ) -> GcOutcome:

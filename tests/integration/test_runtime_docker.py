@@ -17,6 +17,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -138,6 +139,15 @@ def run_registry(name: str, cleanup: list[str], version: str, *args: str) -> Run
     return reg
 
 
+def docker_time(container: str, field: str) -> float:
+    """A container's timestamp (``.Created``, ``.State.FinishedAt``) as ``time.time()`` has
+    it (docker writes nanoseconds: cut to microseconds)."""
+    text = docker_cli("inspect", "-f", "{{" + field + "}}", container).stdout.strip()
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    stamp = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return stamp + float("0." + (fraction or "0")[:6])
+
+
 # ------------------------------------------------------------------------------------------
 # the three gc_modes
 
@@ -152,11 +162,17 @@ def test_readonly_mode_cycle(registry: RunningRegistry) -> None:
     config_text = rt.registry_config_text()
     assert config_text is not None and "rootdirectory: /var/lib/registry" in config_text
 
-    started = time.monotonic()
+    started, called = time.monotonic(), time.time()
     assert rt.enter_maintenance() is MaintenanceState.READ_ONLY
     entered = time.monotonic() - started
     twin = registry.name + TWIN_SUFFIX
     assert container_running(twin) and not container_running(registry.name)
+    # writes are refused from the original's stop, asked for once the twin was made
+    switched = rt.switched_at()
+    assert switched is not None and called <= switched <= time.time()
+    assert (
+        docker_time(twin, ".Created") <= switched <= docker_time(registry.name, ".State.FinishedAt")
+    )
     labels = json.loads(docker_cli("inspect", "-f", "{{json .Config.Labels}}", twin).stdout)
     assert labels[TWIN_LABEL] == original and labels["retentiond.run"] == "test-run"
     restart = docker_cli("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", twin).stdout
@@ -216,8 +232,12 @@ def test_stop_mode_cycle(registry: RunningRegistry) -> None:
     push(registry, "rt/stop", "v1")
     original = container_id(registry.name)
     rt = runtime(registry, GcMode.STOP)
+    called = time.time()
     assert rt.enter_maintenance() is MaintenanceState.STOPPED
     assert not container_running(registry.name)
+    switched = rt.switched_at()
+    assert switched is not None and called <= switched <= time.time()
+    assert switched <= docker_time(registry.name, ".State.FinishedAt")
     assert not registry_answers(registry.url, timeout=0.5)
 
     gc = rt.run_gc(dry_run=True)

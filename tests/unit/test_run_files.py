@@ -182,3 +182,71 @@ def test_a_bad_removal_stops_its_batch_before_a_move(
     with pytest.raises(StorageError, match=why) as raised:
         list(removal_batches(tmp_path, RUN, 10))
     assert "nothing was moved" in str(raised.value)
+
+
+# -- the lines are what json writes and reads ------------------------------------------------------
+
+ODD = ["", 'a"b\\c', "tab\there", "new\nline", "é-ünïcode", "\u2028", "\x00\x1f", "🐳", "/"]
+
+
+def test_the_lines_written_are_what_json_writes(tmp_path: Path) -> None:
+    """The removals, kept and deleted lists are formatted without ``json.dumps`` (they are
+    written in the read-only window); the text is the same, whatever the strings hold."""
+    from retentiond.storage.removal_list import Removal
+
+    compact = json.JSONEncoder(separators=(",", ":")).encode
+    removals = [Removal(i, "tag", f"r{odd}", odd, f"live/{odd}") for i, odd in enumerate(ODD)]
+    save_removals(tmp_path, RUN, removals)
+    path = run_dir(tmp_path, RUN) / "removals.jsonl"
+    assert path.read_text().splitlines() == [compact(r.to_json()) for r in removals]
+    kept = [(f"r{odd}", odd, f"sha256:{odd}") for odd in ODD]
+    write_kept(tmp_path, RUN, kept)
+    assert (run_dir(tmp_path, RUN) / "kept.jsonl").read_text().splitlines() == [
+        compact(list(row)) for row in kept
+    ]
+    deleted = [["tag", f"r{odd}", odd, None if i % 2 else odd] for i, odd in enumerate(ODD)]
+    deleted.append(["repository", "x", "", 7])  # type: ignore[list-item]  # (as json would)
+    write_deleted(tmp_path, RUN, deleted)
+    assert (run_dir(tmp_path, RUN) / "deleted.jsonl").read_text().splitlines() == [
+        compact(row) for row in deleted
+    ]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b'{"a":1}\n', b"  \n", b' {"b":2} \n', b'{"c":\n', b"3}\n"],  # a value across lines
+        [b'["x"]\r\n', b'"\xc3\xa9"\n', b"[1,\n"],
+        [b'"a", "b\n', b'c"\n'],  # joined, these would be JSON; alone, neither is
+        [b"\xef\xbb\xbf[1]\n", b"NaN\n", b"[1] [2]\n"],
+        [b"[" * 5000 + b"]" * 5000 + b"\n"],
+    ],
+)
+@pytest.mark.parametrize("hint", [1 << 20, 8])  # lines read a few at a time, or one by one
+def test_each_line_is_read_as_json_loads_reads_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: list[bytes], hint: int
+) -> None:
+    from retentiond import run_files
+    from retentiond.run_files import read_lines
+
+    monkeypatch.setattr(run_files, "_READ_HINT", hint)
+    path = tmp_path / "list.jsonl"
+    path.write_bytes(b"".join(lines))
+    expected: list[tuple[int, object]] = []
+    error: str | None = None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            expected.append((number, json.loads(line)))
+        except (ValueError, RecursionError):
+            error = f"line {number} is not valid JSON"
+            break
+    read: list[tuple[int, object]] = []
+    if error is None:
+        read = list(read_lines(path, "the list"))
+    else:
+        with pytest.raises(StorageError, match=error):
+            for item in read_lines(path, "the list"):
+                read.append(item)
+    assert read == expected
