@@ -285,7 +285,7 @@ def run_maintenance(
             + "; ".join(preview.gc_problems)
             + "; fix these first (retentiond plan lists them)"
         )
-    sizes = preview.sizes
+    sizes, parsed = preview.sizes, preview.parsed
     del preview
 
     entry = JournalEntry(
@@ -304,8 +304,8 @@ def run_maintenance(
             allowed, _ = gc_allowed(config, now)
             if allowed and held_runs(config):
                 run.gc_first()
-        plan = run.plan_frozen_tree(sizes)
-        del sizes
+        plan = run.plan_frozen_tree(sizes, parsed)
+        del sizes, parsed
         if (
             confirmed is not None
             and not {(t.repository, t.tag) for t in plan.tags_deleted} <= confirmed

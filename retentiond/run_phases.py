@@ -62,7 +62,12 @@ from retentiond.state import Journal
 from retentiond.storage import layout
 from retentiond.storage.location import Location
 from retentiond.storage.port import Kind
-from retentiond.storage.reader import data_sizes, read_blob_sizes, read_inventory
+from retentiond.storage.reader import (
+    ParsedBefore,
+    data_sizes,
+    read_blob_sizes,
+    read_inventory,
+)
 from retentiond.storage.removal import (
     move_out,
     open_storage,
@@ -263,11 +268,16 @@ class MaintenanceRun:
         purge_expired(self.services.config)
         self.log.info("collected held runs", blobs=len(gone), bytes=self.entry.pre_gc_bytes)
 
-    def plan_frozen_tree(self, sizes: BlobTable | None = None) -> Plan:
+    def plan_frozen_tree(
+        self, sizes: BlobTable | None = None, parsed: ParsedBefore | None = None
+    ) -> Plan:
         """Read the frozen tree and plan on it; the inventory is kept for :meth:`record_plan`
         and the cleaning after the GC. ``sizes``: the sizes of blob data stat'ed before the
         freeze (the preview's reclaimable blobs); the plan's reclaimable blobs not among them
-        are stat'ed now, so that what the run reports is counted from the data on disk."""
+        are stat'ed now, so that what the run reports is counted from the data on disk.
+        ``parsed``: the manifests the preview parsed, taken by the read where their bytes are
+        the same (:mod:`retentiond.storage.reading.reuse`; the inventory is the same either
+        way)."""
         started = time.monotonic()
         services = self.services
         # the images in use read again: a container may have started since the preview
@@ -277,7 +287,16 @@ class MaintenanceRun:
                 "in-use protection could not be read on the frozen tree, so nothing was "
                 "removed: " + "; ".join(protection.problems)
             )
-        inventory = read_inventory(self.root, read_created=needs_created(services.policies))
+        offered = len(parsed) if parsed is not None else 0
+        inventory = read_inventory(
+            self.root, read_created=needs_created(services.policies), parsed_before=parsed
+        )
+        self.log.debug(
+            "frozen tree read",
+            seconds=round(time.monotonic() - started, 3),
+            manifests_from_preview=offered,
+            manifests_reused=parsed.reused if parsed is not None else 0,
+        )
         plan = make_plan(
             inventory,
             services.policies,

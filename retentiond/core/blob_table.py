@@ -42,6 +42,38 @@ def inverted(flags: bytes | bytearray) -> bytes | bytearray:
     return flags.translate(_FLIP)
 
 
+#: :func:`id_map` compares this many digests at once where the two tables agree
+_RUN = 1024
+
+
+def id_map(old_keys: bytes, new_keys: bytes) -> array[int]:
+    """For each digest of ``old_keys`` (a table's :meth:`BlobTable.packed` digests), the id
+    the same digest has in the table of ``new_keys``, or ``NO_ID``: a merge of the two sorted
+    lists, a run of ``_RUN`` digests at a time where they agree (a tree read twice differs in
+    the few blobs pushed, or collected, between the two reads)."""
+    out = array("I", [NO_ID]) * (len(old_keys) >> 5)
+    i = j = 0
+    run = _RUN << 5
+    merge_until = 0  # after a run that differs: one digest at a time over the next run
+    end_old, end_new = len(old_keys), len(new_keys)
+    while i < end_old:
+        if i >= merge_until:
+            size = min(run, end_old - i)
+            if old_keys[i : i + size] == new_keys[j : j + size]:
+                out[i >> 5 : (i + size) >> 5] = array("I", range(j >> 5, (j + size) >> 5))
+                i, j = i + size, j + size
+                continue
+            merge_until = i + run
+        key = old_keys[i : i + 32]
+        while j < end_new and new_keys[j : j + 32] < key:
+            j += 32
+        if new_keys[j : j + 32] == key:
+            out[i >> 5] = j >> 5
+            j += 32
+        i += 32
+    return out
+
+
 class IdLookup(Protocol):
     """What finds blob ids: a :class:`BlobTable`, or a cache in front of one."""
 

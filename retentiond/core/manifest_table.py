@@ -120,6 +120,35 @@ def pack_manifest(manifest: Manifest | None, blob_id: int, blobs: IdLookup) -> P
     return PackedManifest(header + ids.tobytes(), manifest.children, manifest.subject, absent)
 
 
+def record_blob_ids(record: bytes) -> memoryview:
+    """:attr:`PackedManifest.blob_ids` of a bare record."""
+    return _references(record)[_HEADER.unpack_from(record)[3] :]
+
+
+def record_config_id(record: bytes) -> int | None:
+    """The blob id of a record's config (``NO_ID``: it has no blob), None when it has none."""
+    if not record[_FLAGS] & _HAS_CONFIG:
+        return None
+    config: int = _references(record)[_HEADER.unpack_from(record)[3]]
+    return config
+
+
+def remap_record(record: bytes, new_ids: Sequence[int]) -> bytes | None:
+    """``record`` over another blob table: its own id and every reference put through
+    ``new_ids`` (an id of this record's table -> the id of the same digest in the other, or
+    ``NO_ID``). None when a blob it names has no id there, or had none here (its digest is
+    kept beside the record, not in it)."""
+    own, code, flags, n_children = _HEADER.unpack_from(record)
+    new_own = new_ids[own]
+    refs = _references(record).tolist()
+    if new_own == NO_ID or NO_ID in refs:
+        return None
+    mapped = array("I", map(new_ids.__getitem__, refs))
+    if NO_ID in mapped:
+        return None
+    return _HEADER.pack(new_own, code, flags, n_children) + mapped.tobytes()
+
+
 class ManifestTable(Mapping[str, Manifest]):
     """Every manifest blob that tags and revision links name: digest -> :class:`Manifest`.
 
@@ -255,6 +284,21 @@ class ManifestTable(Mapping[str, Manifest]):
                         unclaimed[ref] = 0
                         total += sizes[ref]
         return total
+
+    def complete_records(self) -> Iterator[tuple[int, bytes, tuple[str, ...], str | None]]:
+        """``(blob id, record, children, subject)`` of each manifest that parsed and whose
+        references all have blobs, in id order: a record that means the same over another
+        table once its ids are put through :func:`remap_record`."""
+        by_id = {self._blobs.id_of(d): s for d, s in self._subjects.items()}
+        digest_of = self._blobs.digest_of
+        for blob_id, record in enumerate(self._records):
+            if record is None or not record[_FLAGS] & _PARSED:
+                continue
+            if NO_ID in _references(record).tolist():
+                continue
+            n_children = _HEADER.unpack_from(record)[3]
+            children = self._children[digest_of(blob_id)] if n_children else ()
+            yield blob_id, record, children, by_id.get(blob_id)
 
     # -- the mapping --
 

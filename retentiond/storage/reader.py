@@ -39,11 +39,20 @@ from retentiond.storage.reading.pool import (
 )
 from retentiond.storage.reading.problems import ProblemLog, problem_order
 from retentiond.storage.reading.repositories import RepoLinks, make_repository, read_repositories
+from retentiond.storage.reading.reuse import KeptFromRead, ParsedBefore, Reuse, keep_parsed
 from retentiond.storage.reading.sizes import SizeFinder, prefix_data_sizes, stat_unsized
 from retentiond.storage.reading.tree import Tree, open_tree
 from retentiond.storage.s3_settings import S3Settings
 
-__all__ = ["Progress", "check_storage", "data_sizes", "read_blob_sizes", "read_inventory"]
+__all__ = [
+    "ParsedBefore",
+    "Progress",
+    "check_storage",
+    "data_sizes",
+    "read_blob_sizes",
+    "read_inventory",
+    "read_inventory_keeping",
+]
 
 
 def read_inventory(
@@ -54,6 +63,7 @@ def read_inventory(
     workers: int | None = None,
     progress: Progress | None = None,
     stat_blobs: bool = False,
+    parsed_before: ParsedBefore | None = None,
 ) -> Inventory:
     """Read the tree under ``root`` (the registry's ``rootdirectory``).
 
@@ -62,20 +72,47 @@ def read_inventory(
     ``stat_blobs``: stat every blob's ``data`` (its size as on disk, and only directories with
     data are blobs: the GC's count even when a blob directory lost its data); by default the
     sizes of layers and configs are the ones their manifests state
-    (:mod:`retentiond.storage.reading.sizes`).
+    (:mod:`retentiond.storage.reading.sizes`). ``parsed_before``: the manifests an earlier read
+    of this tree parsed (:func:`read_inventory_keeping`), taken where they are the same
+    instead of parsed again (:mod:`retentiond.storage.reading.reuse`; it says how many in its
+    ``reused``); the inventory is the one a read without them gives.
     """
+    inventory, _ = _read(
+        root, read_created, read_layers, workers, progress, stat_blobs, parsed_before, False
+    )
+    return inventory
+
+
+def read_inventory_keeping(
+    root: Path | str | S3Settings, *, read_created: bool = False, workers: int | None = None
+) -> tuple[Inventory, ParsedBefore | None]:
+    """:func:`read_inventory`, and what a later read of the tree may take instead of parsing
+    the manifests again (None when the read had to stat every blob)."""
+    return _read(root, read_created, False, workers, None, False, None, True)
+
+
+def _read(
+    root: Path | str | S3Settings,
+    read_created: bool,
+    read_layers: bool,
+    workers: int | None,
+    progress: Progress | None,
+    stat_blobs: bool,
+    before: ParsedBefore | None,
+    keep: bool,
+) -> tuple[Inventory, ParsedBefore | None]:
     where = as_location(root)
     tree = open_tree(where)  # held open while workers are forked: they inherit it
     workers = network_workers(tree, workers)
     try:
         args = (describe(where), tree, read_created, read_layers, workers, progress or _no_progress)
-        inventory = None if stat_blobs else _read_tree(*args, sized=False)
-        if inventory is None:  # a blob directory without usable data: read as the GC counts
-            inventory = _read_tree(*args, sized=True)
-            assert inventory is not None, "a sized read always completes"
+        read = None if stat_blobs else _read_tree(*args, sized=False, before=before, keep=keep)
+        if read is None:  # a blob directory without usable data: read as the GC counts
+            read = _read_tree(*args, sized=True, before=None, keep=False)
+            assert read is not None, "a sized read always completes"
     finally:
         tree.close()
-    return inventory
+    return read
 
 
 def check_storage(root: Path | str | S3Settings) -> None:
@@ -171,9 +208,14 @@ def _read_tree(
     report: Progress,
     *,
     sized: bool,
-) -> Inventory | None:
+    before: ParsedBefore | None,
+    keep: bool,
+) -> tuple[Inventory, ParsedBefore | None] | None:
     """The four phases; ``sized``: stat every blob's data in phase 1 (None: without, a blob
-    directory turned out to have no usable data)."""
+    directory turned out to have no usable data). ``before``: an earlier read's manifests to
+    take; ``keep``: this read's to keep (not with ``sized``: a sized read notes no stated
+    sizes)."""
+    assert not (keep and (sized or before is not None)), "a read keeps what it parsed alone"
     reading = ProblemLog()
     prefixes = blob_prefixes(reading, tree)
     repo_dirs = find_repositories(reading, tree)
@@ -183,7 +225,8 @@ def _read_tree(
     problems += reading.problems
     # the pool is as large as a phase of any size may want; each phase asks for its own count
     size = workers_for(workers, 1 << 62, 0, threaded(tree))
-    with WorkerPool(blobs, size, threaded(tree)) as pool:
+    reuse = Reuse(before, blobs) if before is not None else None
+    with WorkerPool(blobs, size, threaded(tree), shared=reuse) as pool:
         # 2: link files, as blob ids
         repos, repo_problems = _read_repositories(
             pool, tree, repo_dirs, read_layers, workers, report
@@ -191,12 +234,24 @@ def _read_tree(
         problems += repo_problems
         # 3: manifests
         sizes = SizeFinder(blobs.sizes_to_fill(), sized)
-        manifests = read_manifests(pool, tree, repos, order, read_created, workers, report, sizes)
+        kept = None
+        if keep:
+            sizes.keep()
+            assert sizes.mixed is not None
+            kept = KeptFromRead(set(), set(), sizes.mixed)
+        manifests = read_manifests(
+            pool, tree, repos, order, read_created, workers, report, sizes, kept
+        )
+        if before is not None:  # taken: its records are not held through the plan
+            before.release()
+        pool.shared = reuse = None
         # 4: the sizes no manifest gave
         if not sized and (sizes.inexact or not stat_unsized(pool, tree, sizes, order, workers)):
             return None
+    if before is not None:
+        before.reused += manifests.reused[0]
     problems += unreadable_manifests(tree.v2, repos, blobs, manifests)
-    return Inventory(
+    inventory = Inventory(
         root=root,
         repositories=tuple(repos),
         manifests=manifests.table,
@@ -204,6 +259,7 @@ def _read_tree(
         problems=tuple(sorted(problems, key=problem_order)),
         created=manifests.created,
     )
+    return inventory, keep_parsed(manifests.table, blobs, kept) if kept is not None else None
 
 
 def _read_blob_store(

@@ -56,6 +56,9 @@ def test_the_child_answers_as_the_preview_made_here(tmp_path: Path) -> None:
     )
     assert dict(child.sizes) == dict(here.sizes)
     assert set(child.sizes) == set(plan.reclaimable)  # every reclaimable blob has data here
+    # the manifests it parsed come back for the frozen read to take
+    assert child.parsed is not None and here.parsed is not None
+    assert child.parsed == here.parsed and len(child.parsed) > 30
 
 
 def test_an_error_in_the_child_is_raised_here_with_its_message(tmp_path: Path) -> None:

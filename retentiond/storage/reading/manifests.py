@@ -23,10 +23,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from hashlib import sha256
 from typing import NamedTuple
 
 from retentiond.core.blob_table import NO_ID, BlobTable
-from retentiond.core.manifest_table import ManifestTable, PackedManifest, pack_manifest
+from retentiond.core.manifest_table import (
+    ManifestTable,
+    PackedManifest,
+    pack_manifest,
+    record_blob_ids,
+    record_config_id,
+)
 from retentiond.core.manifests import ManifestError, parse_created, parse_manifest
 from retentiond.core.repository import Repository
 from retentiond.core.values import Manifest, Problem, ProblemKind
@@ -39,9 +46,11 @@ from retentiond.storage.reading.pool import (
     WorkerPool,
     chunks,
     shared_blobs,
+    shared_extra,
     wanted,
 )
 from retentiond.storage.reading.problems import UNSAFE, ProblemLog, unsafe_message
+from retentiond.storage.reading.reuse import KeptFromRead, Reuse, Reused
 from retentiond.storage.reading.sizes import SizeFinder
 from retentiond.storage.reading.tree import Tree
 from retentiond.storage.safe_fs import NotRegularFile, TooLarge, UnsafeEntry
@@ -78,6 +87,12 @@ class ParsedChunk:
     inexact: bool = False
     #: manifest blobs whose ``data`` is a link or a special file (in a link's directory)
     unsafe: list[int] = field(default_factory=list)
+    #: kept for a later read (:mod:`.reuse`): parsed manifests not to keep, and those that
+    #: state no size
+    skip: list[int] = field(default_factory=list)
+    silent: list[int] = field(default_factory=list)
+    #: manifests taken from an earlier read instead of parsed
+    reused: int = 0
 
     def state(self, blob_ids: Iterable[int], sizes: Iterable[int], taken: dict[int, int]) -> None:
         """Add the sizes not in ``taken`` (what this chunk stated already: base layers and
@@ -103,6 +118,8 @@ class ManifestsRead(NamedTuple):
     parent_of: dict[int, int]
     #: the manifest blobs whose ``data`` is a link or a special file
     unsafe: set[int]
+    #: how many manifests were taken from an earlier read (one item: a NamedTuple's field)
+    reused: list[int]
 
 
 def read_manifests(
@@ -114,12 +131,15 @@ def read_manifests(
     workers: int | None,
     report: Progress,
     sizes: SizeFinder,
+    kept: KeptFromRead | None = None,
 ) -> ManifestsRead:
     """Parse every manifest a tag or revision names, and their children, each blob once, in
     ``pool``'s workers; ``order``: the blob directories' :attr:`~retentiond.storage.port.
-    Entry.order`, to read them in the order they are stored."""
+    Entry.order`, to read them in the order they are stored. ``kept``: note what a later read
+    needs to take these manifests (:mod:`.reuse`); the pool's :attr:`~.pool.WorkerPool.shared`
+    is a :class:`~.reuse.Reuse` when this read takes an earlier one's."""
     blobs = pool.table
-    result = ManifestsRead(ManifestTable(blobs), {}, {}, {}, set())
+    result = ManifestsRead(ManifestTable(blobs), {}, {}, {}, set(), [0])
     manifests = result.table
     wanted_ids: set[int] = set()
     for repo in repositories:
@@ -134,12 +154,20 @@ def read_manifests(
         count = wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS)
         tasks = chunks(todo, TASKS_PER_WORKER * count)
         table = pool.table_for(count, len(tasks))
-        parse = partial(parse_manifests, tree, read_created, sizes.complete, table)
+        # (a worker has it through the fork: see the pool)
+        reuse = pool.shared if table is not None and isinstance(pool.shared, Reuse) else None
+        parse = partial(
+            parse_manifests, tree, read_created, sizes.complete, table, reuse, kept is not None
+        )
         parsed = 0
         parents: list[int] = []  # lists and indexes (a bare record has no children)
         for chunk in pool.run(parse, tasks, count):
             result.created.update(chunk.created)
             result.unsafe.update(chunk.unsafe)
+            result.reused[0] += chunk.reused
+            if kept is not None:
+                kept.skip.update(chunk.skip)
+                kept.silent.update(chunk.silent)
             sizes.add(chunk)
             manifests.add_records(chunk.records)
             for record, digest, children, subject, absent, error in chunk.manifests:
@@ -169,15 +197,25 @@ def _unread_children(
 
 
 def parse_manifests(
-    tree: Tree, read_created: bool, sized: bool, blobs: BlobTable | None, blob_ids: list[int]
+    tree: Tree,
+    read_created: bool,
+    sized: bool,
+    blobs: BlobTable | None,
+    given: Reuse | None,
+    keep: bool,
+    blob_ids: list[int],
 ) -> ParsedChunk:
     """A worker's task: read and pack the manifest of each blob; and the ``created`` times of
     their configs.
 
     ``sized``: the table knows every blob's size; else the sizes found are returned. A blob
     that cannot be read, trusted or parsed is an error of its manifest (a problem of the
-    repositories that link it), never an exception."""
+    repositories that link it), never an exception. ``given``: an earlier read's manifests,
+    taken where they may be instead of parsing (in a worker: None, and the pool's); ``keep``:
+    note what a later read needs to take these (see :mod:`.reuse`)."""
     table = shared_blobs(blobs)
+    reuse = shared_extra(blobs, given)
+    keys = table.packed()[0] if keep else b""
     chunk = ParsedChunk([], [], {})
     configs: set[str] = set()
     taken: dict[int, int] = {}
@@ -192,7 +230,14 @@ def parse_manifests(
             if not sized:
                 chunk.read_ids.append(blob_id)
                 chunk.read_sizes.append(len(data))
+            if reuse is not None and (reused := reuse.take(blob_id, data)) is not None:
+                config = _add_reused(chunk, reused, digest, sized, taken)
+                if read_created and config is not None and config != NO_ID:
+                    configs.add(table.digest_of(config))
+                continue
             manifest = parse_manifest(digest, data)
+            if keep and sha256(data).digest() != keys[blob_id << 5 : (blob_id + 1) << 5]:
+                chunk.skip.append(blob_id)
         except FileNotFoundError:
             error = "manifest blob vanished while reading"
             chunk.inexact = chunk.inexact or not sized
@@ -210,6 +255,8 @@ def parse_manifests(
         except MANIFEST_ERRORS as exc:
             error = str(exc) if isinstance(exc, ManifestError) else f"cannot parse: {exc!r:.200}"
         packed = pack_manifest(manifest, blob_id, table)
+        if keep and manifest is not None:
+            _note_statements(chunk, blob_id, manifest.blob_sizes)
         if not sized and manifest is not None and manifest.blob_sizes:
             chunk.state(packed.blob_ids, manifest.blob_sizes, taken)
         if packed.plain and error is None:
@@ -222,6 +269,32 @@ def parse_manifests(
             configs.add(manifest.config)
     chunk.created = _created_times(store, configs)
     return chunk
+
+
+def _add_reused(
+    chunk: ParsedChunk, reused: Reused, digest: str, sized: bool, taken: dict[int, int]
+) -> int | None:
+    """Add a manifest taken from an earlier read to ``chunk`` as its parse would be; its
+    config's blob id (None: it has none), whose ``created`` time is read as a parsed one's."""
+    chunk.reused += 1
+    record, children, subject, stated = reused
+    if not sized and stated is not None:
+        chunk.state(record_blob_ids(record), stated, taken)
+    if children or subject is not None:
+        chunk.manifests.append((record, digest, children, subject, (), None))
+    else:
+        chunk.records.append(record)
+    return record_config_id(record)
+
+
+def _note_statements(chunk: ParsedChunk, blob_id: int, sizes: tuple[int, ...]) -> None:
+    """Keep a parsed manifest's sizes in mind for a later read: one that states none is
+    ``silent``; one that states some and not others is not kept."""
+    stating = sum(1 for size in sizes if size >= 0)
+    if not stating:
+        chunk.silent.append(blob_id)
+    elif stating != len(sizes):
+        chunk.skip.append(blob_id)
 
 
 def read_blob(store: StorageReader, digest: str, limit: int) -> bytes:

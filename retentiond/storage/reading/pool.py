@@ -48,6 +48,8 @@ NETWORK_THREADS = 32
 
 #: the blob table, for the workers of a WorkerPool (set while they are forked)
 _SHARED_TABLE: BlobTable | None = None
+#: what else the workers of a WorkerPool have through the fork (:attr:`WorkerPool.shared`)
+_SHARED_EXTRA: object = None
 
 
 def shared_blobs(blobs: BlobTable | None) -> BlobTable:
@@ -56,6 +58,12 @@ def shared_blobs(blobs: BlobTable | None) -> BlobTable:
     table = blobs if blobs is not None else _SHARED_TABLE
     assert table is not None, "the blob table is set before the workers are forked"
     return table
+
+
+def shared_extra(blobs: BlobTable | None, extra: T) -> T:
+    """``extra`` as a task was given it with the table ``blobs``; in a worker (given None for
+    both), the pool's :attr:`WorkerPool.shared`, which it was forked with."""
+    return extra if blobs is not None else _SHARED_EXTRA  # type: ignore[return-value]
 
 
 def chunks(items: list[T], count: int) -> list[list[T]]:
@@ -106,8 +114,13 @@ class WorkerPool:
     A phase asks for ``count`` workers of the pool's ``size`` (fewer for a small phase); what
     its tasks get as the blob table is :meth:`table_for`."""
 
-    def __init__(self, blobs: BlobTable, size: int, network: bool = False) -> None:
+    def __init__(
+        self, blobs: BlobTable, size: int, network: bool = False, shared: object = None
+    ) -> None:
         self.table, self.size, self.network = blobs, size, network
+        #: a value the tasks read besides the table, given to the workers through the fork
+        #: (see :func:`shared_extra`; set before the first phase that forks)
+        self.shared = shared
         self._pool: multiprocessing.pool.Pool | None = None
         self._processes: list[multiprocessing.process.BaseProcess] = []
 
@@ -132,13 +145,13 @@ class WorkerPool:
             yield from self._pool.imap_unordered(fn, tasks)
             return
         if self._pool is None:
-            global _SHARED_TABLE
-            _SHARED_TABLE = self.table
+            global _SHARED_TABLE, _SHARED_EXTRA
+            _SHARED_TABLE, _SHARED_EXTRA = self.table, self.shared
             try:
                 self._pool = multiprocessing.get_context("fork").Pool(self.size)
                 self._processes = _processes(self._pool)
             finally:
-                _SHARED_TABLE = None  # the workers have their copy
+                _SHARED_TABLE = _SHARED_EXTRA = None  # the workers have their copy
         yield from _results(self._pool, self._processes, fn, tasks)
 
     def __enter__(self) -> WorkerPool:

@@ -50,19 +50,31 @@ class SizeFinder:
         self.stated = bytearray(0 if complete else len(sizes))  # 1: size from a descriptor
         self.disputed: set[int] = set()  # descriptors disagree: stat it
         self.inexact = False
+        #: with ``keep``: 1 where a descriptor states a size that is not the one settled on
+        #: (another descriptor's, or the size read of a manifest blob): see :mod:`.reuse`
+        self.mixed: bytearray | None = None
+
+    def keep(self) -> None:
+        """Note the blobs whose stated sizes disagree (:attr:`mixed`)."""
+        self.mixed = bytearray(len(self.sizes))
 
     def add(self, chunk: ParsedChunk) -> None:
         """The sizes a worker of phase 3 read or found stated."""
-        sizes, stated = self.sizes, self.stated
+        sizes, stated, mixed = self.sizes, self.stated, self.mixed
         for blob_id, size in zip(chunk.read_ids, chunk.read_sizes, strict=True):
+            if mixed is not None and stated[blob_id] and sizes[blob_id] != size:
+                mixed[blob_id] = 1
             sizes[blob_id] = size
             stated[blob_id] = 0
         for blob_id, size in zip(chunk.stated_ids, chunk.stated_sizes, strict=True):
             if sizes[blob_id] == UNKNOWN_SIZE:
                 sizes[blob_id] = size
                 stated[blob_id] = 1
-            elif stated[blob_id] and sizes[blob_id] != size:
-                self.disputed.add(blob_id)
+            elif sizes[blob_id] != size:
+                if stated[blob_id]:
+                    self.disputed.add(blob_id)
+                if mixed is not None:
+                    mixed[blob_id] = 1
         self.inexact = self.inexact or chunk.inexact
 
     def unsized(self) -> list[int]:
