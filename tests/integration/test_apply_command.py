@@ -54,7 +54,7 @@ def write_config(tmp_path: Path, reg: PlainRegistry, commands: RuntimeCommands) 
                 },
                 "policies": ["policies/"],
                 "state_dir": str(tmp_path / "state"),
-                "log": {"format": "json"},
+                "log": {"format": "json", "level": "debug"},
             }
         )
     )
@@ -89,6 +89,10 @@ def test_apply_with_operator_commands(plain: PlainRegistry, tmp_path: Path) -> N
     assert pull_ok(plain, "app", "latest") and not pull_ok(plain, "app", "old")
     push_oci_image(plain, "app", "after", layers=[b"after"], seed="after")  # read-write again
     assert pull_ok(plain, "app", "after")
+    # the frozen read took every manifest the preview (a process of its own) had parsed
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    frozen = next(line for line in logged if line.get("event") == "frozen tree read")
+    assert frozen["manifests_reused"] == frozen["manifests_from_preview"] >= 4
 
 
 def test_readonly_command_that_does_not_freeze_changes_nothing(
