@@ -29,7 +29,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from retentiond import errors
 from retentiond.core.blob_table import BlobTable
@@ -128,19 +128,21 @@ def preview_in_child(request: PreviewRequest) -> Preview:
             except BrokenPipeError:  # the child ended before it read: its status says how
                 with suppress(BrokenPipeError):
                     child.stdin.close()  # (closed even when its flush fails)
-            answer = child.stdout.read()
+            # read as it comes: the manifests it parsed are tens of MB on a large tree, not
+            # to be held twice (as bytes, then as values)
+            answer = _answer(child.stdout)
             returncode = child.wait()
         except BaseException:  # Ctrl-C, a stop: the child is not left behind
             child.kill()
             raise
-    if returncode != 0 or not answer:
+    if returncode != 0 or answer is None:
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited {returncode}"
         raise RetentiondError(
             f"the preview (planning before the freeze, in a process of its own) {how}; "
             "nothing was changed. Its error, if any, is logged above; run `retentiond plan` "
             "to see whether planning itself fails"
         )
-    kind, value = pickle.loads(answer)  # written by our own child, above
+    kind, value = answer
     if kind == "error":
         name, message = value
         error = getattr(errors, name, None)
@@ -153,6 +155,17 @@ def preview_in_child(request: PreviewRequest) -> Preview:
     return value
 
 
+def _answer(stream: IO[bytes]) -> tuple[str, Any] | None:
+    """The child's answer, read from its stdout as it is written (by our own child: see
+    :func:`main`); None when it ended before its whole answer."""
+    try:
+        kind, value = pickle.load(stream)
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError):
+        return None
+    stream.read()  # nothing more is written; read to its end all the same
+    return kind, value
+
+
 def main() -> None:
     """The child's side: read the request from stdin, answer on stdout."""
     fmt, level, request = pickle.loads(sys.stdin.buffer.read())  # written by our parent
@@ -161,5 +174,6 @@ def main() -> None:
         answer: tuple[str, object] = ("preview", make_preview(request)[0])
     except RetentiondError as exc:  # expected, explained: raised again in the parent
         answer = ("error", (type(exc).__name__, str(exc)))
-    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    # written as it is pickled: no copy of the whole answer in memory
+    pickle.dump(answer, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
     sys.stdout.buffer.flush()

@@ -4,6 +4,7 @@ errors come back with their type and message (nothing is mocked: the child is a 
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -83,3 +84,27 @@ def test_a_child_that_dies_before_reading_is_an_error_not_a_hang(
     big = PreviewRequest(**{**big.__dict__, "policies": tuple(big.policies) * 2000})  # ~MBs pickled
     with pytest.raises(RetentiondError, match="exited 3; nothing was changed"):
         preview_in_child(big)
+
+
+@pytest.mark.parametrize("status", [0, 5])
+def test_a_child_that_ends_in_the_middle_of_its_answer_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """The answer is read as the child writes it: one cut short (the child killed while it
+    wrote, here: the first half of a real answer, then an exit) is an error, whatever the
+    child's status, and nothing of it is used."""
+    from retentiond import preview
+
+    root = tmp_path / "root"
+    generate(root, Params(repositories=4, tags=3, seed=5), jobs=1)
+    answer = pickle.dumps(("preview", make_preview(request(root, tmp_path))[0]), protocol=5)
+    (tmp_path / "half").write_bytes(answer[: len(answer) // 2])
+    monkeypatch.setattr(
+        preview,
+        "_CHILD",
+        "import sys; sys.stdin.buffer.read(); "
+        f"sys.stdout.buffer.write(open({str(tmp_path / 'half')!r}, 'rb').read()); "
+        f"sys.exit({status})",
+    )
+    with pytest.raises(RetentiondError, match=f"exited {status}; nothing was changed"):
+        preview_in_child(request(root, tmp_path))

@@ -99,9 +99,9 @@ def keep_parsed(table: ManifestTable, blobs: BlobTable, kept: KeptFromRead) -> P
         ends.append(at)
         if children or subject is not None:
             extras[blob_id] = (children, subject)
-    keys, sizes = blobs.packed()
+    keys, sizes = blobs.packed()  # the table's own (never written once the read is done)
     silent = frozenset(i for i in kept.silent if i not in skip)
-    return ParsedBefore(keys, array("q", sizes), ids, b"".join(parts), ends, silent, extras)
+    return ParsedBefore(keys, sizes, ids, b"".join(parts), ends, silent, extras)
 
 
 class Reused(NamedTuple):
