@@ -1,5 +1,6 @@
 """Time retentiond's own work inside the read-only window, without a registry: the read of the
-frozen tree, the plan, the run's lists written to ``state_dir`` (removals, deleted, kept) and
+frozen tree (after the preview's read, whose parsed manifests it takes when the code can),
+the plan, the run's lists written to ``state_dir`` (removals, deleted, kept) and
 the moves into the quarantine, each step's wall and CPU seconds (this process's; the read's
 forked workers are not counted in its CPU).
 
@@ -20,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -35,7 +37,8 @@ T = TypeVar("T")
 
 
 def measure(root: Path, state: Path, keep: int) -> dict[str, float]:
-    """The window's steps on the tree at ``root`` (changed: its removals are moved)."""
+    """The window's steps on the tree at ``root`` (changed: its removals are moved), after
+    the preview's read."""
     from retentiond.core.plan import make_plan
     from retentiond.core.run_lists import deleted_rows, kept_rows
     from retentiond.policy.loader import load_policies
@@ -61,7 +64,24 @@ def measure(root: Path, state: Path, keep: int) -> dict[str, float]:
         return result
 
     gc.disable()  # as plan and apply do while they hold a tree
-    inventory = step("read", lambda: read_inventory(root))
+    # the preview's read first, as in a run (outside the window; the same page cache for old
+    # and new code); code that has it keeps the manifests it parsed, and they cross a pickle
+    # as they cross the preview's process boundary
+    try:
+        from retentiond.storage.reader import read_inventory_keeping
+    except ImportError:  # before the frozen read took the preview's manifests
+        step("preview_read", lambda: read_inventory(root))
+        parsed = None
+    else:
+        _, kept = step("preview_read", lambda: read_inventory_keeping(root))
+        parsed = pickle.loads(pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
+        del kept
+    if parsed is None:
+        inventory = step("read", lambda: read_inventory(root))
+    else:
+        inventory = step("read", lambda: read_inventory(root, parsed_before=parsed))
+    if parsed is not None:
+        seconds["manifests_reused"] = parsed.reused
     plan = step("plan", lambda: make_plan(inventory, policies, Safety(), datetime.now(UTC)))
     nested = {r.name for r in inventory.repositories if r.has_nested}
     # (before json_line, save_removals took the removals' JSON objects)
