@@ -6,9 +6,10 @@ answers ``/`` (the status page, :mod:`retentiond.status_page`), ``/metrics``, ``
 ``/readyz`` and ``/status``.
 
 A window is a cron time plus ``window_length``. A maintenance starts only inside a window, and
-only when the GC is expected to finish inside it (estimated from earlier runs, scaled by the
-number of blobs); a window missed while the daemon was down is not run late, except when the
-daemon starts inside it.
+only when the run is expected to finish inside it (estimated from earlier runs, scaled by the
+number of blobs its preview counted: the daemon reads no tree of its own for it, in its own
+process); a window missed while the daemon was down is not run late, except when the daemon
+starts inside it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from retentiond.core.plan import make_plan
 from retentiond.core.plan_types import Plan
 from retentiond.errors import ConfigError, ProtectionUnavailable, RetentiondError, StorageError
 from retentiond.logs import get_logger
-from retentiond.maintenance import RunResult, run_maintenance
+from retentiond.maintenance import RunResult, WindowSkipped, run_maintenance
 from retentiond.metrics import (
     SKIP_BUSY,
     SKIP_NOT_ENOUGH_TIME,
@@ -46,6 +47,7 @@ from retentiond.metrics import (
 from retentiond.notify.webhooks import WebhookNotifier
 from retentiond.policy.loader import expand_paths, load_policies
 from retentiond.policy.model import OrderBy, Policy
+from retentiond.preview import Preview
 from retentiond.protection import protection_reader
 from retentiond.pulls.listener import PullListener, pull_listener
 from retentiond.pulls.store import read_pull_times
@@ -252,13 +254,13 @@ class Daemon:
             return
         closes = bounds[1]
         with self.jobs_lock:
-            self._maintain(now, closes)
+            self._maintain(closes)
 
     def _skip(self, reason: str, **fields: Any) -> None:
         self.metrics.observe_window_skipped(reason)
         self.log.warning("maintenance window skipped", reason=reason, **fields)
 
-    def _maintain(self, now: datetime, closes: datetime) -> None:
+    def _maintain(self, closes: datetime) -> None:
         if not self.registry.answering():
             self._skip(SKIP_REGISTRY_UNHEALTHY, url=self.registry.url)
             return
@@ -266,44 +268,12 @@ class Daemon:
         if not protection.available:
             self._skip(SKIP_PROTECTION_UNAVAILABLE, problems=list(protection.problems))
             return
-        try:
-            inventory = read_inventory(self.config.registry.location)
-            pulls = read_pull_times(self.config.pulls, self.config.state_dir)
-        except RetentiondError as exc:
-            self.metrics.observe_failure("maintenance")
-            self.log.error("maintenance failed", error=str(exc))
-            return
-        plan = make_plan(
-            inventory,
-            self.policies,
-            self.config.safety,
-            now,
-            gc_reads_schema1=self.runtime.registry_major() != 3,
-            pulls=pulls,
-            protected=protection,
-        )
-        if plan.gc_blocked:
-            self._skip(SKIP_PLAN_REFUSED, problems=[str(p) for p in plan.problems][:5])
-            return
-        estimate = estimate_seconds(
-            read_history(self.config.state_dir), len(inventory.blobs), len(plan.reclaimable)
-        )
-        left = seconds_left(closes, self.clock())
-        if estimate > left:
-            self._skip(
-                SKIP_NOT_ENOUGH_TIME,
-                estimate_seconds=round(estimate, 1),
-                seconds_left=round(left, 1),
-                blobs=len(inventory.blobs),
-                reclaimable=len(plan.reclaimable),
-            )
-            return
         self.state.maintenance_running = True
         try:
             with run_lock(self.config.state_dir):
                 services = self.services()
                 self._observe(recover_interrupted(services))
-                result = run_maintenance(services)
+                result = run_maintenance(services, admit=lambda p: self._admit(p, closes))
             if result.record is not None:
                 self.metrics.observe_run(result.record)
                 self.state.last_run = result.record
@@ -312,6 +282,8 @@ class Daemon:
                 self.metrics.observe_nothing_to_do()
             if result.status not in (RunStatus.OK, RunStatus.NOTHING_TO_DO):
                 self.metrics.observe_failure("maintenance")
+        except WindowSkipped as exc:
+            self._skip(exc.reason, **exc.fields)
         except Cancelled:
             self.log.warning("maintenance stopped by signal; the registry is read-write")
         except Busy as exc:
@@ -324,6 +296,26 @@ class Daemon:
             self.log.error("maintenance failed", error=str(exc))
         finally:
             self.state.maintenance_running = False
+
+    def _admit(self, preview: Preview, closes: datetime) -> None:
+        """Whether the run the preview describes may start now (raises
+        :class:`WindowSkipped` if not): the registry's GC would not abort on the tree, and
+        the run is expected to end before the window ``closes``. Called by
+        :func:`run_maintenance` after its preview (a child process), before the freeze: the
+        daemon reads no tree of its own for this."""
+        if preview.gc_blocked:
+            raise WindowSkipped(SKIP_PLAN_REFUSED, problems=list(preview.gc_problems)[:5])
+        reclaimable = int(preview.summary["blobs_reclaimed"])
+        estimate = estimate_seconds(read_history(self.config.state_dir), preview.blobs, reclaimable)
+        left = seconds_left(closes, self.clock())
+        if estimate > left:
+            raise WindowSkipped(
+                SKIP_NOT_ENOUGH_TIME,
+                estimate_seconds=round(estimate, 1),
+                seconds_left=round(left, 1),
+                blobs=preview.blobs,
+                reclaimable=reclaimable,
+            )
 
     def _observe(self, resumed: RunResult | None) -> None:
         """Count the run that recovery finished or rolled back, if there was one."""

@@ -26,6 +26,7 @@ happens, the registry is brought back read-write and the run ends with one line 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -46,7 +47,7 @@ from retentiond.errors import (
 )
 from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
-from retentiond.preview import PreviewRequest, make_preview, preview_in_child
+from retentiond.preview import Preview, PreviewRequest, make_preview, preview_in_child
 from retentiond.pulls.store import read_pull_times
 from retentiond.render import iso, plan_summary
 from retentiond.run_files import finish_files
@@ -204,11 +205,30 @@ def summary_fields(record: RunRecord) -> dict[str, Any]:
     }
 
 
+class WindowSkipped(Exception):
+    """Raised by the ``admit`` of :func:`run_maintenance` (the daemon's): this window is not
+    used; nothing was changed. ``reason`` is the ``windows_skipped_total`` label, ``fields``
+    what the log line says of it."""
+
+    def __init__(self, reason: str, **fields: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = fields
+
+
 def run_maintenance(
-    services: MaintenanceServices, *, dry_run: bool = False, no_gc: bool = False
+    services: MaintenanceServices,
+    *,
+    dry_run: bool = False,
+    no_gc: bool = False,
+    admit: Callable[[Preview], None] | None = None,
 ) -> RunResult:
     """One maintenance run, start to end. Call with the run lock held, after
-    :func:`retentiond.recovery.recover_interrupted`."""
+    :func:`retentiond.recovery.recover_interrupted`.
+
+    ``admit``: called with the preview, when there is something to do, before the registry
+    is frozen; it raises :class:`WindowSkipped` to leave the registry as it is (the daemon:
+    the GC would abort, or the run would not fit in what is left of the window)."""
     config = services.config
     now = services.clock()
     run_id = new_run_id(now)
@@ -279,6 +299,8 @@ def run_maintenance(
     if not preview.to_do:
         log.info("nothing to do", **preview.summary)
         return RunResult(run_id, RunStatus.NOTHING_TO_DO, summary=preview.summary)
+    if admit is not None:
+        admit(preview)
     if preview.gc_blocked and not no_gc:
         raise StorageError(
             "the registry's GC would abort or destroy data on this tree: "

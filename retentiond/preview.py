@@ -75,6 +75,8 @@ class Preview:
     gc_problems: tuple[str, ...]
     #: the reclaimable blobs that have data, with its size (stat'ed before the freeze)
     sizes: BlobTable
+    #: the blobs in the store (what a GC walks: the daemon's estimate of a run's time)
+    blobs: int
     #: the manifests the preview parsed, for the frozen read to take where they are the same
     #: (:mod:`retentiond.storage.reading.reuse`; None: nothing to do, or none to take)
     parsed: ParsedBefore | None = None
@@ -101,6 +103,7 @@ def make_preview(request: PreviewRequest) -> tuple[Preview, Plan]:
         # the reclaimable blobs' data stat'ed now, before the freeze: the frozen plan stats
         # only the ones this did not (a digest's data does not change)
         sizes=data_sizes(request.location, iter(plan.reclaimable)) if to_do else BlobTable(),
+        blobs=len(inventory.blobs),
         parsed=parsed if to_do else None,
     )
     return preview, plan

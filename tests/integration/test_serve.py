@@ -321,3 +321,35 @@ def test_sighup_reloads_policies(registry: RunningRegistry, served: Callable[...
     s.proc.send_signal(signal.SIGHUP)
     wait_for("the SIGHUP reload", lambda: s.metric("retentiond_policies_loaded") == 2, 30)
     assert s.stop() == 0
+
+
+def skipped(s: Served, reason: str) -> float:
+    _, body = s.http("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f'retentiond_windows_skipped_total{{reason="{reason}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_window_too_short_for_the_run_is_skipped_and_nothing_changes(
+    registry: RunningRegistry, served: Callable[..., Served]
+) -> None:
+    """The daemon counts the blobs from the run's preview (a child process; it reads no tree
+    of its own for it) and skips a window the run would not fit: a minute is less than the
+    estimate of a first run (60 s besides the GC, retentiond/windows.py)."""
+    old_and_latest(registry)
+    s = served(window="* * * * *", window_length="1m")
+    s.start()
+    wait_for("a skipped window", lambda: skipped(s, "not_enough_time") >= 1, 150)
+    lines = [json.loads(x) for x in s.logs().splitlines() if x.startswith("{")]
+    skips = [x for x in lines if x.get("event") == "maintenance window skipped"]
+    assert skips[0]["reason"] == "not_enough_time"
+    assert skips[0]["blobs"] > 0 and skips[0]["reclaimable"] > 0
+    assert skips[0]["estimate_seconds"] > skips[0]["seconds_left"]
+    assert s.history() == [] and not (s.state / "journal.json").exists()
+    assert not [x for x in lines if "twin" in x.get("event", "") or "GC" in x.get("event", "")]
+    assert tag_dir(registry.root, "app", "old").exists()
+    assert pull_ok(registry, "app", "old") and pull_ok(registry, "app", "latest")
+    push_oci_image(registry, "app", "pushed-after-the-skip", layers=[b"new"], seed="new")
+    assert pull_ok(registry, "app", "pushed-after-the-skip")
+    assert s.stop() == 0
