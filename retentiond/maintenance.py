@@ -27,8 +27,10 @@ happens, the registry is brought back read-write and the run ends with one line 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -47,7 +49,14 @@ from retentiond.errors import (
 )
 from retentiond.held_runs import gc_allowed, held_runs, purge_expired
 from retentiond.logs import get_logger
-from retentiond.preview import Preview, PreviewRequest, make_preview, preview_in_child
+from retentiond.preview import (
+    FrozenRead,
+    Preview,
+    PreviewChild,
+    PreviewRequest,
+    make_preview,
+    read_frozen,
+)
 from retentiond.pulls.store import read_pull_times
 from retentiond.render import iso, plan_summary
 from retentiond.run_files import finish_files
@@ -229,6 +238,18 @@ def run_maintenance(
     ``admit``: called with the preview, when there is something to do, before the registry
     is frozen; it raises :class:`WindowSkipped` to leave the registry as it is (the daemon:
     the GC would abort, or the run would not fit in what is left of the window)."""
+    with ExitStack() as children:  # the preview's child ended however the run ends
+        return _run_maintenance(services, children, dry_run=dry_run, no_gc=no_gc, admit=admit)
+
+
+def _run_maintenance(
+    services: MaintenanceServices,
+    children: ExitStack,
+    *,
+    dry_run: bool,
+    no_gc: bool,
+    admit: Callable[[Preview], None] | None,
+) -> RunResult:
     config = services.config
     now = services.clock()
     run_id = new_run_id(now)
@@ -282,15 +303,18 @@ def run_maintenance(
         protection=protection,
     )
     confirmed: set[tuple[str, str]] | None = None
-    if services.confirm is None:  # in a child: its tree's memory is the system's again after
+    read: Callable[[], FrozenRead]
+    if services.confirm is None:  # in a child, which reads the frozen tree too when asked
         try:
-            preview = preview_in_child(request)
+            child = children.enter_context(PreviewChild(request))
         except RetentiondError:
             if services.cancelled():  # a stop (SIGTERM to the service) ended the child too
                 raise Cancelled("stopped during the preview; nothing was changed") from None
             raise
+        preview, read = child.preview, child.read_frozen
     else:  # the prompt shows the whole plan
         preview, shown = make_preview(request)
+        read = partial(read_frozen, request.location, read_created, preview.parsed)
         if preview.to_do and (no_gc or not preview.gc_blocked):
             if not services.confirm(shown):
                 return RunResult(run_id, RunStatus.REFUSED, summary=preview.summary)
@@ -307,7 +331,7 @@ def run_maintenance(
             + "; ".join(preview.gc_problems)
             + "; fix these first (retentiond plan lists them)"
         )
-    sizes, parsed = preview.sizes, preview.parsed
+    sizes = preview.sizes
     del preview
 
     entry = JournalEntry(
@@ -326,8 +350,8 @@ def run_maintenance(
             allowed, _ = gc_allowed(config, now)
             if allowed and held_runs(config):
                 run.gc_first()
-        plan = run.plan_frozen_tree(sizes, parsed)
-        del sizes, parsed
+        plan = run.plan_frozen_tree(sizes, read)
+        del sizes, read
         if (
             confirmed is not None
             and not {(t.repository, t.tag) for t in plan.tags_deleted} <= confirmed

@@ -41,6 +41,7 @@ from retentiond.errors import (
 from retentiond.held_runs import purge_expired
 from retentiond.logs import get_logger
 from retentiond.policy.model import OrderBy, Policy
+from retentiond.preview import FrozenRead
 from retentiond.pulls.store import read_pull_times
 from retentiond.registry import RegistryClient
 from retentiond.render import plan_summary
@@ -62,12 +63,7 @@ from retentiond.state import Journal
 from retentiond.storage import layout
 from retentiond.storage.location import Location
 from retentiond.storage.port import Kind
-from retentiond.storage.reader import (
-    ParsedBefore,
-    data_sizes,
-    read_blob_sizes,
-    read_inventory,
-)
+from retentiond.storage.reader import data_sizes, read_blob_sizes
 from retentiond.storage.removal import (
     move_out,
     open_storage,
@@ -268,16 +264,15 @@ class MaintenanceRun:
         purge_expired(self.services.config)
         self.log.info("collected held runs", blobs=len(gone), bytes=self.entry.pre_gc_bytes)
 
-    def plan_frozen_tree(
-        self, sizes: BlobTable | None = None, parsed: ParsedBefore | None = None
-    ) -> Plan:
+    def plan_frozen_tree(self, sizes: BlobTable | None, read: Callable[[], FrozenRead]) -> Plan:
         """Read the frozen tree and plan on it; the inventory is kept for :meth:`record_plan`
         and the cleaning after the GC. ``sizes``: the sizes of blob data stat'ed before the
         freeze (the preview's reclaimable blobs); the plan's reclaimable blobs not among them
         are stat'ed now, so that what the run reports is counted from the data on disk.
-        ``parsed``: the manifests the preview parsed, taken by the read where their bytes are
-        the same (:mod:`retentiond.storage.reading.reuse`; the inventory is the same either
-        way)."""
+        ``read``: the read of the frozen tree (the preview's child, or
+        :func:`retentiond.preview.read_frozen`), which takes the manifests the preview parsed
+        where their bytes are the same (:mod:`retentiond.storage.reading.reuse`; the inventory
+        is the same either way)."""
         started = time.monotonic()
         services = self.services
         # the images in use read again: a container may have started since the preview
@@ -287,16 +282,20 @@ class MaintenanceRun:
                 "in-use protection could not be read on the frozen tree, so nothing was "
                 "removed: " + "; ".join(protection.problems)
             )
-        offered = len(parsed) if parsed is not None else 0
-        inventory = read_inventory(
-            self.root, read_created=needs_created(services.policies), parsed_before=parsed
-        )
+        try:
+            frozen = read()
+        except RetentiondError:
+            if services.cancelled():  # a stop (SIGTERM to the service) ended the child too
+                raise Cancelled("stopped during the read of the frozen tree") from None
+            raise
+        inventory = frozen.inventory
         self.log.debug(
             "frozen tree read",
             seconds=round(time.monotonic() - started, 3),
-            manifests_from_preview=offered,
-            manifests_reused=parsed.reused if parsed is not None else 0,
+            manifests_from_preview=frozen.offered,
+            manifests_reused=frozen.reused,
         )
+        del frozen
         plan = make_plan(
             inventory,
             services.policies,
