@@ -147,6 +147,19 @@ def source_trees(args: argparse.Namespace, work: Path) -> list[Path]:
     return trees
 
 
+def work_dir(given: Path | None, prefix: str, keep: int) -> Path:
+    """The work directory (``given``, or a new temporary one), with ``policies/all.yaml``:
+    ``keep: {last: keep}`` in every repository."""
+    work = Path(given or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "policies").mkdir(exist_ok=True)
+    (work / "policies/all.yaml").write_text(
+        "policies:\n  - name: all\n    repositories: ['**']\n"
+        f"    keep: {{last: {keep}}}\n    allow_mass_delete: true\n"
+    )
+    return work
+
+
 def write_config(work: Path, name: str, root: Path, url: str, container: str, mode: str) -> Path:
     state = work / f"state-{name}"
     shutil.rmtree(state, ignore_errors=True)
@@ -338,13 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run on the --source-dir tree itself (changed by the run), not on a copy",
     )
     args = parser.parse_args(argv)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="retentiond-apply-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "policies").mkdir(exist_ok=True)
-    (work / "policies/all.yaml").write_text(
-        "policies:\n  - name: all\n    repositories: ['**']\n"
-        f"    keep: {{last: {args.keep}}}\n    allow_mass_delete: true\n"
-    )
+    work = work_dir(args.workdir, "retentiond-apply-bench-", args.keep)
     rows: list[Row] = []
     try:
         for source in source_trees(args, work):

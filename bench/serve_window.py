@@ -28,13 +28,20 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.apply_modes import PHASE_ORDER, REPO, RETENTIOND, _rss, against_gc, read_events
+from bench.apply_modes import (
+    PHASE_ORDER,
+    REPO,
+    RETENTIOND,
+    _rss,
+    against_gc,
+    read_events,
+    work_dir,
+)
 from bench.run import _descendants, _pss, log, mib
 from tests.harness.registry import start_registry, stop_registry
 
@@ -113,13 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
     parser.add_argument("--in-place", action="store_true", help="run on --source-dir itself")
     args = parser.parse_args(argv)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="retentiond-serve-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "policies").mkdir(exist_ok=True)
-    (work / "policies/all.yaml").write_text(
-        "policies:\n  - name: all\n    repositories: ['**']\n"
-        f"    keep: {{last: {args.keep}}}\n    allow_mass_delete: true\n"
-    )
+    work = work_dir(args.workdir, "retentiond-serve-bench-", args.keep)
     source = args.source_dir.resolve()
     root = source if args.in_place else work / "root"
     try:

@@ -4,8 +4,10 @@ and message (nothing is mocked: the child is a real ``python -P -c`` of retentio
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,26 +156,15 @@ def test_a_child_that_ends_in_the_middle_of_its_answer_is_an_error(
         PreviewChild(request(root, tmp_path))
 
 
-def test_a_child_that_dies_in_the_frozen_read_is_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A child that answers the preview, then ends without answering the frozen read (killed:
-    the out-of-memory killer, a stop) is an error that says so; nothing of it is used."""
-    from retentiond import preview
-
+def test_a_child_that_dies_in_the_frozen_read_is_an_error(tmp_path: Path) -> None:
+    """A child that answered the preview, then is killed before it answers the frozen read
+    (the out-of-memory killer, a stop: here a real SIGKILL to the real child) is an error that
+    says so; nothing of it is used."""
     root = tmp_path / "root"
     generate(root, Params(repositories=4, tags=3, seed=5), jobs=1)
-    answer = pickle.dumps(("preview", make_preview(request(root, tmp_path))[0]), protocol=5)
-    (tmp_path / "answer").write_bytes(answer)
-    monkeypatch.setattr(
-        preview,
-        "_CHILD",
-        "import os, pickle, signal, sys; pickle.load(sys.stdin.buffer); "
-        f"sys.stdout.buffer.write(open({str(tmp_path / 'answer')!r}, 'rb').read()); "
-        "sys.stdout.buffer.flush(); pickle.load(sys.stdin.buffer); "
-        "os.kill(os.getpid(), signal.SIGKILL)",
-    )
     with PreviewChild(request(root, tmp_path)) as child:
         assert child.preview.to_do
+        os.kill(child._child.pid, signal.SIGKILL)
+        child._child.wait()
         with pytest.raises(RetentiondError, match="killed by signal 9; nothing was removed"):
             child.read_frozen()
