@@ -19,7 +19,14 @@ It holds descriptors so that a call costs the system calls of the work and no mo
   ``close`` (a plan reads a link per tag);
 - the last few directories a :meth:`~FilesystemStorage.stat` or a mutation was in (a pass over
   one directory's entries opens it once), dropped when a move or a removal takes them away;
-- the quarantine and the runs' directories in it, once opened.
+- the quarantine and the runs' directories in it, once opened, and the bucket a run's last
+  held directory went into.
+
+A run's held directories are grouped a hundred to a directory (:func:`_bucket`): a ``rename``
+into a directory of a hundred entries costs the kernel some 14 us on ext4, into one of tens of
+thousands some 22 us (a directory past one block is an htree), and a run's moves are the most
+of its work in the window besides the GC. A run held by an earlier version (every held
+directory in the run's own directory) is still found, put back and deleted.
 
 Descriptors are inherited by forked workers, each of which then has its own caches (a
 :class:`FilesystemReader` handed to a worker is pickled as its descriptor's number). Moves are
@@ -76,6 +83,9 @@ DELETERS = 8
 DELETE_CHUNK = 2000
 #: the names retentiond gives what it holds (:func:`~retentiond.storage.layout.held_name`)
 _HELD_NAME = re.compile(r"[0-9]{1,12}")
+#: the buckets a run's held directories are in (:func:`_bucket`), and how many each holds
+_BUCKET_NAME = re.compile(r"b[0-9]{1,10}")
+_PER_BUCKET = 100
 _TOPS = (layout.REPOSITORIES, layout.BLOB_STORE)
 _ROUTES = tuple((top, f"{top}/") for top in _TOPS)
 #: how many directories :meth:`FilesystemStorage.stat` and the mutations keep open
@@ -208,6 +218,21 @@ def _stat_entry(name: str, st: os.stat_result) -> Entry:
     return Entry(name, _OTHER, None, st.st_mtime, kind_of(mode))
 
 
+def _bucket(name: str) -> str | None:
+    """The directory of its run that the held directory ``name`` is in: ``b`` and its index
+    without the last two digits (``0012345`` is in ``b00123``); None for a name retentiond
+    did not give."""
+    return "b" + name[:-2] if _HELD_NAME.fullmatch(name) and len(name) > 2 else None
+
+
+def held_on_disk(held: str) -> str:
+    """Where this backend keeps the quarantine's ``held`` (relative to the quarantine): a
+    run's held directory in its bucket, anything else where the port names it."""
+    run, name = _split(held)
+    bucket = _bucket(name) if run else None
+    return held if bucket is None else f"{run}/{bucket}/{name}"
+
+
 def _split(path: str) -> tuple[str, str]:
     """(parent, last component) of a relative path; BadComponent when it is not a plain one."""
     components(path)
@@ -235,6 +260,7 @@ class FilesystemStorage:
         self._tops: dict[str, int] = {}
         self._dirs: dict[str, int] = {}  # below v2, least recently used first
         self._quarantine: dict[str, int] = {}  # "" and run ids
+        self._bucket: tuple[str, int] | None = None  # ("<run>/<bucket>", its descriptor)
         self._open_file: Callable[[str, int], int] = opener(FILE_FLAGS)
         if open_tree:
             try:
@@ -248,7 +274,9 @@ class FilesystemStorage:
     def close(self) -> None:
         fds = [*self._dirs.values(), *self._tops.values(), *self._quarantine.values()]
         fds += [fd for fd in (self._v2_fd, self._root_fd) if fd >= 0]
-        self._dirs, self._tops, self._quarantine = {}, {}, {}
+        if self._bucket is not None:
+            fds.append(self._bucket[1])
+        self._dirs, self._tops, self._quarantine, self._bucket = {}, {}, {}, None
         self._v2_fd = self._root_fd = -1
         for fd in fds:
             os.close(fd)
@@ -477,21 +505,67 @@ class FilesystemStorage:
     def moves_by_copy(self) -> bool:
         return False  # one rename(2): a move is whole or not done
 
-    def held_stat(self, held: str) -> Entry:
+    def _bucket_fd(self, run: str, bucket: str, create: bool) -> int:
+        """The run's directory ``bucket``, opened without following a link (made first when
+        ``create``); the last one is kept open. FileNotFoundError when it is not there."""
+        key = f"{run}/{bucket}"
+        if self._bucket is not None:
+            if self._bucket[0] == key:
+                return self._bucket[1]
+            os.close(self._bucket[1])
+            self._bucket = None
+        parent = self._quarantine_fd(run)
+        if create:
+            with suppress(FileExistsError):
+                os.mkdir(bucket, dir_fd=parent)
+        try:
+            fd = open_dir(bucket, parent)
+        except UnsafeEntry as exc:
+            exc.where = key  # (relative to the quarantine)
+            raise
+        self._bucket = (key, fd)
+        return fd
+
+    def _forget_buckets(self, run: str) -> None:
+        if self._bucket is not None and self._bucket[0].startswith(run + "/"):
+            os.close(self._bucket[1])
+            self._bucket = None
+
+    def _where_held(self, held: str) -> tuple[int, str]:
+        """The open directory the quarantine's ``held`` is in and its name there: its bucket,
+        or (held by an earlier version, or not a held directory of a run) its parent."""
         run, name = _split(held)
-        return _stat_entry(name, os.lstat(name, dir_fd=self._quarantine_fd(run)))
+        bucket = _bucket(name) if run else None
+        if bucket is not None:
+            try:
+                fd = self._bucket_fd(run, bucket, create=False)
+                os.lstat(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            else:
+                return fd, name
+        return self._quarantine_fd(run), name
+
+    def held_stat(self, held: str) -> Entry:
+        fd, name = self._where_held(held)
+        return _stat_entry(name, os.lstat(name, dir_fd=fd))
 
     def hold(self, path: str, held: str) -> None:
         parent, name = _split(path)
         run, held_name = _split(held)
-        src, dst = self._dir(parent), self._quarantine_fd(run)
+        bucket = _bucket(held_name) if run else None
+        src = self._dir(parent)
+        if bucket is None:
+            dst = self._quarantine_fd(run)
+        else:
+            dst = self._bucket_fd(run, bucket, create=True)
         os.rename(name, held_name, src_dir_fd=src, dst_dir_fd=dst)
         self._forget(path)
 
     def restore(self, held: str, path: str) -> None:
-        run, held_name = _split(held)
+        src, held_name = self._where_held(held)
         parent, name = _split(path)
-        src, dst = self._quarantine_fd(run), self._dir(parent)
+        dst = self._dir(parent)
         try:
             os.rename(held_name, name, src_dir_fd=src, dst_dir_fd=dst)
         except OSError as exc:
@@ -506,12 +580,15 @@ class FilesystemStorage:
         them some ten times faster than Python, and outside its lock), then removed; where
         ``find`` fails, by ``shutil.rmtree`` by descriptor."""
         run, name = _split(held)
-        fd = self._quarantine_fd(run)
-        kept = self._quarantine.pop(held, None)
-        if kept is not None:
-            os.close(kept)
         if not run:
+            self._forget_buckets(name)
+            kept = self._quarantine.pop(held, None)
+            if kept is not None:
+                os.close(kept)
+            fd = self._quarantine_fd(run)
             _empty_by_find(name, fd)
+        else:
+            fd, name = self._where_held(held)
         shutil.rmtree(name, dir_fd=fd)
 
 
@@ -605,8 +682,14 @@ def _empty_by_find(name: str, parent: int) -> None:
     except OSError:
         return
     try:
-        held = sorted(n for n in os.listdir(fd) if _HELD_NAME.fullmatch(n))
+        names = os.listdir(fd)
+        # a bucket holds up to a hundred held directories (a run held by an earlier version
+        # has its held directories here, one by one)
+        held = sorted(n for n in names if _HELD_NAME.fullmatch(n))
         chunks = [held[i : i + DELETE_CHUNK] for i in range(0, len(held), DELETE_CHUNK)]
+        buckets = sorted(n for n in names if _BUCKET_NAME.fullmatch(n))
+        step = DELETE_CHUNK // _PER_BUCKET
+        chunks += [buckets[i : i + step] for i in range(0, len(buckets), step)]
         if len(chunks) > 1:
             with ThreadPoolExecutor(DELETERS, thread_name_prefix="delete") as pool:
                 for _ in pool.map(partial(_find_delete, fd), chunks):

@@ -124,11 +124,25 @@ def _open_quarantine(storage: Storage, root: Location, run_id: str, create: bool
     return path
 
 
-def _held(storage: Storage, held: str) -> Entry | None:
+def _held(storage: Storage, held: str, qpath: str = "") -> Entry | None:
+    """The quarantine's ``held``, None when it is not there; ``qpath``: the run's quarantine,
+    for messages."""
     try:
         return storage.held_stat(held)
     except FileNotFoundError:
         return None
+    except UnsafeEntry as exc:
+        raise _unsafe_held(exc, qpath) from exc
+
+
+def _unsafe_held(exc: UnsafeEntry, qpath: str) -> StorageError:
+    """Something unsafe inside a run's quarantine (``where``: relative to the quarantine,
+    ``<run_id>/...``): named below the run's quarantine ``qpath``."""
+    inside = (exc.where or "").partition("/")[2]
+    return StorageError(
+        f"{qpath}/{inside}: {exc}; retentiond never follows it nor moves anything through it: "
+        "move it away, then run again"
+    )
 
 
 def _parent_is_dir(storage: Storage, path: str) -> bool:
@@ -248,6 +262,9 @@ def _hold(storage: Storage, removal: Removal, held: str, qpath: str) -> bool:
     except FileNotFoundError:
         return False
     except UnsafeEntry as exc:
+        run = held.partition("/")[0]
+        if exc.where is not None and exc.where.startswith(f"{run}/"):  # in the quarantine
+            raise _unsafe_held(exc, qpath) from exc
         raise _unsafe(storage.location(exc.where or removal.live), exc) from exc
     except OSError as exc:
         src, dst = storage.location(removal.live), f"{qpath}/{removal.held}"
@@ -299,7 +316,7 @@ def move_out(
             if not there:
                 continue
             held = layout.held(run_id, removal.index)
-            if resumed and _held(storage, held) is not None:
+            if resumed and _held(storage, held, qpath) is not None:
                 if storage.moves_by_copy():  # what is left of it, if anything: deleted
                     _finish_hold(storage, removal, held, qpath)
                 continue
@@ -341,7 +358,7 @@ def _check_destinations(storage: Storage, removals: list[Removal]) -> None:
 def _put_one(storage: Storage, run_id: str, removal: Removal, qpath: str, out: PutBack) -> None:
     held = layout.held(run_id, removal.index)
     src = f"{qpath}/{removal.held}"
-    entry = _held(storage, held)
+    entry = _held(storage, held, qpath)
     if entry is None:
         return
     if entry.kind is not Kind.DIR:
@@ -379,7 +396,9 @@ def put_back(root: Location, run_id: str, removals: Iterable[Removal]) -> PutBac
         qpath = _open_quarantine(storage, root, run_id, create=False)
         if qpath is None:
             return out
-        held = [r for r in removals if _held(storage, layout.held(run_id, r.index)) is not None]
+        held = [
+            r for r in removals if _held(storage, layout.held(run_id, r.index), qpath) is not None
+        ]
         _check_destinations(storage, held)
         for removal in held:
             _put_one(storage, run_id, removal, qpath, out)

@@ -379,7 +379,8 @@ def test_no_gc_then_undo_puts_everything_back(registry: RunningRegistry, tmp_pat
     listing = setup.state / "runs" / run_id / "removals.jsonl"
     listed = [json.loads(line) for line in listing.read_text().splitlines()]
     assert "repositories/app/_manifests/tags/old" in [r["live"] for r in listed]
-    held = sorted(p.name for p in (registry.root / "retentiond-quarantine" / run_id).iterdir())
+    run_dir = registry.root / "retentiond-quarantine" / run_id  # a hundred to a bucket
+    held = sorted(p.name for bucket in run_dir.iterdir() for p in bucket.iterdir())
     assert held == [f"{r['index']:07d}" for r in listed]
     setup.run("undo", run_id)
     assert pullable(registry, "app", "old") and pullable(registry, "app", "latest")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from retentiond.storage import layout
-from retentiond.storage.filesystem import FilesystemStorage
+from retentiond.storage.filesystem import FilesystemStorage, held_on_disk
 from retentiond.storage.port import Entry, Kind, StorageReader, StorageWriter
 from retentiond.storage.safe_fs import (
     NotADirectoryEntry,
@@ -241,7 +241,9 @@ def test_hold_and_restore_move_a_whole_directory(root: Path, storage: Filesystem
     held = layout.held(RUN, 0)
     storage.hold(tag, held)
     assert not (v2(root) / tag).exists()
-    assert (root / layout.in_quarantine(held) / "current/link").read_text() == DIGEST
+    on_disk = root / layout.in_quarantine(held_on_disk(held))
+    assert on_disk == root / layout.in_quarantine(f"{RUN}/b00000/0000000")  # in its bucket
+    assert (on_disk / "current/link").read_text() == DIGEST
     assert storage.held_stat(held).kind is Kind.DIR
     with pytest.raises(FileNotFoundError):  # not through the directory kept open before
         storage.stat(LINK)

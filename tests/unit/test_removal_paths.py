@@ -84,8 +84,15 @@ def tag_removal(index: int, tag: str, repo: str = "app") -> Removal:
 
 
 def moved(root: Path) -> list[str]:
+    """What the quarantine holds, by the port's names (``<run>/<held>``): a held directory in
+    its bucket (``<run>/b<index // 100>/<held>``, this backend's) or, as an earlier version
+    held it, in the run's directory."""
     quarantine = root / QUARANTINE
-    return sorted(str(p.relative_to(quarantine)) for p in quarantine.glob("*/*"))
+    held = []
+    for p in quarantine.glob("*/*"):
+        inside = sorted(p.iterdir()) if p.name.startswith("b") else [p]
+        held += [f"{p.parent.name}/{q.name}" for q in inside]
+    return sorted(held)
 
 
 # -- move_out ------------------------------------------------------------------------------------
@@ -207,6 +214,54 @@ def test_put_back_through_a_symlinked_parent_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=r"_manifests/tags.*symbolic link.*nothing was put"):
         put_back(root, RUN, removals)
     assert moved(root) == [f"{RUN}/0000000"]
+    assert snapshot(outside) == before
+
+
+def test_a_run_held_by_an_earlier_version_is_put_back(tmp_path: Path) -> None:
+    """Before the buckets, a run held each directory in its own directory: such a run (kept
+    for undo, or interrupted before an upgrade) is still found, put back and removed."""
+    root, v2, _ = make_tree(tmp_path)
+    removals = [tag_removal(0, "old"), tag_removal(1, "older")]
+    move_out(root, RUN, removals, lambda r: None)
+    run_dir = root / QUARANTINE / RUN
+    for held in sorted((run_dir / "b00000").iterdir()):  # as an earlier version left them
+        held.rename(run_dir / held.name)
+    (run_dir / "b00000").rmdir()
+    assert moved(root) == [f"{RUN}/0000000", f"{RUN}/0000001"]
+    result = put_back(root, RUN, removals)
+    assert result.restored == 2 and result.conflicts == []
+    assert (v2 / "repositories/app/_manifests/tags/older/current/link").is_file()
+    assert not run_dir.exists()
+
+
+def test_a_link_in_place_of_a_bucket_is_not_followed(tmp_path: Path) -> None:
+    root, v2, outside = make_tree(tmp_path)
+    (root / QUARANTINE / RUN).mkdir(parents=True)
+    (root / QUARANTINE / RUN / "b00000").symlink_to(outside / "tags")
+    before = snapshot(outside)
+    with pytest.raises(StorageError, match=r"b00000.*symbolic link"):
+        move_out(root, RUN, [tag_removal(0, "old")], lambda r: None)
+    assert (v2 / "repositories/app/_manifests/tags/old/current/link").is_file()
+    assert snapshot(outside) == before
+
+
+def test_purge_deletes_every_bucket_and_what_an_earlier_version_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several ``find`` at once, each given some buckets; the rest by one more."""
+    monkeypatch.setattr("retentiond.storage.filesystem.DELETE_CHUNK", 200)  # 2 buckets a find
+    root, v2, outside = make_tree(tmp_path)
+    tags = [f"t{n}" for n in range(450)]
+    for tag in tags:
+        add_tag(v2, "app", tag)
+    move_out(root, RUN, [tag_removal(n, tag) for n, tag in enumerate(tags)], lambda r: None)
+    run_dir = root / QUARANTINE / RUN
+    assert sorted(p.name for p in run_dir.iterdir()) == [f"b{n:05d}" for n in range(5)]
+    (run_dir / "9000000").mkdir()  # held by an earlier version
+    (run_dir / "9000000" / "current").symlink_to(outside)
+    before = snapshot(outside)
+    purge(root, RUN)
+    assert not run_dir.exists()
     assert snapshot(outside) == before
 
 
