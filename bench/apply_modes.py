@@ -160,6 +160,10 @@ def work_dir(given: Path | None, prefix: str, keep: int) -> Path:
     return work
 
 
+#: the runs' log level (``--log-level``: ``debug`` adds the seconds of the frozen read)
+LOG_LEVEL = "info"
+
+
 def write_config(work: Path, name: str, root: Path, url: str, container: str, mode: str) -> Path:
     state = work / f"state-{name}"
     shutil.rmtree(state, ignore_errors=True)
@@ -171,7 +175,7 @@ def write_config(work: Path, name: str, root: Path, url: str, container: str, mo
                 "runtime": {"kind": "docker", "container": container, "gc_mode": mode},
                 "policies": [str(work / "policies")],
                 "state_dir": str(state),
-                "log": {"format": "json"},
+                "log": {"format": "json", "level": LOG_LEVEL},
             }
         )
     )
@@ -350,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run on the --source-dir tree itself (changed by the run), not on a copy",
     )
+    parser.add_argument("--log-level", default="info", help="the runs' (their logs are kept)")
     args = parser.parse_args(argv)
+    global LOG_LEVEL
+    LOG_LEVEL = args.log_level
     work = work_dir(args.workdir, "retentiond-apply-bench-", args.keep)
     rows: list[Row] = []
     try:
