@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from retentiond.run_files import save_removals
+from retentiond.storage.filesystem import held_on_disk
 from retentiond.storage.layout import QUARANTINE
 from retentiond.storage.removal import move_out
 from retentiond.storage.removal_list import Removal, live_path
@@ -120,7 +121,7 @@ class Held:
 
     def assert_unchanged(self) -> None:
         assert self.snapshot() == self.before
-        assert (self.root / QUARANTINE / RUN / "0000000").is_dir()
+        assert (self.root / QUARANTINE / held_on_disk(f"{RUN}/0000000")).is_dir()
         assert not tag_dir(self.root, "app", "old").exists()
 
 
