@@ -67,8 +67,9 @@ def read_inventory(
 ) -> Inventory:
     """Read the tree under ``root`` (the registry's ``rootdirectory``).
 
-    ``workers``: processes to read with; by default two per CPU (at most 16) for a large
-    tree, none for a small one. ``progress`` is called as repositories and manifests are read.
+    ``workers``: processes to read with; for a large tree by default two per CPU (at most
+    16), and at least :data:`~.reading.pool.DISK_READERS` for the phases that wait on the
+    disk; none for a small one. ``progress`` is called as repositories and manifests are read.
     ``stat_blobs``: stat every blob's ``data`` (its size as on disk, and only directories with
     data are blobs: the GC's count even when a blob directory lost its data); by default the
     sizes of layers and configs are the ones their manifests state
@@ -142,13 +143,14 @@ def data_sizes(
     The blob store is read one prefix directory at a time (listed, never followed if it is a
     link; then the ``data`` of each blob found in it as a directory stat'ed, not followed),
     so memory holds one prefix's digests and the table built. ``workers``: processes to stat
-    with; by default two per CPU (at most 16) for many blobs (a cold cache waits on disk),
-    in-process for few. ``ValueError`` when ``blobs`` is not in order."""
+    with; by default :data:`~.reading.pool.DISK_READERS` or two per CPU for many blobs (a
+    cold cache waits on the disk), in-process for few. ``ValueError`` when ``blobs`` is not
+    in order."""
     given = iter(blobs)
     head = list(islice(given, PARALLEL_MIN_MANIFESTS))  # few: no worker is worth its fork
     tree = open_tree(as_location(root))
     workers = network_workers(tree, workers)
-    count = workers_for(workers, len(head), PARALLEL_MIN_MANIFESTS, threaded(tree))
+    count = workers_for(workers, len(head), PARALLEL_MIN_MANIFESTS, threaded(tree), disk=True)
     try:
         if tree.store is None:
             return BlobTable()
@@ -220,11 +222,13 @@ def _read_tree(
     prefixes = blob_prefixes(reading, tree)
     repo_dirs = find_repositories(reading, tree)
     # 1: the blob store, in a pool of its own (the table it builds is what the next share)
-    count = workers_for(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES, threaded(tree))
+    count = workers_for(
+        workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES, threaded(tree), disk=True
+    )
     blobs, order, problems = _read_blob_store(tree, prefixes, sized, count, report)
     problems += reading.problems
     # the pool is as large as a phase of any size may want; each phase asks for its own count
-    size = workers_for(workers, 1 << 62, 0, threaded(tree))
+    size = workers_for(workers, 1 << 62, 0, threaded(tree), disk=True)
     reuse = Reuse(before, blobs) if before is not None else None
     with WorkerPool(blobs, size, threaded(tree), shared=reuse) as pool:
         # 2: link files, as blob ids
@@ -288,7 +292,7 @@ def _read_repositories(
 ) -> tuple[list[Repository], list[Problem]]:
     """Phase 2: the repositories, in the order of ``repo_dirs``, and their problems (those of
     tags and revisions whose blob is missing last)."""
-    count = wanted(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES)
+    count = wanted(workers, len(repo_dirs), PARALLEL_MIN_REPOSITORIES, disk=True)
     tasks = chunks(list(enumerate(repo_dirs)), TASKS_PER_WORKER * count)
     report("repositories", 0, len(repo_dirs))
     read = partial(read_repositories, tree, read_layers, pool.table_for(count, len(tasks)))

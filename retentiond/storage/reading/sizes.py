@@ -97,7 +97,7 @@ def stat_unsized(
     if order is not None:
         todo.sort(key=order.__getitem__)
     tasks = [(blob_id, pool.table.digest_of(blob_id)) for blob_id in todo]
-    count = wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS)
+    count = wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS, disk=True)
     for part in pool.run(
         partial(_data_sizes, tree), chunks(tasks, TASKS_PER_WORKER * count), count
     ):
