@@ -374,3 +374,32 @@ def test_manifest_blobs_of_any_size_read_whole_and_oversized_ones_refused(
     assert big.read_text() in inventory.manifests
     messages = [p.message for p in inventory.problems]
     assert any("larger than any manifest" in m and huge.read_text() in m for m in messages)
+
+
+def test_phases_that_wait_on_the_disk_get_more_readers_unless_just_read(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read by default forks at least DISK_READERS for the phases that list directories and
+    read links (a cold tree waits on the disk); the frozen read, right after the preview's and
+    taking its manifests, reads cached metadata with two per CPU. Both read the same."""
+    import retentiond.storage.reader as reader
+    from retentiond.storage.reading import pool
+
+    assert pool.wanted(None, 10**6, 16, disk=True) >= pool.DISK_READERS
+    assert pool.wanted(None, 10**6, 16) == min(16, 2 * (os.cpu_count() or 1))
+    assert pool.wanted(None, 3, 16, disk=True) == 1  # a small tree: in-process
+    assert pool.wanted(5, 10**6, 16, disk=True) == 5  # asked for: as asked
+    asked: list[bool] = []
+
+    def wanted(requested: int | None, size: int, threshold: int, *, disk: bool = False) -> int:
+        asked.append(disk)
+        return pool.wanted(requested, size, threshold, disk=disk)
+
+    monkeypatch.setattr(reader, "wanted", wanted)
+    first, parsed = reader.read_inventory_keeping(tree)
+    assert asked == [True]  # phase 2
+    assert parsed is not None
+    asked.clear()
+    again = read_inventory(tree, parsed_before=parsed)
+    assert asked == [False]
+    assert snapshot(again) == snapshot(first)

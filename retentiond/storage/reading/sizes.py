@@ -90,14 +90,16 @@ def stat_unsized(
     sizes: SizeFinder,
     order: array[int] | None,
     workers: int | None,
+    disk: bool,
 ) -> bool:
     """Stat the data of the blobs no manifest gave a size; False when one has no regular
-    ``data`` (then the GC does not count it as a blob, and phase 1 must read as it does)."""
+    ``data`` (then the GC does not count it as a blob, and phase 1 must read as it does).
+    ``disk``: the tree may not be cached (see :func:`~.pool.wanted`)."""
     todo = sizes.unsized()
     if order is not None:
         todo.sort(key=order.__getitem__)
     tasks = [(blob_id, pool.table.digest_of(blob_id)) for blob_id in todo]
-    count = wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS, disk=True)
+    count = wanted(workers, len(todo), PARALLEL_MIN_MANIFESTS, disk=disk)
     for part in pool.run(
         partial(_data_sizes, tree), chunks(tasks, TASKS_PER_WORKER * count), count
     ):
