@@ -160,11 +160,10 @@ def work_dir(given: Path | None, prefix: str, keep: int) -> Path:
     return work
 
 
-#: the runs' log level (``--log-level``: ``debug`` adds the seconds of the frozen read)
-LOG_LEVEL = "info"
-
-
-def write_config(work: Path, name: str, root: Path, url: str, container: str, mode: str) -> Path:
+def write_config(
+    work: Path, name: str, root: Path, url: str, container: str, mode: str, log_level: str
+) -> Path:
+    """``log_level``: the run's (``debug`` adds the seconds of the frozen read)."""
     state = work / f"state-{name}"
     shutil.rmtree(state, ignore_errors=True)
     config = work / f"{name}.yaml"
@@ -175,7 +174,7 @@ def write_config(work: Path, name: str, root: Path, url: str, container: str, mo
                 "runtime": {"kind": "docker", "container": container, "gc_mode": mode},
                 "policies": [str(work / "policies")],
                 "state_dir": str(state),
-                "log": {"format": "json", "level": LOG_LEVEL},
+                "log": {"format": "json", "level": log_level},
             }
         )
     )
@@ -183,7 +182,13 @@ def write_config(work: Path, name: str, root: Path, url: str, container: str, mo
 
 
 def bench_tree(
-    source: Path, modes: list[str], work: Path, every: float, *, in_place: bool = False
+    source: Path,
+    modes: list[str],
+    work: Path,
+    every: float,
+    *,
+    in_place: bool = False,
+    log_level: str = "info",
 ) -> list[Row]:
     """``in_place``: run on ``source`` itself, which the run changes (one mode only): no copy
     of a tree that takes longer to copy than to run on."""
@@ -200,7 +205,7 @@ def bench_tree(
             subprocess.run(["cp", "-a", str(source), str(root)], check=True)
         reg = start_registry(root)
         try:
-            config = write_config(work, name, root, reg.url, reg.name, mode)
+            config = write_config(work, name, root, reg.url, reg.name, mode, log_level)
             if plan is None:
                 log(f"{name}: plan --json")
                 plan = sampled_run([*RETENTIOND, "--config", str(config), "plan", "--json"], every)
@@ -356,14 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="info", help="the runs' (their logs are kept)")
     args = parser.parse_args(argv)
-    global LOG_LEVEL
-    LOG_LEVEL = args.log_level
     work = work_dir(args.workdir, "retentiond-apply-bench-", args.keep)
     rows: list[Row] = []
     try:
         for source in source_trees(args, work):
             tree_rows = bench_tree(
-                source, args.modes.split(","), work, args.sample_every, in_place=args.in_place
+                source,
+                args.modes.split(","),
+                work,
+                args.sample_every,
+                in_place=args.in_place,
+                log_level=args.log_level,
             )
             print(modes_report(source, tree_rows), end="\n\n", flush=True)
             rows += tree_rows
